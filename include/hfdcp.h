@@ -1,0 +1,342 @@
+/*
+ * hfdcp.h - parallel HuggingFace safetensors checkpoints for MPI programs.
+ *
+ * This header is the manual.  Read it top to bottom:
+ *   1. status codes and error messages,
+ *   2. dtypes,
+ *   3. key maps (regex renaming of tensor names),
+ *   4. the reader (load any slice of any tensor on any number of ranks),
+ *   5. the writer (one collective commit from rank-held chunks to a
+ *      complete checkpoint).
+ *
+ * Conventions, true of every function below:
+ *   - Every fallible function returns an int status: HFDCP_OK (0) on
+ *     success, a negative HFDCP_ERR_* code otherwise.  Results come back
+ *     through trailing pointer arguments, which are left untouched on
+ *     failure unless said otherwise.
+ *   - After a failure, hfdcp_last_error() returns a detailed message for
+ *     the calling thread (which file, which tensor, which rank, what the OS
+ *     or MPI said).
+ *   - "Collective" means every rank of the object's communicator must call
+ *     the function, in the same order relative to other collective calls on
+ *     that object.  A collective call returns the same status on every rank,
+ *     and on failure the message of the first failing rank is available on
+ *     every rank through hfdcp_last_error().
+ *   - "Local" means the call involves no communication.
+ *   - Objects are opaque; *_free(NULL) does nothing.
+ *   - Tensors are row-major (C order), as PyTorch and the file format see
+ *     them.  Shapes, offsets and sizes are int64_t arrays of length ndim.
+ *
+ * Thread safety: distinct objects may be used from distinct threads; one
+ * object must not be used from two threads at once.  Collective calls need
+ * the usual MPI thread level for the calling pattern.
+ */
+#ifndef HFDCP_H
+#define HFDCP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mpi.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * 1. Status codes
+ * ---------------------------------------------------------------------- */
+
+/* X(symbol, value, short description).  Values never change once released. */
+#define HFDCP_STATUS_MAP(X)                                                   \
+    X(HFDCP_OK, 0, "success")                                                 \
+    X(HFDCP_ERR_ARG, -1, "invalid argument")                                  \
+    X(HFDCP_ERR_NOMEM, -2, "out of memory")                                   \
+    X(HFDCP_ERR_IO, -3, "I/O error")                                          \
+    X(HFDCP_ERR_FORMAT, -4, "malformed safetensors file or index")            \
+    X(HFDCP_ERR_PLAN, -5, "inconsistent save or load plan")                   \
+    X(HFDCP_ERR_NOT_FOUND, -6, "not found")                                   \
+    X(HFDCP_ERR_MPI, -7, "MPI error")                                         \
+    X(HFDCP_ERR_MISMATCH, -8, "arguments differ across ranks")                \
+    X(HFDCP_ERR_UNSUPPORTED, -9, "unsupported operation")                     \
+    X(HFDCP_ERR_RANGE, -10, "value out of range")                             \
+    X(HFDCP_ERR_INTERNAL, -11, "internal error")
+
+typedef enum {
+#define HFDCP_X_ENUM(sym, val, desc) sym = (val),
+    HFDCP_STATUS_MAP(HFDCP_X_ENUM)
+#undef HFDCP_X_ENUM
+} hfdcp_status;
+
+/*! hfdcp_status_name() : Local.
+ *  @return the symbol of a status ("HFDCP_ERR_FORMAT"), or
+ *          "HFDCP_ERR_UNKNOWN" for a value that is not a status. */
+const char *hfdcp_status_name(int status);
+
+/*! hfdcp_status_string() : Local.
+ *  @return a short description of a status ("malformed safetensors file or
+ *          index"). */
+const char *hfdcp_status_string(int status);
+
+/*! hfdcp_last_error() : Local.
+ *  @return the detailed message of the calling thread's last failure, or ""
+ *          if none.  The string stays valid until the thread's next hfdcp
+ *          call. */
+const char *hfdcp_last_error(void);
+
+/* ------------------------------------------------------------------------
+ * 2. Dtypes: the 22 element types of the safetensors format
+ * ---------------------------------------------------------------------- */
+
+/* X(symbol suffix, file name, bits per element).  The enum values are part
+ * of the ABI; the order is the format specification's. */
+#define HFDCP_DTYPE_MAP(X)                                                    \
+    X(BOOL, "BOOL", 8)                                                        \
+    X(F4, "F4", 4)                                                            \
+    X(F6_E2M3, "F6_E2M3", 6)                                                  \
+    X(F6_E3M2, "F6_E3M2", 6)                                                  \
+    X(U8, "U8", 8)                                                            \
+    X(I8, "I8", 8)                                                            \
+    X(F8_E5M2, "F8_E5M2", 8)                                                  \
+    X(F8_E4M3, "F8_E4M3", 8)                                                  \
+    X(F8_E8M0, "F8_E8M0", 8)                                                  \
+    X(F8_E4M3FNUZ, "F8_E4M3FNUZ", 8)                                          \
+    X(F8_E5M2FNUZ, "F8_E5M2FNUZ", 8)                                          \
+    X(I16, "I16", 16)                                                         \
+    X(U16, "U16", 16)                                                         \
+    X(F16, "F16", 16)                                                         \
+    X(BF16, "BF16", 16)                                                       \
+    X(I32, "I32", 32)                                                         \
+    X(U32, "U32", 32)                                                         \
+    X(F32, "F32", 32)                                                         \
+    X(C64, "C64", 64)                                                         \
+    X(F64, "F64", 64)                                                         \
+    X(I64, "I64", 64)                                                         \
+    X(U64, "U64", 64)
+
+typedef enum {
+#define HFDCP_X_DTYPE(sym, name, bits) HFDCP_##sym,
+    HFDCP_DTYPE_MAP(HFDCP_X_DTYPE)
+#undef HFDCP_X_DTYPE
+    HFDCP_DTYPE_COUNT
+} hfdcp_dtype;
+
+/*! hfdcp_dtype_bits() : Local.
+ *  @return bits per element (4, 6, 8, 16, 32 or 64), or 0 for a value that
+ *          is not a dtype. */
+int hfdcp_dtype_bits(hfdcp_dtype dtype);
+
+/*! hfdcp_dtype_name() : Local.
+ *  @return the name used in files ("BF16"), or NULL for a value that is not
+ *          a dtype. */
+const char *hfdcp_dtype_name(hfdcp_dtype dtype);
+
+/*! hfdcp_dtype_from_name() : Local.  Exact, case-sensitive match.
+ *  @return HFDCP_OK, or HFDCP_ERR_FORMAT for any other string (never a
+ *          default). */
+int hfdcp_dtype_from_name(const char *name, hfdcp_dtype *out);
+
+/* Tensors of more dimensions than this are refused with
+ * HFDCP_ERR_UNSUPPORTED (PyTorch's own limit is 64 dims). */
+#define HFDCP_MAX_NDIM 64
+
+/* ------------------------------------------------------------------------
+ * 3. Key maps: ordered regex renaming of tensor names (Python re syntax)
+ * ---------------------------------------------------------------------- */
+
+typedef struct hfdcp_key_map_s hfdcp_key_map;
+
+/*! hfdcp_key_map_create() : Local.  Creates an empty key map (renames
+ *  nothing).  Free with hfdcp_key_map_free(). */
+int hfdcp_key_map_create(hfdcp_key_map **out);
+
+/*! hfdcp_key_map_add() : Local.  Appends a rule.  `pattern` is a regular
+ *  expression in Python `re` syntax (compiled with PCRE2), `replacement` a
+ *  Python replacement string: `\1`..`\99`, `\g<1>`, `\g<name>`, and the
+ *  escapes \n \t \\ etc. are understood.
+ *  @return HFDCP_OK, or HFDCP_ERR_ARG naming the pattern and the position
+ *          of the problem when the pattern or replacement is invalid. */
+int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
+                      const char *replacement);
+
+/*! hfdcp_key_map_apply() : Local.  Renames `key` with the first rule whose
+ *  pattern matches it somewhere (every non-overlapping occurrence is
+ *  replaced, as Python's re.subn); no match copies `key` unchanged.
+ *  `km` may be NULL (no renaming).
+ *  @return HFDCP_OK, or HFDCP_ERR_RANGE when the result with its NUL does
+ *          not fit in `out_size` bytes. */
+int hfdcp_key_map_apply(const hfdcp_key_map *km, const char *key, char *out,
+                        size_t out_size);
+
+/*! hfdcp_key_map_free() : Local. */
+void hfdcp_key_map_free(hfdcp_key_map *km);
+
+/* ------------------------------------------------------------------------
+ * 4. Reader
+ * ---------------------------------------------------------------------- */
+
+typedef struct hfdcp_reader_s hfdcp_reader;
+
+typedef struct {
+    const char *name;     /* tensor name, after renaming */
+    hfdcp_dtype dtype;    /* stored dtype */
+    int ndim;             /* 0 for a scalar */
+    const int64_t *shape; /* ndim entries, owned by the reader */
+} hfdcp_tensor_info;
+
+typedef struct {
+    const hfdcp_key_map *key_map; /* NULL: names as stored */
+    MPI_Info info;                /* MPI-IO hints for every file opened;
+                                     MPI_INFO_NULL: hfdcp's defaults */
+} hfdcp_load_options;
+
+/*! hfdcp_load_options_init() : Local.  Sets every field to its default. */
+void hfdcp_load_options_init(hfdcp_load_options *o);
+
+/*! hfdcp_reader_open() : Collective on `comm`.
+ *  Opens a checkpoint: `path` is a directory (with or without
+ *  model.safetensors.index.json; per-rank shard files carrying
+ *  DCP_SHARDING_INFO are merged into whole tensors) or a single
+ *  .safetensors file.  Every header is read once, by ranks in turn when
+ *  there are many files, checked against every rule of docs/format.md, and
+ *  the resulting catalog is shared with every rank.
+ *  Must match across ranks: `path`; the key map's rules.  `opts` may be
+ *  NULL (defaults).  `comm` is duplicated; the caller keeps its own.
+ *  @return HFDCP_OK and *out, or the same error on every rank
+ *          (HFDCP_ERR_FORMAT for a malformed file or index,
+ *          HFDCP_ERR_NOT_FOUND for a missing path or an empty directory,
+ *          HFDCP_ERR_IO, HFDCP_ERR_MISMATCH, ...). */
+int hfdcp_reader_open(MPI_Comm comm, const char *path,
+                      const hfdcp_load_options *opts, hfdcp_reader **out);
+
+/*! hfdcp_reader_count() : Local.  Number of tensors in the checkpoint. */
+size_t hfdcp_reader_count(const hfdcp_reader *r);
+
+/*! hfdcp_reader_tensor() : Local.  Describes tensor `i` (0 <= i < count),
+ *  tensors being sorted by name (byte order).  info's pointers stay valid
+ *  until hfdcp_reader_free().
+ *  @return HFDCP_OK, or HFDCP_ERR_RANGE. */
+int hfdcp_reader_tensor(const hfdcp_reader *r, size_t i,
+                        hfdcp_tensor_info *info);
+
+/*! hfdcp_reader_find() : Local.  Describes the tensor named `name`.
+ *  @return HFDCP_OK, or HFDCP_ERR_NOT_FOUND. */
+int hfdcp_reader_find(const hfdcp_reader *r, const char *name,
+                      hfdcp_tensor_info *info);
+
+/*! hfdcp_reader_add() : Local.  Requests the box [offsets, offsets+sizes)
+ *  of tensor `name`, to be stored in `dest` as a contiguous row-major array
+ *  of shape `sizes` and element type `dtype` by the next hfdcp_reader_load().
+ *  The box need not match how the tensor was stored (resharding).  When
+ *  `dtype` differs from the stored dtype, values are converted exactly
+ *  among F64, F32, F16 and BF16 (rounding to nearest even); any other
+ *  conversion is HFDCP_ERR_UNSUPPORTED.  For a scalar, ndim is 0 and
+ *  offsets/sizes may be NULL.  `dest` must stay valid until load returns.
+ *  Note: errors in a request are also remembered and reported by the next
+ *  hfdcp_reader_load() on every rank, so a rank that ignores this status
+ *  still cannot leave the others waiting.
+ *  @return HFDCP_OK, or HFDCP_ERR_NOT_FOUND (unknown tensor), HFDCP_ERR_ARG
+ *          (wrong ndim, box out of bounds), HFDCP_ERR_UNSUPPORTED. */
+int hfdcp_reader_add(hfdcp_reader *r, const char *name, hfdcp_dtype dtype,
+                     int ndim, const int64_t *offsets, const int64_t *sizes,
+                     void *dest);
+
+/*! hfdcp_reader_load() : Collective.  Fills every slice requested with
+ *  hfdcp_reader_add() since the last load, with MPI-IO collective reads of
+ *  just the bytes needed, straight into the destinations.  Ranks may have
+ *  requested overlapping, identical or no slices.  The request list is
+ *  emptied, whatever the outcome.
+ *  @return HFDCP_OK, or the same error on every rank. */
+int hfdcp_reader_load(hfdcp_reader *r);
+
+/*! hfdcp_reader_free() : Collective (it frees the reader's duplicated
+ *  communicator, which MPI defines as collective).  Releases the reader. */
+void hfdcp_reader_free(hfdcp_reader *r);
+
+/* ------------------------------------------------------------------------
+ * 5. File maps and the writer
+ * ---------------------------------------------------------------------- */
+
+/* A file map assigns tensor names to 1-based file indices
+ * (model-0000i-of-0000N.safetensors). */
+typedef struct hfdcp_file_map_s hfdcp_file_map;
+
+/*! hfdcp_file_map_create() : Local.  An empty map. */
+int hfdcp_file_map_create(hfdcp_file_map **out);
+
+/*! hfdcp_file_map_set() : Local.  Maps `name` to `file_index` (>= 1),
+ *  replacing an earlier entry for the same name.
+ *  @return HFDCP_OK, or HFDCP_ERR_ARG. */
+int hfdcp_file_map_set(hfdcp_file_map *m, const char *name, int file_index);
+
+/*! hfdcp_file_map_get() : Local.
+ *  @return HFDCP_OK and *file_index, or HFDCP_ERR_NOT_FOUND. */
+int hfdcp_file_map_get(const hfdcp_file_map *m, const char *name,
+                       int *file_index);
+
+/*! hfdcp_file_map_free() : Local. */
+void hfdcp_file_map_free(hfdcp_file_map *m);
+
+typedef struct {
+    const hfdcp_file_map *file_map; /* NULL: split by max_shard_bytes, or
+                                       one file */
+    uint64_t max_shard_bytes;       /* 0: no limit */
+    int save_sharded;               /* per-rank shard files: not yet
+                                       implemented, must be 0 */
+    const char *consolidated_output_path; /* with save_sharded: not yet
+                                       implemented, must be NULL */
+    int thread_count;               /* see docs/api.md; 0 or 1: default */
+    int num_threads_consolidation;  /* with consolidation: not yet
+                                       implemented, must be 0 */
+    MPI_Info info;                  /* MPI-IO hints; MPI_INFO_NULL: hfdcp's
+                                       defaults */
+} hfdcp_save_options;
+
+/*! hfdcp_save_options_init() : Local.  Sets every field to its default. */
+void hfdcp_save_options_init(hfdcp_save_options *o);
+
+typedef struct hfdcp_writer_s hfdcp_writer;
+
+/*! hfdcp_writer_open() : Collective on `comm`.  Prepares a save into the
+ *  directory `path` (created if missing).  Nothing is written before
+ *  hfdcp_writer_commit().  Must match across ranks: `path` and the options
+ *  (the file map may differ only in entries for tensors no rank saves).
+ *  `opts` may be NULL (defaults).  `comm` is duplicated.
+ *  @return HFDCP_OK and *out, or the same error on every rank. */
+int hfdcp_writer_open(MPI_Comm comm, const char *path,
+                      const hfdcp_save_options *opts, hfdcp_writer **out);
+
+/*! hfdcp_writer_add() : Local.  Registers one chunk of tensor `name`: the
+ *  box [offsets, offsets+sizes) of a tensor of shape `global_shape` and
+ *  type `dtype`.  `data` holds the chunk, contiguous and row-major; it is
+ *  not copied and must stay valid and unchanged until commit returns.
+ *  Several ranks may hold the same box (replicated tensors); it is written
+ *  once.  For a scalar, ndim is 0 and the arrays may be NULL.
+ *  Note: errors are also remembered and reported by the next commit on
+ *  every rank.
+ *  @return HFDCP_OK, or HFDCP_ERR_ARG (bad box, duplicate chunk on this
+ *          rank), HFDCP_ERR_NOMEM. */
+int hfdcp_writer_add(hfdcp_writer *w, const char *name, hfdcp_dtype dtype,
+                     int ndim, const int64_t *global_shape,
+                     const int64_t *offsets, const int64_t *sizes,
+                     const void *data);
+
+/*! hfdcp_writer_commit() : Collective.  Plans, writes and publishes the
+ *  checkpoint in one call: gathers every rank's chunks, checks that every
+ *  tensor is tiled exactly with one dtype and shape, lays out the files,
+ *  writes every file with MPI-IO collective writes under temporary names,
+ *  syncs, renames them into place and writes model.safetensors.index.json
+ *  last.  A failed commit leaves no file that looks complete.  After commit
+ *  (successful or not) the writer accepts no more chunks.
+ *  @return HFDCP_OK, or the same error on every rank (HFDCP_ERR_PLAN for
+ *          holes, overlaps or disagreement, HFDCP_ERR_IO, ...). */
+int hfdcp_writer_commit(hfdcp_writer *w);
+
+/*! hfdcp_writer_free() : Collective (frees the duplicated communicator). */
+void hfdcp_writer_free(hfdcp_writer *w);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HFDCP_H */

@@ -1,0 +1,227 @@
+/*
+ * harness.c - runs a table of test cases on every rank, agrees on each
+ * outcome and prints one line per case on rank 0.
+ */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <errno.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static int world_rank;
+
+int hfdcp_test_rank(void)
+{
+    return world_rank;
+}
+
+int hfdcp_test_fail(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "[rank %d] %s:%d: ", world_rank, file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    fflush(stderr);
+    return 1;
+}
+
+int hfdcp_test_status(const char *file, int line, const char *expr, int got,
+                      int want, const char *substr)
+{
+    if (got != want)
+        return hfdcp_test_fail(file, line, "%s returned %s, wanted %s (%s)",
+                               expr, hfdcp_status_name(got),
+                               hfdcp_status_name(want), hfdcp_last_error());
+    if (substr && strstr(hfdcp_last_error(), substr) == NULL)
+        return hfdcp_test_fail(file, line,
+                               "%s: message \"%s\" lacks \"%s\"", expr,
+                               hfdcp_last_error(), substr);
+    return 0;
+}
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+const char *hfdcp_test_fixtures(void)
+{
+    return env_or("HFDCP_FIXTURES", "../shared/fixtures");
+}
+
+const char *hfdcp_test_python(void)
+{
+    return env_or("HFDCP_PYTHON", "/usr/bin/python3");
+}
+
+const char *hfdcp_test_tool(void)
+{
+    return env_or("HFDCP_TOOL", "hfdcp");
+}
+
+const char *hfdcp_test_scripts(void)
+{
+    return env_or("HFDCP_TEST_SCRIPTS", "mpi_tests/scripts");
+}
+
+unsigned char *hfdcp_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = NULL;
+    long n;
+
+    if (f == NULL)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 &&
+        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) != NULL) {
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[n] = '\0';
+            *len = (size_t)n;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+int hfdcp_test_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    int ok;
+    if (f == NULL)
+        return -1;
+    ok = fwrite(data, 1, len, f) == len;
+    ok = (fclose(f) == 0) && ok;
+    return ok ? 0 : -1;
+}
+
+int hfdcp_test_run(const char *cmd, char **out)
+{
+    FILE *p = popen(cmd, "r");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int st;
+
+    if (p == NULL)
+        return -1;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *nb = realloc(buf, cap);
+            if (nb == NULL)
+                break;
+            buf = nb;
+        }
+        size_t got = fread(buf + len, 1, 4096, p);
+        len += got;
+        if (got == 0)
+            break;
+    }
+    if (buf)
+        buf[len] = '\0';
+    st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    if (st == -1)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+uint64_t hfdcp_test_rand(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag,
+                        struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Rank 0 makes a fresh directory; every rank learns its name. */
+static int make_dir(MPI_Comm comm, char *dir, size_t size, const char *name)
+{
+    int ok = 1;
+    if (world_rank == 0) {
+        snprintf(dir, size, "%s/hfdcp-%s-XXXXXX",
+                 env_or("TMPDIR", "/tmp"), name);
+        ok = mkdtemp(dir) != NULL;
+        if (!ok)
+            fprintf(stderr, "mkdtemp %s: %s\n", dir, strerror(errno));
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+    MPI_Bcast(dir, (int)size, MPI_CHAR, 0, comm);
+    return ok ? 0 : -1;
+}
+
+int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
+                    size_t n)
+{
+    int size, passed = 0, failed = 0, skipped = 0;
+    const char *only = argc > 1 ? argv[1] : NULL;
+
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    /* Tests check statuses; MPI errors must come back, not abort. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+
+    for (size_t i = 0; i < n; i++) {
+        char dir[512];
+        int local, any;
+
+        if (only && strcmp(only, cases[i].name) != 0)
+            continue;
+        if (size < cases[i].min_ranks) {
+            if (world_rank == 0)
+                printf("skip %s (needs %d ranks)\n", cases[i].name,
+                       cases[i].min_ranks);
+            skipped++;
+            continue;
+        }
+        if (make_dir(MPI_COMM_WORLD, dir, sizeof dir, cases[i].name) != 0) {
+            local = 1;
+        } else {
+            hfdcp__error_clear();
+            local = cases[i].fn(MPI_COMM_WORLD, dir) != 0;
+        }
+        MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        MPI_Barrier(MPI_COMM_WORLD);
+        if (world_rank == 0) {
+            printf("%s %s\n", any ? "FAIL" : "ok", cases[i].name);
+            fflush(stdout);
+            /* Keep a failed case's files for a post-mortem. */
+            if (!any)
+                nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+            else
+                printf("  (files kept in %s)\n", dir);
+        }
+        if (any)
+            failed++;
+        else
+            passed++;
+    }
+    if (world_rank == 0) {
+        printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+        fflush(stdout);
+    }
+    MPI_Finalize();
+    return failed ? 1 : 0;
+}

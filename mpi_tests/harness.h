@@ -1,0 +1,96 @@
+/*
+ * harness.h - the test harness shared by every mpi_tests/test_*.c.
+ *
+ * A test file lists its cases in a table and calls hfdcp_test_main().  Each
+ * case runs on every rank (or only when the world has at least min_ranks
+ * ranks; otherwise it is reported as skipped), gets a fresh empty
+ * directory shared by all ranks, and returns 0 for pass.  The ranks agree
+ * on the outcome (any rank failing fails the case) and rank 0 prints
+ *   ok <case>   /   FAIL <case>   /   skip <case> (needs N ranks)
+ * and at the end "<n> passed, <n> failed, <n> skipped".  Assertion
+ * failures print the rank, file and line on stderr.
+ *
+ * Usage:
+ *   static int format_should_parse(MPI_Comm comm, const char *dir) {
+ *       T_CHECK(x == 1);
+ *       T_STATUS(hfdcp_x(...), HFDCP_ERR_FORMAT, "hole");
+ *       return T_OK;
+ *   }
+ *   static const hfdcp_test_case cases[] = {
+ *       {"format_should_parse", format_should_parse, 1},
+ *   };
+ *   int main(int argc, char **argv) { return HFDCP_TEST_MAIN(argc, argv, cases); }
+ */
+#ifndef HFDCP_TEST_HARNESS_H
+#define HFDCP_TEST_HARNESS_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hfdcp_internal.h"
+
+typedef int (*hfdcp_test_fn)(MPI_Comm comm, const char *dir);
+
+typedef struct {
+    const char *name;
+    hfdcp_test_fn fn;
+    int min_ranks;
+} hfdcp_test_case;
+
+int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
+                    size_t n);
+#define HFDCP_TEST_MAIN(argc, argv, cases) \
+    hfdcp_test_main((argc), (argv), (cases), sizeof(cases) / sizeof((cases)[0]))
+
+#define T_OK 0
+
+int hfdcp_test_rank(void);
+
+/* Reports a failed check; returns 1. */
+int hfdcp_test_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define T_CHECK(cond)                                                        \
+    do {                                                                     \
+        if (!(cond))                                                         \
+            return hfdcp_test_fail(__FILE__, __LINE__, "check failed: %s",   \
+                                   #cond);                                   \
+    } while (0)
+
+#define T_CHECKF(cond, ...)                                                  \
+    do {                                                                     \
+        if (!(cond)) return hfdcp_test_fail(__FILE__, __LINE__, __VA_ARGS__);\
+    } while (0)
+
+/* Checks that `expr` returns `want` and, when `substr` is not NULL, that
+ * hfdcp_last_error() contains `substr`. */
+int hfdcp_test_status(const char *file, int line, const char *expr, int got,
+                      int want, const char *substr);
+#define T_STATUS(expr, want, substr)                                         \
+    do {                                                                     \
+        if (hfdcp_test_status(__FILE__, __LINE__, #expr, (expr), (want),     \
+                              (substr)))                                     \
+            return 1;                                                        \
+    } while (0)
+#define T_OKCALL(expr) T_STATUS(expr, HFDCP_OK, NULL)
+
+/* Environment given by CTest (see mpi_tests/CMakeLists.txt). */
+const char *hfdcp_test_fixtures(void); /* ../shared/fixtures */
+const char *hfdcp_test_python(void);   /* /usr/bin/python3 */
+const char *hfdcp_test_tool(void);     /* the hfdcp executable */
+const char *hfdcp_test_scripts(void);  /* mpi_tests/scripts */
+
+/* Whole-file helpers.  read returns a malloc'd buffer (NULL on error). */
+unsigned char *hfdcp_test_read_file(const char *path, size_t *len);
+int hfdcp_test_write_file(const char *path, const void *data, size_t len);
+
+/* Runs a shell command (on the calling rank only), capturing stdout into
+ * a malloc'd string (may be NULL).  Returns the exit status, or -1. */
+int hfdcp_test_run(const char *cmd, char **out);
+
+/* Deterministic pseudo-random numbers (splitmix64). */
+uint64_t hfdcp_test_rand(uint64_t *state);
+
+#endif
