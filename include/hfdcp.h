@@ -43,6 +43,13 @@
 extern "C" {
 #endif
 
+/* Only the functions of this header are exported from the shared library. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define HFDCP_API __attribute__((visibility("default")))
+#else
+#define HFDCP_API
+#endif
+
 /* ------------------------------------------------------------------------
  * 1. Status codes
  * ---------------------------------------------------------------------- */
@@ -71,18 +78,18 @@ typedef enum {
 /*! hfdcp_status_name() : Local.
  *  @return the symbol of a status ("HFDCP_ERR_FORMAT"), or
  *          "HFDCP_ERR_UNKNOWN" for a value that is not a status. */
-const char *hfdcp_status_name(int status);
+HFDCP_API const char *hfdcp_status_name(int status);
 
 /*! hfdcp_status_string() : Local.
  *  @return a short description of a status ("malformed safetensors file or
  *          index"). */
-const char *hfdcp_status_string(int status);
+HFDCP_API const char *hfdcp_status_string(int status);
 
 /*! hfdcp_last_error() : Local.
  *  @return the detailed message of the calling thread's last failure, or ""
  *          if none.  The string stays valid until the thread's next hfdcp
  *          call. */
-const char *hfdcp_last_error(void);
+HFDCP_API const char *hfdcp_last_error(void);
 
 /* ------------------------------------------------------------------------
  * 2. Dtypes: the 22 element types of the safetensors format
@@ -124,17 +131,17 @@ typedef enum {
 /*! hfdcp_dtype_bits() : Local.
  *  @return bits per element (4, 6, 8, 16, 32 or 64), or 0 for a value that
  *          is not a dtype. */
-int hfdcp_dtype_bits(hfdcp_dtype dtype);
+HFDCP_API int hfdcp_dtype_bits(hfdcp_dtype dtype);
 
 /*! hfdcp_dtype_name() : Local.
  *  @return the name used in files ("BF16"), or NULL for a value that is not
  *          a dtype. */
-const char *hfdcp_dtype_name(hfdcp_dtype dtype);
+HFDCP_API const char *hfdcp_dtype_name(hfdcp_dtype dtype);
 
 /*! hfdcp_dtype_from_name() : Local.  Exact, case-sensitive match.
  *  @return HFDCP_OK, or HFDCP_ERR_FORMAT for any other string (never a
  *          default). */
-int hfdcp_dtype_from_name(const char *name, hfdcp_dtype *out);
+HFDCP_API int hfdcp_dtype_from_name(const char *name, hfdcp_dtype *out);
 
 /* Tensors of more dimensions than this are refused with
  * HFDCP_ERR_UNSUPPORTED (PyTorch's own limit is 64 dims). */
@@ -148,7 +155,7 @@ typedef struct hfdcp_key_map_s hfdcp_key_map;
 
 /*! hfdcp_key_map_create() : Local.  Creates an empty key map (renames
  *  nothing).  Free with hfdcp_key_map_free(). */
-int hfdcp_key_map_create(hfdcp_key_map **out);
+HFDCP_API int hfdcp_key_map_create(hfdcp_key_map **out);
 
 /*! hfdcp_key_map_add() : Local.  Appends a rule.  `pattern` is a regular
  *  expression in Python `re` syntax (compiled with PCRE2), `replacement` a
@@ -156,7 +163,7 @@ int hfdcp_key_map_create(hfdcp_key_map **out);
  *  escapes \n \t \\ etc. are understood.
  *  @return HFDCP_OK, or HFDCP_ERR_ARG naming the pattern and the position
  *          of the problem when the pattern or replacement is invalid. */
-int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
+HFDCP_API int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
                       const char *replacement);
 
 /*! hfdcp_key_map_apply() : Local.  Renames `key` with the first rule whose
@@ -165,11 +172,11 @@ int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
  *  `km` may be NULL (no renaming).
  *  @return HFDCP_OK, or HFDCP_ERR_RANGE when the result with its NUL does
  *          not fit in `out_size` bytes. */
-int hfdcp_key_map_apply(const hfdcp_key_map *km, const char *key, char *out,
+HFDCP_API int hfdcp_key_map_apply(const hfdcp_key_map *km, const char *key, char *out,
                         size_t out_size);
 
 /*! hfdcp_key_map_free() : Local. */
-void hfdcp_key_map_free(hfdcp_key_map *km);
+HFDCP_API void hfdcp_key_map_free(hfdcp_key_map *km);
 
 /* ------------------------------------------------------------------------
  * 4. Reader
@@ -191,7 +198,7 @@ typedef struct {
 } hfdcp_load_options;
 
 /*! hfdcp_load_options_init() : Local.  Sets every field to its default. */
-void hfdcp_load_options_init(hfdcp_load_options *o);
+HFDCP_API void hfdcp_load_options_init(hfdcp_load_options *o);
 
 /*! hfdcp_reader_open() : Collective on `comm`.
  *  Opens a checkpoint: `path` is a directory (with or without
@@ -206,22 +213,22 @@ void hfdcp_load_options_init(hfdcp_load_options *o);
  *          (HFDCP_ERR_FORMAT for a malformed file or index,
  *          HFDCP_ERR_NOT_FOUND for a missing path or an empty directory,
  *          HFDCP_ERR_IO, HFDCP_ERR_MISMATCH, ...). */
-int hfdcp_reader_open(MPI_Comm comm, const char *path,
+HFDCP_API int hfdcp_reader_open(MPI_Comm comm, const char *path,
                       const hfdcp_load_options *opts, hfdcp_reader **out);
 
 /*! hfdcp_reader_count() : Local.  Number of tensors in the checkpoint. */
-size_t hfdcp_reader_count(const hfdcp_reader *r);
+HFDCP_API size_t hfdcp_reader_count(const hfdcp_reader *r);
 
 /*! hfdcp_reader_tensor() : Local.  Describes tensor `i` (0 <= i < count),
  *  tensors being sorted by name (byte order).  info's pointers stay valid
  *  until hfdcp_reader_free().
  *  @return HFDCP_OK, or HFDCP_ERR_RANGE. */
-int hfdcp_reader_tensor(const hfdcp_reader *r, size_t i,
+HFDCP_API int hfdcp_reader_tensor(const hfdcp_reader *r, size_t i,
                         hfdcp_tensor_info *info);
 
 /*! hfdcp_reader_find() : Local.  Describes the tensor named `name`.
  *  @return HFDCP_OK, or HFDCP_ERR_NOT_FOUND. */
-int hfdcp_reader_find(const hfdcp_reader *r, const char *name,
+HFDCP_API int hfdcp_reader_find(const hfdcp_reader *r, const char *name,
                       hfdcp_tensor_info *info);
 
 /*! hfdcp_reader_add() : Local.  Requests the box [offsets, offsets+sizes)
@@ -237,7 +244,7 @@ int hfdcp_reader_find(const hfdcp_reader *r, const char *name,
  *  still cannot leave the others waiting.
  *  @return HFDCP_OK, or HFDCP_ERR_NOT_FOUND (unknown tensor), HFDCP_ERR_ARG
  *          (wrong ndim, box out of bounds), HFDCP_ERR_UNSUPPORTED. */
-int hfdcp_reader_add(hfdcp_reader *r, const char *name, hfdcp_dtype dtype,
+HFDCP_API int hfdcp_reader_add(hfdcp_reader *r, const char *name, hfdcp_dtype dtype,
                      int ndim, const int64_t *offsets, const int64_t *sizes,
                      void *dest);
 
@@ -247,11 +254,11 @@ int hfdcp_reader_add(hfdcp_reader *r, const char *name, hfdcp_dtype dtype,
  *  requested overlapping, identical or no slices.  The request list is
  *  emptied, whatever the outcome.
  *  @return HFDCP_OK, or the same error on every rank. */
-int hfdcp_reader_load(hfdcp_reader *r);
+HFDCP_API int hfdcp_reader_load(hfdcp_reader *r);
 
 /*! hfdcp_reader_free() : Collective (it frees the reader's duplicated
  *  communicator, which MPI defines as collective).  Releases the reader. */
-void hfdcp_reader_free(hfdcp_reader *r);
+HFDCP_API void hfdcp_reader_free(hfdcp_reader *r);
 
 /* ------------------------------------------------------------------------
  * 5. File maps and the writer
@@ -262,20 +269,20 @@ void hfdcp_reader_free(hfdcp_reader *r);
 typedef struct hfdcp_file_map_s hfdcp_file_map;
 
 /*! hfdcp_file_map_create() : Local.  An empty map. */
-int hfdcp_file_map_create(hfdcp_file_map **out);
+HFDCP_API int hfdcp_file_map_create(hfdcp_file_map **out);
 
 /*! hfdcp_file_map_set() : Local.  Maps `name` to `file_index` (>= 1),
  *  replacing an earlier entry for the same name.
  *  @return HFDCP_OK, or HFDCP_ERR_ARG. */
-int hfdcp_file_map_set(hfdcp_file_map *m, const char *name, int file_index);
+HFDCP_API int hfdcp_file_map_set(hfdcp_file_map *m, const char *name, int file_index);
 
 /*! hfdcp_file_map_get() : Local.
  *  @return HFDCP_OK and *file_index, or HFDCP_ERR_NOT_FOUND. */
-int hfdcp_file_map_get(const hfdcp_file_map *m, const char *name,
+HFDCP_API int hfdcp_file_map_get(const hfdcp_file_map *m, const char *name,
                        int *file_index);
 
 /*! hfdcp_file_map_free() : Local. */
-void hfdcp_file_map_free(hfdcp_file_map *m);
+HFDCP_API void hfdcp_file_map_free(hfdcp_file_map *m);
 
 typedef struct {
     const hfdcp_file_map *file_map; /* NULL: split by max_shard_bytes, or
@@ -293,7 +300,7 @@ typedef struct {
 } hfdcp_save_options;
 
 /*! hfdcp_save_options_init() : Local.  Sets every field to its default. */
-void hfdcp_save_options_init(hfdcp_save_options *o);
+HFDCP_API void hfdcp_save_options_init(hfdcp_save_options *o);
 
 typedef struct hfdcp_writer_s hfdcp_writer;
 
@@ -303,7 +310,7 @@ typedef struct hfdcp_writer_s hfdcp_writer;
  *  (the file map may differ only in entries for tensors no rank saves).
  *  `opts` may be NULL (defaults).  `comm` is duplicated.
  *  @return HFDCP_OK and *out, or the same error on every rank. */
-int hfdcp_writer_open(MPI_Comm comm, const char *path,
+HFDCP_API int hfdcp_writer_open(MPI_Comm comm, const char *path,
                       const hfdcp_save_options *opts, hfdcp_writer **out);
 
 /*! hfdcp_writer_add() : Local.  Registers one chunk of tensor `name`: the
@@ -316,7 +323,7 @@ int hfdcp_writer_open(MPI_Comm comm, const char *path,
  *  every rank.
  *  @return HFDCP_OK, or HFDCP_ERR_ARG (bad box, duplicate chunk on this
  *          rank), HFDCP_ERR_NOMEM. */
-int hfdcp_writer_add(hfdcp_writer *w, const char *name, hfdcp_dtype dtype,
+HFDCP_API int hfdcp_writer_add(hfdcp_writer *w, const char *name, hfdcp_dtype dtype,
                      int ndim, const int64_t *global_shape,
                      const int64_t *offsets, const int64_t *sizes,
                      const void *data);
@@ -330,10 +337,10 @@ int hfdcp_writer_add(hfdcp_writer *w, const char *name, hfdcp_dtype dtype,
  *  (successful or not) the writer accepts no more chunks.
  *  @return HFDCP_OK, or the same error on every rank (HFDCP_ERR_PLAN for
  *          holes, overlaps or disagreement, HFDCP_ERR_IO, ...). */
-int hfdcp_writer_commit(hfdcp_writer *w);
+HFDCP_API int hfdcp_writer_commit(hfdcp_writer *w);
 
 /*! hfdcp_writer_free() : Collective (frees the duplicated communicator). */
-void hfdcp_writer_free(hfdcp_writer *w);
+HFDCP_API void hfdcp_writer_free(hfdcp_writer *w);
 
 #ifdef __cplusplus
 }

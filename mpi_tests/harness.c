@@ -14,6 +14,7 @@
 
 static int world_rank;
 
+
 int hfdcp_test_rank(void)
 {
     return world_rank;

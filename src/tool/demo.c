@@ -1,0 +1,369 @@
+/*
+ * demo.c - `hfdcp demo`: the main job end to end.  Generates a
+ * Llama-shaped model spread over the ranks as a trainer holds it, saves it
+ * with one collective commit, loads it back in another decomposition and
+ * verifies every byte.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tool.h"
+
+/* How a tensor is spread over the ranks. */
+typedef enum { SPLIT_ROWS, SPLIT_COLS, SPLIT_BLOCKS, SPLIT_REPLICATED } split_kind;
+
+typedef struct {
+    char name[96];
+    int ndim; /* 1 or 2 */
+    int64_t shape[2];
+    split_kind save_split;
+} demo_tensor;
+
+typedef struct {
+    demo_tensor *t;
+    size_t n, cap;
+} model;
+
+static int add_tensor(model *m, const char *name, int ndim, int64_t d0,
+                      int64_t d1, split_kind split)
+{
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? 2 * m->cap : 64;
+        demo_tensor *t = realloc(m->t, cap * sizeof *t);
+        if (t == NULL)
+            return hfdcp__nomem("the demo model");
+        m->t = t;
+        m->cap = cap;
+    }
+    demo_tensor *t = &m->t[m->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->save_split = split;
+    return HFDCP_OK;
+}
+
+/* Picks hidden size, vocabulary and layer count for about `params`
+ * parameters, in Llama's proportions (intermediate = 2.75 x hidden). */
+static int build_model(model *m, uint64_t params)
+{
+    int64_t hidden = 64, vocab, inter, layers;
+    char name[96];
+
+    while (hidden < 8192 && 16 * 12.25 * (double)(2 * hidden) * (double)(2 * hidden) <= (double)params)
+        hidden *= 2;
+    vocab = hidden * 16 < 32000 ? hidden * 16 : 32000;
+    inter = hidden * 11 / 4;
+    double per_layer = 4.0 * hidden * hidden + 3.0 * hidden * inter + 2.0 * hidden;
+    double rest = (double)params - 2.0 * vocab * hidden - hidden;
+    layers = rest > per_layer ? (int64_t)(rest / per_layer + 0.5) : 1;
+
+    HFDCP_TRY(add_tensor(m, "model.embed_tokens.weight", 2, vocab, hidden, SPLIT_ROWS));
+    for (int64_t l = 0; l < layers; l++) {
+        static const char *attn[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(name, sizeof name, "model.layers.%" PRId64 ".self_attn.%s.weight", l, attn[k]);
+            HFDCP_TRY(add_tensor(m, name, 2, hidden, hidden, SPLIT_COLS));
+        }
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.gate_proj.weight", l);
+        HFDCP_TRY(add_tensor(m, name, 2, inter, hidden, SPLIT_BLOCKS));
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.up_proj.weight", l);
+        HFDCP_TRY(add_tensor(m, name, 2, inter, hidden, SPLIT_BLOCKS));
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.down_proj.weight", l);
+        HFDCP_TRY(add_tensor(m, name, 2, hidden, inter, SPLIT_COLS));
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".input_layernorm.weight", l);
+        HFDCP_TRY(add_tensor(m, name, 1, hidden, 0, SPLIT_REPLICATED));
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".post_attention_layernorm.weight", l);
+        HFDCP_TRY(add_tensor(m, name, 1, hidden, 0, SPLIT_REPLICATED));
+    }
+    HFDCP_TRY(add_tensor(m, "model.norm.weight", 1, hidden, 0, SPLIT_REPLICATED));
+    HFDCP_TRY(add_tensor(m, "lm_head.weight", 2, vocab, hidden, SPLIT_ROWS));
+    return HFDCP_OK;
+}
+
+/* Part `k` of `n` of [0, len): the first len % n parts are one longer. */
+static void split_range(int64_t len, int n, int k, int64_t *off, int64_t *size)
+{
+    int64_t base = len / n, extra = len % n;
+    *off = k * base + (k < extra ? k : extra);
+    *size = base + (k < extra ? 1 : 0);
+}
+
+/* The box rank `rank` of `nranks` holds for `split`. */
+static void box_for(const demo_tensor *t, split_kind split, int rank, int nranks,
+                    int64_t *off, int64_t *size)
+{
+    for (int d = 0; d < t->ndim; d++) {
+        off[d] = 0;
+        size[d] = t->shape[d];
+    }
+    if (split == SPLIT_REPLICATED)
+        return;
+    if (t->ndim == 1 || split == SPLIT_ROWS) {
+        split_range(t->shape[0], nranks, rank, &off[0], &size[0]);
+    } else if (split == SPLIT_COLS) {
+        split_range(t->shape[1], nranks, rank, &off[1], &size[1]);
+    } else { /* 2-D grid: rows x cols = nranks, rows as close to sqrt as divides */
+        int rows = 1;
+        for (int r = 1; r * r <= nranks; r++)
+            if (nranks % r == 0)
+                rows = r;
+        int cols = nranks / rows;
+        split_range(t->shape[0], rows, rank / cols, &off[0], &size[0]);
+        split_range(t->shape[1], cols, rank % cols, &off[1], &size[1]);
+    }
+}
+
+/* The value of element `i` of tensor `id`, as the bytes of one element of
+ * `dtype`: pseudo-random normal numbers in (-1, 1), reproducible anywhere. */
+static void element(uint64_t id, uint64_t i, hfdcp_dtype dtype, unsigned char *out)
+{
+    uint64_t z = id * 0x9e3779b97f4a7c15ull + i * 0xbf58476d1ce4e5b9ull + 1;
+    z = (z ^ (z >> 31)) * 0x94d049bb133111ebull;
+    z ^= z >> 29;
+    float f = (float)((double)(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if (dtype == HFDCP_F32) {
+        memcpy(out, &bits, 4);
+    } else if (dtype == HFDCP_BF16) {
+        uint16_t h = (uint16_t)(bits >> 16);
+        memcpy(out, &h, 2);
+    } else { /* F16: sign, exponent in [2^-14, 2^-1], 10 mantissa bits */
+        uint16_t h = (uint16_t)(((z >> 63) << 15) | ((1 + (z >> 40) % 14) << 10) | (z & 0x3ff));
+        memcpy(out, &h, 2);
+    }
+}
+
+/* Fills (or checks, when `check`) a row-major box of a 1-D or 2-D tensor.
+ * Returns the number of elements that differ. */
+static uint64_t fill_box(const demo_tensor *t, uint64_t id, hfdcp_dtype dtype,
+                         const int64_t *off, const int64_t *size, unsigned char *buf,
+                         int check)
+{
+    int esize = hfdcp_dtype_bits(dtype) / 8;
+    int64_t rows = t->ndim == 2 ? size[0] : 1;
+    int64_t cols = t->ndim == 2 ? size[1] : size[0];
+    int64_t row0 = t->ndim == 2 ? off[0] : 0;
+    int64_t col0 = t->ndim == 2 ? off[1] : off[0];
+    int64_t width = t->ndim == 2 ? t->shape[1] : t->shape[0];
+    uint64_t bad = 0;
+    unsigned char e[8];
+
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < cols; c++) {
+            unsigned char *p = buf + (size_t)(r * cols + c) * (size_t)esize;
+            element(id, (uint64_t)((row0 + r) * width + col0 + c), dtype, check ? e : p);
+            if (check && memcmp(e, p, (size_t)esize) != 0)
+                bad++;
+        }
+    }
+    return bad;
+}
+
+static uint64_t box_bytes(const demo_tensor *t, const int64_t *size, hfdcp_dtype dtype)
+{
+    uint64_t n = (uint64_t)size[0] * (t->ndim == 2 ? (uint64_t)size[1] : 1);
+    return n * (uint64_t)(hfdcp_dtype_bits(dtype) / 8);
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return -1;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': v *= 1e3; end++; break;
+    case 'M': v *= 1e6; end++; break;
+    case 'G': v *= 1e9; end++; break;
+    default: break;
+    }
+    if (*end != '\0' || v > 1e18)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static double now(void)
+{
+    return MPI_Wtime();
+}
+
+/* Seconds of the slowest rank for a step that began at t0 on every rank. */
+static double slowest(double t0)
+{
+    double mine = now() - t0, all;
+    MPI_Allreduce(&mine, &all, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return all;
+}
+
+int tool_demo(int argc, char **argv)
+{
+    const char *out = "hfdcp-demo";
+    uint64_t params = 500000000, max_shard = 256000000;
+    hfdcp_dtype dtype = HFDCP_BF16;
+    int rank, nranks, rc = HFDCP_OK, code = TOOL_EXIT_ERROR;
+    model m = {0};
+    unsigned char **saved = NULL, **loaded = NULL;
+    hfdcp_writer *w = NULL;
+    hfdcp_reader *r = NULL;
+
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = v != NULL;
+        if (strcmp(a, "--out") == 0 && ok) {
+            out = v;
+        } else if (strcmp(a, "--params") == 0 && ok) {
+            ok = parse_size(v, &params) == 0 && params >= 1000;
+        } else if (strcmp(a, "--max-shard-bytes") == 0 && ok) {
+            ok = parse_size(v, &max_shard) == 0;
+        } else if (strcmp(a, "--dtype") == 0 && ok) {
+            if (strcmp(v, "bf16") == 0) dtype = HFDCP_BF16;
+            else if (strcmp(v, "f16") == 0) dtype = HFDCP_F16;
+            else if (strcmp(v, "f32") == 0) dtype = HFDCP_F32;
+            else ok = 0;
+        } else {
+            ok = 0;
+            v = a;
+        }
+        if (!ok) {
+            if (rank == 0)
+                fprintf(stderr, "hfdcp demo: bad argument near '%s'\n"
+                        "usage: hfdcp demo [--out DIR] [--params P] [--dtype bf16|f16|f32]"
+                        " [--max-shard-bytes B]\n", v ? v : a);
+            return TOOL_EXIT_USAGE;
+        }
+        i++;
+    }
+
+    rc = build_model(&m, params);
+    saved = calloc(m.n, sizeof *saved);
+    loaded = calloc(m.n, sizeof *loaded);
+    if (rc == HFDCP_OK && (saved == NULL || loaded == NULL))
+        rc = hfdcp__nomem("the demo's buffers");
+
+    /* Generate this rank's chunks, as a trainer would hold them. */
+    uint64_t total_bytes = 0, my_bytes = 0;
+    for (size_t k = 0; rc == HFDCP_OK && k < m.n; k++) {
+        int64_t off[2], size[2];
+        demo_tensor *t = &m.t[k];
+        box_for(t, t->save_split, rank, nranks, off, size);
+        int64_t full[2] = {t->shape[0], t->shape[1]};
+        total_bytes += box_bytes(t, full, dtype);
+        uint64_t nb = box_bytes(t, size, dtype);
+        my_bytes += nb;
+        if ((saved[k] = malloc(nb ? nb : 1)) == NULL)
+            rc = hfdcp__nomem("a demo chunk");
+        else
+            fill_box(t, k, dtype, off, size, saved[k], 0);
+    }
+    rc = hfdcp__agree(MPI_COMM_WORLD, rc);
+    if (rc != HFDCP_OK)
+        goto cleanup;
+    if (rank == 0)
+        printf("hfdcp demo: %zu tensors, %.3f GB (%s), %d rank%s, saving to %s\n",
+               m.n, (double)total_bytes / 1e9, hfdcp_dtype_name(dtype), nranks,
+               nranks == 1 ? "" : "s", out);
+
+    /* Save: every rank hands its chunks over, one collective commit. */
+    hfdcp_save_options so;
+    hfdcp_save_options_init(&so);
+    so.max_shard_bytes = max_shard;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = now();
+    HFDCP_CHECK(hfdcp_writer_open(MPI_COMM_WORLD, out, &so, &w));
+    for (size_t k = 0; k < m.n; k++) {
+        int64_t off[2], size[2];
+        box_for(&m.t[k], m.t[k].save_split, rank, nranks, off, size);
+        rc = hfdcp_writer_add(w, m.t[k].name, dtype, m.t[k].ndim, m.t[k].shape, off,
+                              size, saved[k]);
+        if (rc != HFDCP_OK)
+            break; /* the commit reports it on every rank */
+    }
+    HFDCP_CHECK(hfdcp_writer_commit(w));
+    double t_save = slowest(t0);
+
+    /* Load back in another decomposition: rows, in reversed rank order. */
+    hfdcp_load_options lo;
+    hfdcp_load_options_init(&lo);
+    MPI_Barrier(MPI_COMM_WORLD);
+    t0 = now();
+    HFDCP_CHECK(hfdcp_reader_open(MPI_COMM_WORLD, out, &lo, &r));
+    uint64_t load_bytes = 0;
+    for (size_t k = 0; rc == HFDCP_OK && k < m.n; k++) {
+        int64_t off[2], size[2];
+        box_for(&m.t[k], SPLIT_ROWS, nranks - 1 - rank, nranks, off, size);
+        uint64_t nb = box_bytes(&m.t[k], size, dtype);
+        load_bytes += nb;
+        if ((loaded[k] = malloc(nb ? nb : 1)) == NULL) {
+            rc = hfdcp__nomem("a demo load buffer");
+            break;
+        }
+        rc = hfdcp_reader_add(r, m.t[k].name, dtype, m.t[k].ndim, off, size, loaded[k]);
+    }
+    HFDCP_CHECK(hfdcp_reader_load(r));
+    double t_load = slowest(t0);
+
+    /* Verify every byte against the generator. */
+    uint64_t bad = 0, all_bad = 0;
+    for (size_t k = 0; k < m.n; k++) {
+        int64_t off[2], size[2];
+        box_for(&m.t[k], SPLIT_ROWS, nranks - 1 - rank, nranks, off, size);
+        bad += fill_box(&m.t[k], k, dtype, off, size, loaded[k], 1);
+    }
+    MPI_Allreduce(&bad, &all_bad, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    uint64_t all_load = 0;
+    MPI_Allreduce(&load_bytes, &all_load, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+
+    if (rank == 0) {
+        hfdcp__catalog *c = NULL;
+        hfdcp__problem *problems = NULL;
+        size_t np = 0;
+        int vrc = hfdcp__catalog_verify(out, &c, &problems, &np);
+        printf("saved:  %zu tensors in %zu file%s, %" PRIu64 " bytes, %.2f s, %.2f GB/s\n",
+               m.n, c ? c->n_files : 0, c && c->n_files == 1 ? "" : "s", total_bytes,
+               t_save, (double)total_bytes / t_save / 1e9);
+        printf("loaded: %" PRIu64 " bytes as row blocks in reversed rank order, %.2f s, "
+               "%.2f GB/s\n", all_load, t_load, (double)all_load / t_load / 1e9);
+        printf("format check: %s\n", vrc == HFDCP_OK && np == 0 ? "valid" : "PROBLEMS");
+        for (size_t i = 0; i < np; i++)
+            printf("  %s\n", problems[i].message);
+        if (all_bad == 0 && vrc == HFDCP_OK && np == 0)
+            printf("verified: every byte of every tensor matches (checkpoint in %s)\n", out);
+        else
+            printf("MISMATCH: %" PRIu64 " elements differ\n", all_bad);
+        fflush(stdout);
+        code = (all_bad == 0 && vrc == HFDCP_OK && np == 0) ? TOOL_EXIT_OK : TOOL_EXIT_INVALID;
+        hfdcp__problems_free(problems, np);
+        hfdcp__catalog_free(c);
+    }
+    MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    (void)my_bytes;
+
+cleanup:
+    if (rc != HFDCP_OK) {
+        tool_report_error("demo", rc);
+        code = TOOL_EXIT_ERROR;
+    }
+    hfdcp_reader_free(r);
+    hfdcp_writer_free(w);
+    for (size_t k = 0; k < m.n; k++) {
+        if (saved)
+            free(saved[k]);
+        if (loaded)
+            free(loaded[k]);
+    }
+    free(saved);
+    free(loaded);
+    free(m.t);
+    return code;
+}

@@ -1,0 +1,155 @@
+/*
+ * inspect.c - `hfdcp inspect` (list a checkpoint) and `hfdcp verify`
+ * (check one against every rule, reporting every problem found).
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "tool.h"
+
+static void print_dims(FILE *out, int ndim, const int64_t *dims)
+{
+    fputc('[', out);
+    for (int i = 0; i < ndim; i++)
+        fprintf(out, "%s%" PRId64, i ? ", " : "", dims[i]);
+    fputc(']', out);
+}
+
+static void print_text(FILE *out, const hfdcp__catalog *c)
+{
+    fprintf(out, "%s: %zu file%s, %zu tensor%s, %" PRIu64 " tensor bytes%s%s\n",
+            c->path, c->n_files, c->n_files == 1 ? "" : "s", c->n_tensors,
+            c->n_tensors == 1 ? "" : "s", c->total_size,
+            c->has_index ? ", with index" : "",
+            c->sharded ? ", DCP shards" : "");
+    fprintf(out, "files:\n");
+    for (size_t i = 0; i < c->n_files; i++)
+        fprintf(out, "  %s  %" PRIu64 " bytes  %zu tensors\n", c->files[i].name,
+                c->files[i].size, c->files[i].hdr.n_entries);
+    fprintf(out, "tensors:\n");
+    for (size_t i = 0; i < c->n_tensors; i++) {
+        const hfdcp__tensor *t = &c->tensors[i];
+        fprintf(out, "  %s  %s  ", t->name, hfdcp_dtype_name(t->dtype));
+        print_dims(out, t->ndim, t->shape);
+        if (t->n_chunks == 1) {
+            fprintf(out, "  %s\n", c->files[t->chunks[0].file].name);
+            continue;
+        }
+        fprintf(out, "  %zu chunks:\n", t->n_chunks);
+        for (size_t k = 0; k < t->n_chunks; k++) {
+            const hfdcp__chunk *ch = &t->chunks[k];
+            fprintf(out, "      %s  offsets ", c->files[ch->file].name);
+            print_dims(out, t->ndim, ch->offsets);
+            fprintf(out, "  shape ");
+            print_dims(out, t->ndim, ch->sizes);
+            fputc('\n', out);
+        }
+    }
+    fprintf(out, "total: %" PRIu64 " bytes\n", c->total_size);
+}
+
+static void print_json(FILE *out, const hfdcp__catalog *c)
+{
+    fprintf(out, "{\"total_size\": %" PRIu64 ", \"tensors\": [", c->total_size);
+    for (size_t i = 0; i < c->n_tensors; i++) {
+        const hfdcp__tensor *t = &c->tensors[i];
+        fprintf(out, "%s\n  {\"name\": ", i ? "," : "");
+        tool_json_string(out, t->name);
+        fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", hfdcp_dtype_name(t->dtype));
+        print_dims(out, t->ndim, t->shape);
+        fprintf(out, ", \"file\": ");
+        if (t->n_chunks == 1) {
+            tool_json_string(out, c->files[t->chunks[0].file].name);
+            fputc('}', out);
+            continue;
+        }
+        fprintf(out, "null, \"chunks\": [");
+        for (size_t k = 0; k < t->n_chunks; k++) {
+            const hfdcp__chunk *ch = &t->chunks[k];
+            fprintf(out, "%s{\"file\": ", k ? ", " : "");
+            tool_json_string(out, c->files[ch->file].name);
+            fprintf(out, ", \"offsets\": ");
+            print_dims(out, t->ndim, ch->offsets);
+            fprintf(out, ", \"shape\": ");
+            print_dims(out, t->ndim, ch->sizes);
+            fputc('}', out);
+        }
+        fprintf(out, "]}");
+    }
+    fprintf(out, "%s]}\n", c->n_tensors ? "\n" : "");
+}
+
+int tool_inspect(int argc, char **argv)
+{
+    const char *path = NULL;
+    int json = 0, rc;
+    hfdcp__catalog *c = NULL;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (argv[i][0] == '-' || path != NULL) {
+            if (tool_rank() == 0)
+                fprintf(stderr, "hfdcp inspect: unexpected argument '%s'\n"
+                        "usage: hfdcp inspect PATH [--json]\n", argv[i]);
+            return TOOL_EXIT_USAGE;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (path == NULL) {
+        if (tool_rank() == 0)
+            fprintf(stderr, "usage: hfdcp inspect PATH [--json]\n");
+        return TOOL_EXIT_USAGE;
+    }
+    rc = hfdcp__catalog_open(MPI_COMM_WORLD, path, NULL, &c);
+    if (rc != HFDCP_OK) {
+        tool_report_error("inspect", rc);
+        return TOOL_EXIT_ERROR;
+    }
+    if (tool_rank() == 0) {
+        if (json)
+            print_json(stdout, c);
+        else
+            print_text(stdout, c);
+        fflush(stdout);
+    }
+    hfdcp__catalog_free(c);
+    return TOOL_EXIT_OK;
+}
+
+int tool_verify(int argc, char **argv)
+{
+    hfdcp__catalog *c = NULL;
+    hfdcp__problem *problems = NULL;
+    size_t n = 0;
+    int rc, code;
+
+    if (argc != 2 || argv[1][0] == '-') {
+        if (tool_rank() == 0)
+            fprintf(stderr, "usage: hfdcp verify PATH\n");
+        return TOOL_EXIT_USAGE;
+    }
+    /* Verification is serial: rank 0 does it and tells the others. */
+    if (tool_rank() == 0) {
+        rc = hfdcp__catalog_verify(argv[1], &c, &problems, &n);
+        if (rc == HFDCP_OK && n == 0) {
+            printf("%s: valid (%zu file%s, %zu tensor%s, %" PRIu64 " bytes)\n",
+                   argv[1], c->n_files, c->n_files == 1 ? "" : "s",
+                   c->n_tensors, c->n_tensors == 1 ? "" : "s", c->total_size);
+            code = TOOL_EXIT_OK;
+        } else {
+            for (size_t i = 0; i < n; i++)
+                printf("%s: %s\n", hfdcp_status_name(problems[i].status),
+                       problems[i].message);
+            if (n == 0)
+                printf("%s: %s\n", hfdcp_status_name(rc), hfdcp_last_error());
+            code = TOOL_EXIT_INVALID;
+        }
+        fflush(stdout);
+        hfdcp__problems_free(problems, n);
+        hfdcp__catalog_free(c);
+    }
+    MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    return code;
+}
