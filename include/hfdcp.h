@@ -160,9 +160,13 @@ HFDCP_API int hfdcp_key_map_create(hfdcp_key_map **out);
 /*! hfdcp_key_map_add() : Local.  Appends a rule.  `pattern` is a regular
  *  expression in Python `re` syntax (compiled with PCRE2), `replacement` a
  *  Python replacement string: `\1`..`\99`, `\g<1>`, `\g<name>`, and the
- *  escapes \n \t \\ etc. are understood.
- *  @return HFDCP_OK, or HFDCP_ERR_ARG naming the pattern and the position
- *          of the problem when the pattern or replacement is invalid. */
+ *  escapes \n \t \\ etc. are understood.  Semantics are Python 3.11's;
+ *  the few constructs PCRE2 cannot reproduce faithfully (\N{...}, group
+ *  references under (?i), `\0` in a replacement, ...: see docs/api.md) are
+ *  refused rather than approximated.
+ *  @return HFDCP_OK, or HFDCP_ERR_ARG naming the rule, the pattern and the
+ *          position of the problem (Python's own message where Python
+ *          refuses it) when the pattern or replacement is invalid. */
 HFDCP_API int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
                       const char *replacement);
 
@@ -171,7 +175,8 @@ HFDCP_API int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
  *  replaced, as Python's re.subn); no match copies `key` unchanged.
  *  `km` may be NULL (no renaming).
  *  @return HFDCP_OK, or HFDCP_ERR_RANGE when the result with its NUL does
- *          not fit in `out_size` bytes. */
+ *          not fit in `out_size` bytes, or HFDCP_ERR_UNSUPPORTED when a
+ *          pathological pattern exceeds PCRE2's backtracking limit. */
 HFDCP_API int hfdcp_key_map_apply(const hfdcp_key_map *km, const char *key, char *out,
                         size_t out_size);
 
