@@ -215,7 +215,9 @@ typedef struct {
     int ndim;
     int64_t *shape;    /* ndim entries (NULL when ndim == 0) */
     int64_t *offsets;  /* saved_offsets from DCP_SHARDING_INFO: ndim
-                          entries, or NULL when the file has none */
+                          entries (never NULL when parsed from a sharded
+                          file, even for a scalar), or NULL when the file
+                          has none */
     uint64_t begin;    /* data_offsets, relative to the data buffer */
     uint64_t end;
 } hfdcp__entry;
@@ -226,13 +228,18 @@ typedef struct {
 } hfdcp__kv;
 
 typedef struct {
-    hfdcp__entry *entries; /* sorted by begin (data order) */
+    hfdcp__entry *entries; /* parsed: sorted by (begin, end, name), the
+                              data order, zero-size tensors first among
+                              those at one offset, ties by name */
     size_t n_entries;
-    hfdcp__kv *meta;       /* __metadata__ pairs in file order */
+    hfdcp__kv *meta;       /* __metadata__ pairs in file order, without
+                              DCP_SHARDING_INFO (parsed into the entries'
+                              offsets); every string malloc'd */
     size_t n_meta;
     bool meta_null;        /* __metadata__ was JSON null */
     bool sharded;          /* __metadata__ has DCP_SHARDING_INFO (then every
-                              entry has offsets) */
+                              entry has offsets); DCP_VERSION, when present,
+                              stays in meta */
     uint64_t header_len;   /* N, the JSON length (padding included) */
     uint64_t data_size;    /* bytes of the data buffer (= last end) */
 } hfdcp__header;
@@ -259,18 +266,65 @@ void hfdcp__header_free(hfdcp__header *h);
 /* Serializes `h` into a complete file prefix: the 8-byte length, then
  * compact JSON starting with '{': "__metadata__" first with
  * "format":"pt" and then h->meta in order (a "format" key in h->meta
- * replaces "pt"); when h->sharded, DCP_SHARDING_INFO and DCP_VERSION "1.0"
- * as the reference writes them; then the entries in the given order with
- * their begin/end as given; padded with spaces to a multiple of 8.
- * Refused (HFDCP_ERR_RANGE) above HFDCP_HEADER_MAX_WRITE.  *out is
- * malloc'd, *out_len = 8 + N. */
+ * replaces "pt"); when h->sharded, then DCP_SHARDING_INFO (the text
+ * Python's json.dumps gives for {name: {"saved_offsets": [..]}}, entries
+ * in the given order) and DCP_VERSION ("1.0", or h->meta's value, which
+ * is then written here instead of in its place); then the entries in the
+ * given order with their begin/end as given; padded with spaces to a
+ * multiple of 8.  So serialize(parse(serialize(h))) == serialize(h).
+ * Refused with HFDCP_ERR_ARG (never writing a file the parser would
+ * refuse): invalid UTF-8, a duplicate or reserved name, a size not
+ * matching dtype x shape, data not tiling [0, end) exactly, a duplicate
+ * meta key, DCP_SHARDING_INFO in h->meta.  Refused (HFDCP_ERR_RANGE)
+ * above HFDCP_HEADER_MAX_WRITE.  *out is malloc'd, *out_len = 8 + N. */
 int hfdcp__header_serialize(const hfdcp__header *h, char **out,
                             size_t *out_len);
 
 /* The dtype order of the reference writers: larger element first, then
- * the Rust crate's enum order, then name (strcmp).  A qsort comparator on
- * hfdcp__entry. */
+ * the Rust crate's enum order (descending), then name (strcmp):
+ *   U64 I64 F64 C64 F32 U32 I32 BF16 F16 U16 I16 F8_E5M2FNUZ F8_E4M3FNUZ
+ *   F8_E8M0 F8_E4M3 F8_E5M2 I8 U8 BOOL F6_E3M2 F6_E2M3 F4
+ * (sub-byte types last).  A qsort comparator on hfdcp__entry. */
 int hfdcp__entry_layout_cmp(const void *a, const void *b);
+
+/* Strict JSON, shared by format.c and index.c (the only files that include
+ * cJSON.h; elsewhere the tree is an incomplete type).  RFC 8259 exactly:
+ * strict UTF-8 (no overlong forms, surrogates or code points above
+ * U+10FFFF), no raw control characters in strings, no leading zeros, only
+ * JSON whitespace, nothing after the value, no duplicate key in any object
+ * at any depth.  "\u0000" is HFDCP_ERR_UNSUPPORTED (a C string cannot hold
+ * it).  Numbers keep their exact text, so integers are read exactly.
+ * Messages start with `what` ("file 'x': header is not valid JSON at byte
+ * 12: ..."). */
+struct cJSON;
+typedef struct hfdcp__json_num hfdcp__json_num;
+typedef struct {
+    struct cJSON *root;
+    hfdcp__json_num *nums; /* the number tokens that are not plain
+                              integers in [0, 2^53], in document order */
+    size_t n_nums;
+    const char *text;      /* the text parsed (not owned: keep it alive
+                              while the numbers are read) */
+} hfdcp__json;
+int hfdcp__json_parse(const char *text, size_t len, const char *what,
+                      hfdcp__json *out);
+void hfdcp__json_free(hfdcp__json *doc);
+/* Reads `item` of `doc` as an integer in [0, 2^53].  HFDCP_ERR_FORMAT
+ * naming `what` when it is not a number, negative, above 2^53, or written
+ * with a fraction or exponent (with `allow_float_form`, "4305.0" and
+ * "4.305e3" are accepted when the value is a whole number). */
+int hfdcp__json_uint(const hfdcp__json *doc, const struct cJSON *item,
+                     bool allow_float_form, const char *what, uint64_t *out);
+/* Appends `s` (valid UTF-8) as a JSON string literal: with `ascii`, as
+ * Python's json.dumps does by default (ensure_ascii: \uXXXX for everything
+ * outside ' '..'~', lowercase hex, surrogate pairs); without, as the Rust
+ * crate's serde_json does (only '"', '\\' and control characters escaped;
+ * UTF-8 passed through). */
+void hfdcp__json_put_string(hfdcp__buf *b, const char *s, bool ascii);
+/* Strict UTF-8 check of `n` bytes.  On failure returns false, *bad_at (may
+ * be NULL) = offset of the offending sequence, *why = a short reason. */
+bool hfdcp__utf8_valid(const char *s, size_t n, size_t *bad_at,
+                       const char **why);
 
 /* ------------------------------------------------------------------------
  * index.c: model.safetensors.index.json
@@ -288,13 +342,16 @@ typedef struct {
 
 /* Parses an index file's bytes (`what` names it in messages). Duplicate
  * keys, a missing or non-integer total_size, non-string values and bad
- * file names are HFDCP_ERR_FORMAT. */
+ * file names are HFDCP_ERR_FORMAT.  total_size may be written "4305.0"
+ * (a whole number); other metadata and top-level keys are ignored. */
 int hfdcp__index_parse(const char *buf, size_t len, const char *what,
                        hfdcp__index *out);
 void hfdcp__index_free(hfdcp__index *ix);
 
-/* Serializes an index as the Python tooling does (indent 2).  *out is
- * malloc'd and NUL-terminated. */
+/* Serializes an index as the Python tooling does: exactly
+ * json.dumps(index, indent=2) (ensure_ascii), weight_map in the given
+ * order, no newline at the end; HFDCP_ERR_ARG for a bad file name.
+ * *out is malloc'd and NUL-terminated (*out_len excludes the NUL). */
 int hfdcp__index_serialize(const hfdcp__index *ix, char **out,
                            size_t *out_len);
 
@@ -381,6 +438,13 @@ const hfdcp__tensor *hfdcp__catalog_find(const hfdcp__catalog *c,
                                          const char *name);
 void hfdcp__catalog_free(hfdcp__catalog *c);
 
+/* Test hook: the largest count, in units, given to the MPI_Allgatherv that
+ * shares the parsed headers (default INT_MAX, the limit of an int count).
+ * Above it the headers travel in units of 2^k bytes.  Tests lower it so
+ * that this code runs on small checkpoints.  Set it only between
+ * collective calls, from one thread, to the same value on every rank. */
+extern uint64_t hfdcp__catalog_gather_max;
+
 /* ------------------------------------------------------------------------
  * mpiio.c: the only file that calls MPI_File_*
  * ---------------------------------------------------------------------- */
@@ -428,6 +492,27 @@ int hfdcp__mfile_close(hfdcp__mfile *f);
 /* Collective: sets the file size (MPI_File_set_size).  Agreed status. */
 int hfdcp__mfile_set_size(hfdcp__mfile *f, uint64_t size);
 
+/* Local: the value of hint `key` as the open file reports it
+ * (MPI_File_get_info); *found tells whether it is set.  The value is
+ * truncated to `size` bytes with its NUL.  For tests and diagnostics. */
+int hfdcp__mfile_get_hint(hfdcp__mfile *f, const char *key, char *value,
+                          size_t size, bool *found);
+
+/* Local: the number of collective rounds the last transfer on `f` made
+ * (the same on every rank), for tests. */
+int hfdcp__mfile_last_rounds(const hfdcp__mfile *f);
+
+/* Local: false when reads on `f` use independent MPI_File_read calls to
+ * avoid a known MPI-IO bug (see mpiio.c), for tests and diagnostics. */
+bool hfdcp__mfile_collective_reads(const hfdcp__mfile *f);
+
+/* Test hook: the largest count given to one MPI datatype constructor
+ * (bytes of a contiguous run, elements of a vector), and the block size a
+ * larger count is split into (a vector of blocks plus a remainder).
+ * Default 1 GiB; tests lower it (at least 2) so that the large-count code
+ * runs on small data.  Set it only between transfers, from one thread. */
+extern uint64_t hfdcp__mpiio_block;
+
 /* ------------------------------------------------------------------------
  * convert.c
  * ---------------------------------------------------------------------- */
@@ -441,5 +526,80 @@ bool hfdcp__can_convert(hfdcp_dtype from, hfdcp_dtype to);
  * NaN stays NaN, overflow becomes infinity. */
 void hfdcp__convert(hfdcp_dtype from, const void *src, hfdcp_dtype to,
                     void *dst, size_t n);
+
+/* ------------------------------------------------------------------------
+ * filemap.c, plan.c, writer.c: the writer
+ * ---------------------------------------------------------------------- */
+
+/* A deep copy of `m` (the writer keeps its own, so the caller may change
+ * or free the map after hfdcp_writer_open()). */
+int hfdcp__file_map_dup(const hfdcp_file_map *m, hfdcp_file_map **out);
+
+/* One chunk registered with hfdcp_writer_add(), as the planner sees it. */
+typedef struct {
+    const char *name;
+    hfdcp_dtype dtype;
+    int ndim;
+    const int64_t *shape;   /* global shape (ndim) */
+    const int64_t *offsets; /* the chunk's box in the tensor (ndim) */
+    const int64_t *sizes;   /* (ndim) */
+    int file_index;         /* the writer's file map entry for `name`:
+                               >= 1; 0 when the writer has no file map;
+                               -1 when its map lacks `name` */
+    const void *data;       /* the user's chunk (not used by the planner) */
+} hfdcp__wchunk;
+
+/* What the plan says about one chunk of a rank. */
+typedef struct {
+    int32_t file;    /* index in the plan's file table */
+    int32_t write;   /* 1: this rank writes the chunk; 0: another rank
+                        holding the same box does (replicated tensor) */
+    uint64_t offset; /* absolute file offset of the tensor's first byte */
+} hfdcp__wassign;
+
+/* A save plan.  From hfdcp__wplan_make(): every rank has the file table
+ * and its own assignments; rank 0 also has the headers and the index.
+ * From hfdcp__wplan_global(): everything, with every rank's assignments
+ * one rank after the other in `assign`. */
+typedef struct {
+    size_t n_files;
+    char **file_names;    /* "model-00001-of-00002.safetensors" */
+    uint64_t *file_sizes; /* bytes, header included */
+    size_t n_assign;
+    hfdcp__wassign *assign;
+    /* Rank 0 / global plan only (NULL otherwise): */
+    char **headers;       /* per file: 8-byte length + header JSON */
+    size_t *header_lens;
+    hfdcp__index index;   /* weight_map sorted by name; files[i] point
+                             into file_names */
+    /* Global plan only: */
+    int nranks;
+    size_t *rank_chunks;  /* chunks of each rank, in rank order */
+    uint64_t *rank_bytes; /* bytes each rank was chosen to write */
+} hfdcp__wplan;
+
+/* Packs a rank's chunks compactly (names, dtypes, shapes, boxes, file map
+ * entries) for the planner. */
+int hfdcp__wplan_pack(const hfdcp__wchunk *chunks, size_t n, hfdcp__buf *out);
+
+/* The global plan, computed by one process from every rank's packed
+ * chunks (`packed[r]`, `lens[r]` bytes): agreement of every holder on
+ * dtype, shape and file map entry, chunks inside their tensor, exact
+ * tiling, replicated boxes written once (balanced over their holders),
+ * file assignment (file map, else HF's greedy split under
+ * `max_shard_bytes` in registration order, else one file) and layout.
+ * HFDCP_ERR_PLAN / HFDCP_ERR_MISMATCH name the tensor, ranks and values.
+ * No communication. */
+int hfdcp__wplan_global(int nranks, const void *const *packed,
+                        const size_t *lens, uint64_t max_shard_bytes,
+                        hfdcp__wplan *out);
+
+/* Collective: packs this rank's chunks, gathers them on rank 0, which
+ * computes the global plan, and gives every rank its part.  Same status
+ * on every rank. */
+int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
+                      uint64_t max_shard_bytes, hfdcp__wplan *out);
+
+void hfdcp__wplan_free(hfdcp__wplan *p);
 
 #endif /* HFDCP_INTERNAL_H */
