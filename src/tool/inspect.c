@@ -126,30 +126,25 @@ int tool_verify(int argc, char **argv)
     int rc, code;
 
     if (argc != 2 || argv[1][0] == '-') {
-        if (tool_rank() == 0)
-            fprintf(stderr, "usage: hfdcp verify PATH\n");
+        fprintf(stderr, "usage: hfdcp verify PATH\n");
         return TOOL_EXIT_USAGE;
     }
-    /* Verification is serial: rank 0 does it and tells the others. */
-    if (tool_rank() == 0) {
-        rc = hfdcp__catalog_verify(argv[1], &c, &problems, &n);
-        if (rc == HFDCP_OK && n == 0) {
-            printf("%s: valid (%zu file%s, %zu tensor%s, %" PRIu64 " bytes)\n",
-                   argv[1], c->n_files, c->n_files == 1 ? "" : "s",
-                   c->n_tensors, c->n_tensors == 1 ? "" : "s", c->total_size);
-            code = TOOL_EXIT_OK;
-        } else {
-            for (size_t i = 0; i < n; i++)
-                printf("%s: %s\n", hfdcp_status_name(problems[i].status),
-                       problems[i].message);
-            if (n == 0)
-                printf("%s: %s\n", hfdcp_status_name(rc), hfdcp_last_error());
-            code = TOOL_EXIT_INVALID;
-        }
-        fflush(stdout);
-        hfdcp__problems_free(problems, n);
-        hfdcp__catalog_free(c);
+    rc = hfdcp__catalog_verify(argv[1], &c, &problems, &n);
+    if (rc == HFDCP_OK && n == 0) {
+        printf("%s: valid (%zu file%s, %zu tensor%s, %" PRIu64 " bytes)\n",
+               argv[1], c->n_files, c->n_files == 1 ? "" : "s", c->n_tensors,
+               c->n_tensors == 1 ? "" : "s", c->total_size);
+        code = TOOL_EXIT_OK;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            printf("%s: %s\n", hfdcp_status_name(problems[i].status),
+                   problems[i].message);
+        if (n == 0)
+            printf("%s: %s\n", hfdcp_status_name(rc), hfdcp_last_error());
+        code = TOOL_EXIT_INVALID;
     }
-    MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    fflush(stdout);
+    hfdcp__problems_free(problems, n);
+    hfdcp__catalog_free(c);
     return code;
 }

@@ -1,0 +1,216 @@
+// ranks: 1
+// timeout: 300
+/*
+ * test_tool.c - the hfdcp command-line tool, run as a user would (one
+ * process per call through popen; the test itself runs on one rank):
+ * help, inspect (text and JSON, checked against the catalog oracle),
+ * verify (valid and invalid inputs, every problem reported, exit codes),
+ * and verify on mutated files, which must never crash.
+ */
+#include <sys/wait.h>
+
+#include "harness.h"
+
+extern char **environ;
+
+/* The tool is started as a separate MPI program (a singleton): it must not
+ * see this test's launcher variables, or it would try to join this job. */
+static void scrub_launcher_environment(void)
+{
+    static const char *prefixes[] = {"OMPI_", "PMIX_", "OPAL_", "ORTE_", "PMI_", "HYDRA_", "MPIR_"};
+    for (int again = 1; again;) {
+        again = 0;
+        for (char **e = environ; *e; e++) {
+            for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+                if (strncmp(*e, prefixes[i], strlen(prefixes[i])) != 0 ||
+                    strncmp(*e, "OMPI_ALLOW_RUN_AS_ROOT", 22) == 0)
+                    continue;
+                char name[256];
+                size_t n = strcspn(*e, "=");
+                snprintf(name, sizeof name, "%.*s", (int)n, *e);
+                unsetenv(name);
+                again = 1; /* environ changed under us: start over */
+                break;
+            }
+            if (again)
+                break;
+        }
+    }
+}
+
+/* Runs `hfdcp ARGS` and returns its exit status (-1 if killed by a
+ * signal); stdout in *out (malloc'd). */
+static int tool(const char *args, char **out)
+{
+    char cmd[4096];
+    static int scrubbed;
+    if (!scrubbed) {
+        scrub_launcher_environment();
+        scrubbed = 1;
+    }
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", hfdcp_test_tool(), args);
+    return hfdcp_test_run(cmd, out);
+}
+
+static int tool_should_print_help_for_every_command(MPI_Comm comm, const char *dir)
+{
+    char *out = NULL;
+    (void)comm;
+    (void)dir;
+    T_CHECK(tool("help", &out) == 0);
+    T_CHECK(out && strstr(out, "inspect PATH") && strstr(out, "exit codes"));
+    free(out);
+    static const char *cmds[] = {"inspect", "verify", "demo"};
+    for (size_t i = 0; i < 3; i++) {
+        char args[64];
+        snprintf(args, sizeof args, "help %s", cmds[i]);
+        T_CHECK(tool(args, &out) == 0);
+        T_CHECKF(out && strstr(out, "SYNOPSIS") && strstr(out, "EXIT STATUS"), "%s", cmds[i]);
+        free(out);
+    }
+    T_CHECK(tool("help nosuch", &out) == 2);
+    free(out);
+    T_CHECK(tool("nosuch", &out) == 2);
+    T_CHECK(out && strstr(out, "unknown command 'nosuch'"));
+    free(out);
+    T_CHECK(tool("inspect", &out) == 2);
+    free(out);
+    return T_OK;
+}
+
+static int tool_should_inspect_like_the_oracle(MPI_Comm comm, const char *dir)
+{
+    char args[1024], *out = NULL, *want = NULL;
+    (void)comm;
+    (void)dir;
+    /* The JSON form parsed by Python and printed in the catalog oracle's
+     * canonical form must equal the oracle's own reading. */
+    static const char *paths[] = {"SafeTensors.jl/sharded", "mlx/adapters.safetensors",
+                                  "burn/batch_norm2d.safetensors", "candle/voices.safetensors"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(args, sizeof args, "inspect --json %s/%s", hfdcp_test_fixtures(), paths[i]);
+        T_CHECKF(tool(args, &out) == 0, "%s: %s", paths[i], out ? out : "");
+        char path[512];
+        snprintf(path, sizeof path, "%s/inspect.json", dir);
+        T_CHECK(hfdcp_test_write_file(path, out, strlen(out)) == 0);
+        free(out);
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd,
+                 "%s -c 'import json,sys; d=json.load(open(sys.argv[1])); "
+                 "print(d[\"total_size\"]); "
+                 "[print(t[\"name\"], t[\"dtype\"], t[\"shape\"], t[\"file\"]) for t in d[\"tensors\"]]' %s",
+                 hfdcp_test_python(), path);
+        T_CHECK(hfdcp_test_run(cmd, &out) == 0 && out != NULL);
+        snprintf(cmd, sizeof cmd,
+                 "%s -c 'import json,sys,os,struct\n"
+                 "p=sys.argv[1]\n"
+                 "files=[p] if os.path.isfile(p) else sorted(os.path.join(p,f) for f in os.listdir(p) if f.endswith(\".safetensors\"))\n"
+                 "ts=[]\n"
+                 "for f in files:\n"
+                 "  b=open(f,\"rb\").read(); n=struct.unpack(\"<Q\",b[:8])[0]; h=json.loads(b[8:8+n])\n"
+                 "  ts+=[(k,v[\"dtype\"],v[\"shape\"],os.path.basename(f),v[\"data_offsets\"][1]-v[\"data_offsets\"][0]) for k,v in h.items() if k!=\"__metadata__\"]\n"
+                 "ts.sort(key=lambda t: t[0].encode())\n"
+                 "print(sum(t[4] for t in ts))\n"
+                 "[print(t[0], t[1], t[2], t[3]) for t in ts]' %s/%s",
+                 hfdcp_test_python(), hfdcp_test_fixtures(), paths[i]);
+        T_CHECK(hfdcp_test_run(cmd, &want) == 0 && want != NULL);
+        T_CHECKF(strcmp(out, want) == 0, "%s:\n--- tool\n%s--- python\n%s", paths[i], out, want);
+        free(out);
+        free(want);
+    }
+    /* The text form names files, tensors and the total. */
+    snprintf(args, sizeof args, "inspect %s/SafeTensors.jl/sharded", hfdcp_test_fixtures());
+    T_CHECK(tool(args, &out) == 0);
+    T_CHECK(strstr(out, "6 files, 36 tensors, 4305 tensor bytes, with index") != NULL);
+    T_CHECK(strstr(out, "float64_357  F64  [3, 5, 7]  model-0000") != NULL);
+    T_CHECK(strstr(out, "total: 4305 bytes") != NULL);
+    free(out);
+    /* A missing path is an error (exit 3) naming it. */
+    snprintf(args, sizeof args, "inspect %s/nope", dir);
+    T_CHECK(tool(args, &out) == 3);
+    T_CHECK(strstr(out, "HFDCP_ERR_NOT_FOUND") && strstr(out, "/nope"));
+    free(out);
+    return T_OK;
+}
+
+static int tool_should_verify_and_report_every_problem(MPI_Comm comm, const char *dir)
+{
+    char args[1024], *out = NULL;
+    (void)comm;
+    snprintf(args, sizeof args, "verify %s/SafeTensors.jl/sharded", hfdcp_test_fixtures());
+    T_CHECK(tool(args, &out) == 0);
+    T_CHECK(strstr(out, "valid (6 files, 36 tensors, 4305 bytes)") != NULL);
+    free(out);
+    snprintf(args, sizeof args, "verify %s/invalid/safetensors_cpp_abuse_attempt_1.safetensors",
+             hfdcp_test_fixtures());
+    T_CHECK(tool(args, &out) == 1);
+    T_CHECK(strstr(out, "HFDCP_ERR_FORMAT") && strstr(out, "past the end of the file"));
+    free(out);
+    /* Two bad files in one directory: one line each. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/a.safetensors", dir);
+    T_CHECK(hfdcp_test_write_file(path, "\x04\0\0\0\0\0\0\0{}", 10) == 0);
+    snprintf(path, sizeof path, "%s/b.safetensors", dir);
+    T_CHECK(hfdcp_test_write_file(path, "\x02\0\0\0\0\0\0\0[]", 10) == 0);
+    snprintf(path, sizeof path, "%s/c.safetensors", dir);
+    T_CHECK(hfdcp_test_write_file(path, "\x02\0\0\0\0\0\0\0{}x", 11) == 0);
+    snprintf(args, sizeof args, "verify %s", dir);
+    T_CHECK(tool(args, &out) == 1);
+    int lines = 0;
+    for (char *p = out; *p; p++)
+        lines += *p == '\n';
+    T_CHECKF(lines == 3, "%s", out);
+    T_CHECK(strstr(out, "a.safetensors") && strstr(out, "b.safetensors") && strstr(out, "c.safetensors"));
+    free(out);
+    return T_OK;
+}
+
+static int tool_should_never_crash_on_mutated_files(MPI_Comm comm, const char *dir)
+{
+    size_t len;
+    char src[512], path[512], args[1024], *out = NULL;
+    uint64_t seed = 42;
+    (void)comm;
+    snprintf(src, sizeof src, "%s/SafeTensors.jl/sharded/model-00005-of-00006.safetensors",
+             hfdcp_test_fixtures());
+    unsigned char *orig = hfdcp_test_read_file(src, &len);
+    T_CHECK(orig != NULL && len > 64);
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    int invalid = 0;
+    for (int i = 0; i < 60; i++) {
+        unsigned char *b = malloc(len);
+        memcpy(b, orig, len);
+        size_t n = len;
+        int flips = 1 + (int)(hfdcp_test_rand(&seed) % 4);
+        for (int k = 0; k < flips; k++) {
+            size_t at = (size_t)(hfdcp_test_rand(&seed) % (i % 2 ? 600 : len));
+            b[at] = (unsigned char)hfdcp_test_rand(&seed);
+        }
+        if (i % 5 == 0)
+            n = (size_t)(hfdcp_test_rand(&seed) % len); /* truncated */
+        T_CHECK(hfdcp_test_write_file(path, b, n) == 0);
+        free(b);
+        snprintf(args, sizeof args, "verify %s", path);
+        int st = tool(args, &out);
+        /* 0 (still valid) or 1 (problems): never a crash (-1) or usage. */
+        T_CHECKF(st == 0 || st == 1, "mutation %d: exit %d: %s", i, st, out ? out : "");
+        if (st == 1)
+            invalid++;
+        free(out);
+    }
+    T_CHECK(invalid > 10);
+    free(orig);
+    return T_OK;
+}
+
+static const hfdcp_test_case cases[] = {
+    {"tool_should_print_help_for_every_command", tool_should_print_help_for_every_command, 1},
+    {"tool_should_inspect_like_the_oracle", tool_should_inspect_like_the_oracle, 1},
+    {"tool_should_verify_and_report_every_problem", tool_should_verify_and_report_every_problem, 1},
+    {"tool_should_never_crash_on_mutated_files", tool_should_never_crash_on_mutated_files, 1},
+};
+
+int main(int argc, char **argv)
+{
+    return HFDCP_TEST_MAIN(argc, argv, cases);
+}
