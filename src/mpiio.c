@@ -1,0 +1,1017 @@
+/*
+ * mpiio.c - the only file that calls MPI_File_*.  Opens files with hfdcp's
+ * hints merged under the caller's, and moves "pieces" (a box of a
+ * row-major array in a file <-> a box of a row-major array in memory) with
+ * collective reads and writes described by MPI datatypes: no staging copy.
+ *
+ * A transfer, on each rank:
+ *   1. Normalizes every piece: sub-byte elements (4 and 6 bits) are folded
+ *      into bytes along the innermost dimension (after merging the
+ *      trailing dimensions whole in both arrays, so that a whole tensor
+ *      with rows of 1.5 bytes still moves); trailing dimensions that are
+ *      whole in both arrays are merged into one contiguous run; outer
+ *      dimensions of extent 1 are dropped.  What is left is a run of R
+ *      bytes repeated along k dimensions, with byte strides in the file and
+ *      in memory.
+ *   2. Sorts the pieces by their first file byte and splits them into
+ *      rounds whose file byte ranges [first, last] are disjoint (interval
+ *      partitioning), because a file view's displacements must never
+ *      decrease and a write must not touch a byte twice.  Two column blocks
+ *      of one tensor on one rank interleave: they go in two rounds.
+ *   3. Agrees with every rank on the number of rounds (the maximum).  In
+ *      each round every rank sets ONE file view (a struct of nested
+ *      hvectors at the pieces' absolute file offsets, etype MPI_BYTE,
+ *      "native") and makes ONE MPI_File_read_all / write_all of count 1 on
+ *      a memory struct at the pieces' absolute addresses (MPI_BOTTOM), or
+ *      of count 0 when it has nothing in that round.  (Reads are
+ *      independent MPI_File_read calls on MPI libraries with a known read
+ *      bug: see "A known bug" below.)
+ *
+ * Large counts: Open MPI 4.1 implements MPI 3.1 (no large-count calls).  No
+ * count given to a datatype constructor exceeds hfdcp__mpiio_block (1 GiB):
+ * a longer run or vector becomes a vector of blocks plus a remainder,
+ * joined by a struct.  Strides and displacements are MPI_Aint, so nothing
+ * depends on int-sized subarray dimensions.  A round may move more than
+ * 2^31 bytes: its types are checked with MPI_Type_size_x and the bytes moved
+ * with MPI_Get_elements_x.
+ */
+#include <inttypes.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hfdcp_internal.h"
+
+uint64_t hfdcp__mpiio_block = (uint64_t)1 << 30;
+
+/*
+ * hfdcp's default hints, under the caller's (a caller's value for the same
+ * key wins).  Kept minimal until the performance work tunes them:
+ *   romio_cb_write=enable  ROMIO's default ("automatic") writes
+ *       non-interleaved but non-contiguous accesses independently with
+ *       data sieving, i.e. read-modify-write under fcntl locks, which is
+ *       slow and fails on file systems without locks; collective buffering
+ *       always aggregates them into large contiguous writes.  OMPIO ignores
+ *       it.
+ *   romio_cb_read=enable  with "automatic", collective reads that do not
+ *       interleave (always so on one rank) take ROMIO's independent strided
+ *       path, which never finished reading a 2.2 GiB request on one rank
+ *       in ROMIO 3.2.1 (Open MPI 4.1's romio321; test_large at 1 rank);
+ *       the two-phase path reads it in seconds.  OMPIO ignores it.
+ */
+static const struct {
+    const char *key;
+    const char *value;
+} default_hints[] = {
+    {"romio_cb_write", "enable"},
+    {"romio_cb_read", "enable"},
+};
+
+struct hfdcp__mfile {
+    MPI_File fh;
+    MPI_Comm comm; /* the caller's; must outlive the file */
+    int rank;
+    char *path;
+    bool write;
+    bool independent_reads; /* work around OMPIO's read bug (below) */
+    int last_rounds;
+};
+
+/* ---------------------------------------------------------------------- */
+/* Errors                                                                 */
+/* ---------------------------------------------------------------------- */
+
+/* An MPI error on a file: the message names the call and the file and ends
+ * with MPI_Error_string; errors of the I/O classes become HFDCP_ERR_IO. */
+static int file_error(int mpi_rc, const char *call, const char *path)
+{
+    int cls = MPI_ERR_OTHER;
+
+    hfdcp__mpi_error(mpi_rc, "%s on '%s'", call, path);
+    if (MPI_Error_class(mpi_rc, &cls) != MPI_SUCCESS)
+        return HFDCP_ERR_MPI;
+    switch (cls) {
+    case MPI_ERR_IO:
+    case MPI_ERR_ACCESS:
+    case MPI_ERR_NO_SPACE:
+    case MPI_ERR_QUOTA:
+    case MPI_ERR_READ_ONLY:
+    case MPI_ERR_NO_SUCH_FILE:
+    case MPI_ERR_FILE:
+    case MPI_ERR_FILE_EXISTS:
+    case MPI_ERR_FILE_IN_USE:
+    case MPI_ERR_BAD_FILE:
+        return HFDCP_ERR_IO;
+    default:
+        return HFDCP_ERR_MPI;
+    }
+}
+
+/* An MPI error that is not about the file itself (datatypes, info). */
+#define MPI_TRY(call, path)                                                  \
+    do {                                                                     \
+        int mpi_rc_ = (call);                                                \
+        if (mpi_rc_ != MPI_SUCCESS)                                          \
+            return hfdcp__mpi_error(mpi_rc_, "%s for '%s'", #call, (path));  \
+    } while (0)
+
+/* ---------------------------------------------------------------------- */
+/* Hints                                                                  */
+/* ---------------------------------------------------------------------- */
+
+static int copy_hint(MPI_Info from, int i, MPI_Info to, const char *path)
+{
+    char key[MPI_MAX_INFO_KEY + 1];
+    char *value;
+    int len, flag, mpi_rc;
+
+    MPI_TRY(MPI_Info_get_nthkey(from, i, key), path);
+    MPI_TRY(MPI_Info_get_valuelen(from, key, &len, &flag), path);
+    if (!flag)
+        return HFDCP_OK;
+    if ((value = malloc((size_t)len + 1)) == NULL)
+        return hfdcp__nomem("an MPI-IO hint");
+    mpi_rc = MPI_Info_get(from, key, len, value, &flag);
+    if (mpi_rc == MPI_SUCCESS && flag)
+        mpi_rc = MPI_Info_set(to, key, value);
+    free(value);
+    if (mpi_rc != MPI_SUCCESS)
+        return hfdcp__mpi_error(mpi_rc, "copying hint '%s' for '%s'", key,
+                                path);
+    return HFDCP_OK;
+}
+
+/* *out = hfdcp's defaults with every hint of `user` set over them. */
+static int merge_hints(MPI_Info user, const char *path, MPI_Info *out)
+{
+    MPI_Info merged;
+    int nkeys = 0, rc = HFDCP_OK;
+
+    MPI_TRY(MPI_Info_create(&merged), path);
+    for (size_t i = 0; i < sizeof default_hints / sizeof default_hints[0];
+         i++) {
+        HFDCP_MPI_CHECK(MPI_Info_set(merged, default_hints[i].key,
+                                     default_hints[i].value));
+    }
+    if (user != MPI_INFO_NULL) {
+        HFDCP_MPI_CHECK(MPI_Info_get_nkeys(user, &nkeys));
+        for (int i = 0; i < nkeys; i++)
+            HFDCP_CHECK(copy_hint(user, i, merged, path));
+    }
+    *out = merged;
+    return HFDCP_OK;
+cleanup:
+    MPI_Info_free(&merged);
+    return hfdcp__error_prefix(rc, "hints for '%s'", path);
+}
+
+/* ---------------------------------------------------------------------- */
+/* A known bug                                                            */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Open MPI 4.1.0 to 4.1.4: OMPIO's read data sieving returns wrong bytes
+ * when the requests an aggregator serves contain one another
+ * (open-mpi/ompi#10546, fixed in 4.1.5), e.g. one rank reading a whole
+ * tensor while others read slices of it: resharding.  Our test
+ * mpiio_should_read_random_overlapping_boxes catches it at 3 ranks.  The
+ * workaround, --mca fbtl_posix_read_datasieving 0, is read-only once MPI is
+ * initialized.  So when this library version runs OMPIO with read data
+ * sieving on, reads use independent MPI_File_read calls over the same file
+ * views: one rank's pieces in a round are sorted and disjoint, so its own
+ * requests never contain one another.  Writes are unaffected.
+ *
+ * Detection uses standard calls only: the library version string, and the
+ * MPI_T control variables "fbtl_posix_read_datasieving" and "io" (absent
+ * variables count as their Open MPI defaults: data sieving on, OMPIO
+ * selected).
+ */
+
+/* Reads control variable `name` (not bound to an object): a malloc'd,
+ * zero-padded copy of its value, or NULL when it does not exist or cannot
+ * be read.  *type_size is the size of one of its elements. */
+static unsigned char *read_cvar(const char *name, int *type_size)
+{
+    int idx, count = 0, verb, bind, scope, nl = 0, dl = 0;
+    MPI_Datatype dt;
+    MPI_T_enum en;
+    MPI_T_cvar_handle h;
+    unsigned char *buf = NULL;
+
+    if (MPI_T_cvar_get_index(name, &idx) != MPI_SUCCESS ||
+        MPI_T_cvar_get_info(idx, NULL, &nl, &verb, &dt, &en, NULL, &dl,
+                            &bind, &scope) != MPI_SUCCESS ||
+        bind != MPI_T_BIND_NO_OBJECT ||
+        MPI_Type_size(dt, type_size) != MPI_SUCCESS || *type_size <= 0 ||
+        MPI_T_cvar_handle_alloc(idx, NULL, &h, &count) != MPI_SUCCESS)
+        return NULL;
+    if (count >= 0 && count < (1 << 20))
+        buf = calloc((size_t)count * (size_t)*type_size + 1, 1);
+    if (buf != NULL && MPI_T_cvar_read(h, buf) != MPI_SUCCESS) {
+        free(buf);
+        buf = NULL;
+    }
+    MPI_T_cvar_handle_free(&h);
+    return buf;
+}
+
+static bool detect_ompio_read_bug(void)
+{
+    char version[MPI_MAX_LIBRARY_VERSION_STRING + 1] = "";
+    unsigned char *v;
+    int len = 0, minor = -1, patch = -1, provided, ts = 0;
+    bool affected = true;
+
+    if (MPI_Get_library_version(version, &len) != MPI_SUCCESS ||
+        sscanf(version, "Open MPI v4.%d.%d", &minor, &patch) != 2 ||
+        minor != 1 || patch > 4)
+        return false;
+    if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS)
+        return true;
+    if ((v = read_cvar("fbtl_posix_read_datasieving", &ts)) != NULL) {
+        bool on = false;
+        for (int i = 0; i < ts; i++)
+            on = on || v[i] != 0;
+        affected = on;
+        free(v);
+    }
+    if (affected && (v = read_cvar("io", &ts)) != NULL) {
+        const char *io = (const char *)v;
+        bool named = strstr(io, "ompio") != NULL;
+        if (io[0] != '\0')
+            affected = io[0] == '^' ? !named : named;
+        free(v);
+    }
+    MPI_T_finalize();
+    return affected;
+}
+
+/* The detection, once per process: MPI_T_init_thread + MPI_T_finalize cost
+ * a quarter of a second in Open MPI 4.1.  Two threads racing here both
+ * detect, and find the same answer. */
+static bool ompio_read_bug(void)
+{
+    static atomic_int known = -1;
+    int v = atomic_load(&known);
+
+    if (v < 0) {
+        v = detect_ompio_read_bug() ? 1 : 0;
+        atomic_store(&known, v);
+    }
+    return v == 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Open, close, sync, set_size                                            */
+/* ---------------------------------------------------------------------- */
+
+int hfdcp__mfile_open(MPI_Comm comm, const char *path, bool write,
+                      MPI_Info info, hfdcp__mfile **out)
+{
+    hfdcp__mfile *f = NULL;
+    MPI_Info merged = MPI_INFO_NULL;
+    int rc = HFDCP_OK, mpi_rc, amode;
+
+    if (path == NULL || out == NULL) {
+        rc = hfdcp__error(HFDCP_ERR_ARG, "opening a file: NULL %s",
+                          path == NULL ? "path" : "output pointer");
+    } else if ((f = calloc(1, sizeof *f)) == NULL ||
+               (f->path = hfdcp__strdup(path)) == NULL) {
+        rc = hfdcp__nomem("an MPI-IO file handle");
+    } else {
+        f->fh = MPI_FILE_NULL;
+        f->comm = comm;
+        f->write = write;
+        if ((mpi_rc = MPI_Comm_rank(comm, &f->rank)) != MPI_SUCCESS)
+            rc = hfdcp__mpi_error(mpi_rc, "MPI_Comm_rank opening '%s'", path);
+        else
+            rc = merge_hints(info, path, &merged);
+    }
+    /* Agree before the collective open so that no rank opens alone. */
+    if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK)
+        goto cleanup;
+
+    amode = write ? MPI_MODE_WRONLY | MPI_MODE_CREATE : MPI_MODE_RDONLY;
+    mpi_rc = MPI_File_open(comm, path, amode, merged, &f->fh);
+    if (mpi_rc != MPI_SUCCESS) {
+        rc = file_error(mpi_rc, write ? "MPI_File_open (write)"
+                                      : "MPI_File_open (read)", path);
+        f->fh = MPI_FILE_NULL;
+    }
+    /* Every rank must read the same way (collective or not). */
+    if (rc == HFDCP_OK && !write) {
+        int mine = ompio_read_bug(), any = 0;
+        mpi_rc = MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = hfdcp__mpi_error(mpi_rc, "MPI_Allreduce opening '%s'", path);
+        f->independent_reads = any != 0;
+    }
+    rc = hfdcp__agree(comm, rc);
+    /* Note: MPI_File_open is collective and fails everywhere or nowhere in
+     * the implementations we know; should it succeed on some ranks only,
+     * their handles are left open, since closing is collective too. */
+
+cleanup:
+    if (merged != MPI_INFO_NULL)
+        MPI_Info_free(&merged);
+    if (rc != HFDCP_OK) {
+        if (f != NULL)
+            free(f->path);
+        free(f);
+        return rc;
+    }
+    *out = f;
+    return HFDCP_OK;
+}
+
+int hfdcp__mfile_close(hfdcp__mfile *f)
+{
+    MPI_Comm comm;
+    int rc = HFDCP_OK, mpi_rc;
+
+    if (f == NULL)
+        return HFDCP_OK;
+    comm = f->comm;
+    if (f->fh != MPI_FILE_NULL) {
+        mpi_rc = MPI_File_close(&f->fh);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = file_error(mpi_rc, "MPI_File_close", f->path);
+    }
+    free(f->path);
+    free(f);
+    return hfdcp__agree(comm, rc);
+}
+
+int hfdcp__mfile_sync(hfdcp__mfile *f)
+{
+    int mpi_rc = MPI_File_sync(f->fh);
+    int rc = HFDCP_OK;
+
+    if (mpi_rc != MPI_SUCCESS)
+        rc = file_error(mpi_rc, "MPI_File_sync", f->path);
+    return hfdcp__agree(f->comm, rc);
+}
+
+int hfdcp__mfile_set_size(hfdcp__mfile *f, uint64_t size)
+{
+    int rc = HFDCP_OK, mpi_rc;
+
+    /* Every rank passes the same size or MPI says it is erroneous: a
+     * size out of range is refused on every rank alike. */
+    if (size > (uint64_t)INT64_MAX) {
+        rc = hfdcp__error(HFDCP_ERR_RANGE,
+                          "setting the size of '%s' to %" PRIu64
+                          " bytes: too large",
+                          f->path, size);
+    } else {
+        mpi_rc = MPI_File_set_size(f->fh, (MPI_Offset)size);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = file_error(mpi_rc, "MPI_File_set_size", f->path);
+    }
+    return hfdcp__agree(f->comm, rc);
+}
+
+int hfdcp__mfile_get_hint(hfdcp__mfile *f, const char *key, char *value,
+                          size_t size, bool *found)
+{
+    MPI_Info info = MPI_INFO_NULL;
+    int rc = HFDCP_OK, len = 0, flag = 0;
+    char *buf = NULL;
+
+    *found = false;
+    HFDCP_MPI_CHECK(MPI_File_get_info(f->fh, &info));
+    HFDCP_MPI_CHECK(MPI_Info_get_valuelen(info, key, &len, &flag));
+    if (flag) {
+        if ((buf = malloc((size_t)len + 1)) == NULL)
+            HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory reading hint '%s'",
+                       key);
+        HFDCP_MPI_CHECK(MPI_Info_get(info, key, len, buf, &flag));
+        buf[len] = '\0';
+        if (flag && size > 0)
+            snprintf(value, size, "%s", buf);
+        *found = flag != 0;
+    }
+cleanup:
+    free(buf);
+    if (info != MPI_INFO_NULL)
+        MPI_Info_free(&info);
+    if (rc != HFDCP_OK)
+        hfdcp__error_prefix(rc, "hint '%s' of '%s'", key, f->path);
+    return rc;
+}
+
+int hfdcp__mfile_last_rounds(const hfdcp__mfile *f)
+{
+    return f->last_rounds;
+}
+
+bool hfdcp__mfile_collective_reads(const hfdcp__mfile *f)
+{
+    return !f->independent_reads;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Normalized pieces                                                      */
+/* ---------------------------------------------------------------------- */
+
+/* A piece reduced to a run of `run` contiguous bytes repeated along k
+ * outer dimensions (outermost first), with byte strides. */
+typedef struct {
+    uint64_t foff;     /* absolute file offset of the first byte */
+    uint64_t fend;     /* one past the last file byte */
+    char *maddr;       /* first byte in memory */
+    uint64_t run;      /* bytes of the innermost contiguous run */
+    uint64_t bytes;    /* total bytes */
+    int k;             /* outer dimensions */
+    uint64_t *count;   /* k entries each, in a pool owned by the caller */
+    uint64_t *fstride;
+    uint64_t *mstride;
+    int round;
+} npiece;
+
+#define AINT_MAX ((uint64_t)INT64_MAX)
+
+static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return hfdcp__mul_u64(a, b, out) && *out <= AINT_MAX;
+}
+
+static bool add_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return hfdcp__add_u64(a, b, out) && *out <= AINT_MAX;
+}
+
+/* Describes piece `i` for messages. */
+static void describe(char *buf, size_t size, const hfdcp__piece *p, size_t i)
+{
+    char fbox[256], mbox[256];
+    hfdcp__format_box(fbox, sizeof fbox, p->ndim, p->fstart, p->count);
+    hfdcp__format_box(mbox, sizeof mbox, p->ndim, p->mstart, p->count);
+    snprintf(buf, size, "piece %zu (file box %s at byte %" PRIu64
+             ", memory box %s, %d-bit elements)",
+             i, fbox, p->file_offset, mbox, p->bits);
+}
+
+/*
+ * Normalizes piece `i` into *q, whose arrays point into `pool` (3 * ndim
+ * entries).  An empty piece gets bytes == 0.
+ */
+static int normalize(const hfdcp__piece *p, size_t i, const char *path,
+                     uint64_t *pool, npiece *q)
+{
+    uint64_t fsh[HFDCP_MAX_NDIM], fst[HFDCP_MAX_NDIM], msh[HFDCP_MAX_NDIM],
+        mst[HFDCP_MAX_NDIM], cnt[HFDCP_MAX_NDIM], fstr[HFDCP_MAX_NDIM],
+        mstr[HFDCP_MAX_NDIM];
+    uint64_t elem, foff = p->file_offset, moff = 0, last = 0, t;
+    int nd = p->ndim, d;
+    char what[640];
+
+    memset(q, 0, sizeof *q);
+    q->count = pool;
+    q->fstride = pool + (nd > 0 ? nd : 0);
+    q->mstride = pool + 2 * (nd > 0 ? nd : 0);
+    describe(what, sizeof what, p, i);
+
+    if (nd < 0 || nd > HFDCP_MAX_NDIM || p->mem == NULL ||
+        (nd > 0 && (p->fshape == NULL || p->fstart == NULL ||
+                    p->mshape == NULL || p->mstart == NULL ||
+                    p->count == NULL)))
+        return hfdcp__error(HFDCP_ERR_ARG, "'%s': %s: bad dims or NULL array",
+                            path, what);
+    if (p->bits != 4 && p->bits != 6 && p->bits != 8 && p->bits != 16 &&
+        p->bits != 32 && p->bits != 64)
+        return hfdcp__error(HFDCP_ERR_ARG, "'%s': %s: bad element size",
+                            path, what);
+    for (d = 0; d < nd; d++) {
+        if (p->fshape[d] < 0 || p->fstart[d] < 0 || p->mshape[d] < 0 ||
+            p->mstart[d] < 0 || p->count[d] < 0 ||
+            p->count[d] > p->fshape[d] - p->fstart[d] ||
+            p->count[d] > p->mshape[d] - p->mstart[d])
+            return hfdcp__error(HFDCP_ERR_ARG,
+                                "'%s': %s: box outside its array in dim %d",
+                                path, what, d);
+        fsh[d] = (uint64_t)p->fshape[d];
+        fst[d] = (uint64_t)p->fstart[d];
+        msh[d] = (uint64_t)p->mshape[d];
+        mst[d] = (uint64_t)p->mstart[d];
+        cnt[d] = (uint64_t)p->count[d];
+        if (cnt[d] == 0)
+            return HFDCP_OK; /* empty */
+    }
+
+    if (p->bits < 8) {
+        /* First merge the trailing dimensions whole in both arrays into
+         * the one before them: a [2, 3] F4 tensor read whole is one run of
+         * 6 elements (3 bytes) although its rows are 1.5 bytes. */
+        uint64_t b = (uint64_t)p->bits;
+        while (nd > 1 && fst[nd - 1] == 0 && mst[nd - 1] == 0 &&
+               cnt[nd - 1] == fsh[nd - 1] && cnt[nd - 1] == msh[nd - 1]) {
+            uint64_t k = cnt[nd - 1];
+            if (!mul_ok(fsh[nd - 2], k, &fsh[nd - 2]) ||
+                !mul_ok(fst[nd - 2], k, &fst[nd - 2]) ||
+                !mul_ok(msh[nd - 2], k, &msh[nd - 2]) ||
+                !mul_ok(mst[nd - 2], k, &mst[nd - 2]) ||
+                !mul_ok(cnt[nd - 2], k, &cnt[nd - 2]))
+                goto overflow;
+            nd--;
+        }
+        /* Then fold elements into bytes: along the innermost dimension
+         * every extent and start must be a whole number of bytes, so that
+         * every row of both arrays starts on a byte. */
+        d = nd - 1;
+        if (nd == 0 || (fsh[d] * b) % 8 || (fst[d] * b) % 8 ||
+            (msh[d] * b) % 8 || (mst[d] * b) % 8 || (cnt[d] * b) % 8)
+            return hfdcp__error(HFDCP_ERR_UNSUPPORTED,
+                                "'%s': %s: a box of %d-bit elements must "
+                                "start and end on whole bytes along the "
+                                "innermost dimension, in the file and in "
+                                "memory",
+                                path, what, p->bits);
+        fsh[d] = fsh[d] * b / 8;
+        fst[d] = fst[d] * b / 8;
+        msh[d] = msh[d] * b / 8;
+        mst[d] = mst[d] * b / 8;
+        cnt[d] = cnt[d] * b / 8;
+        elem = 1;
+    } else {
+        elem = (uint64_t)p->bits / 8;
+    }
+
+    /* Byte strides, offsets of the first byte, and of the last. */
+    for (d = nd - 1; d >= 0; d--) {
+        if (d == nd - 1) {
+            fstr[d] = elem;
+            mstr[d] = elem;
+        } else if (!mul_ok(fstr[d + 1], fsh[d + 1], &fstr[d]) ||
+                   !mul_ok(mstr[d + 1], msh[d + 1], &mstr[d])) {
+            goto overflow;
+        }
+        if (!mul_ok(fst[d], fstr[d], &t) || !add_ok(foff, t, &foff) ||
+            !mul_ok(mst[d], mstr[d], &t) || !add_ok(moff, t, &moff) ||
+            !mul_ok(cnt[d] - 1, fstr[d], &t) || !add_ok(last, t, &last))
+            goto overflow;
+    }
+
+    /* Merge trailing dimensions whole in both arrays into the run, then the
+     * first partial one (its elements are contiguous in both). */
+    q->run = elem;
+    d = nd - 1;
+    while (d >= 0 && fst[d] == 0 && mst[d] == 0 && cnt[d] == fsh[d] &&
+           cnt[d] == msh[d]) {
+        if (!mul_ok(q->run, cnt[d], &q->run))
+            goto overflow;
+        d--;
+    }
+    if (d >= 0) {
+        if (!mul_ok(q->run, cnt[d], &q->run))
+            goto overflow;
+        d--;
+    }
+    q->bytes = q->run;
+    for (int j = 0; j <= d; j++) {
+        if (cnt[j] == 1)
+            continue;
+        q->count[q->k] = cnt[j];
+        q->fstride[q->k] = fstr[j];
+        q->mstride[q->k] = mstr[j];
+        q->k++;
+        if (!mul_ok(q->bytes, cnt[j], &q->bytes))
+            goto overflow;
+    }
+    /* `last` is the offset of the last element from the first; the piece
+     * ends one element after it. */
+    q->foff = foff;
+    if (!add_ok(last, elem, &last) || !add_ok(foff, last, &q->fend))
+        goto overflow;
+    q->maddr = (char *)p->mem + moff;
+    return HFDCP_OK;
+
+overflow:
+    return hfdcp__error(HFDCP_ERR_RANGE,
+                        "'%s': %s: byte offsets overflow 63 bits", path, what);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Datatypes                                                              */
+/* ---------------------------------------------------------------------- */
+
+static uint64_t block_count(void)
+{
+    uint64_t b = hfdcp__mpiio_block;
+    if (b < 2)
+        b = 2;
+    if (b > (uint64_t)INT_MAX)
+        b = (uint64_t)INT_MAX;
+    return b;
+}
+
+static void free_type(MPI_Datatype *t)
+{
+    if (*t != MPI_DATATYPE_NULL && *t != MPI_BYTE)
+        MPI_Type_free(t);
+    *t = MPI_DATATYPE_NULL;
+}
+
+/*
+ * *out = `count` copies of `inner`, `stride` bytes apart (a run of bytes
+ * when inner is MPI_BYTE and stride 1).  Counts above the block size
+ * become a vector of blocks (recursively) plus a remainder.  `inner` is
+ * not freed.
+ */
+static int vector_type(uint64_t count, uint64_t stride, MPI_Datatype inner,
+                       const char *path, MPI_Datatype *out)
+{
+    uint64_t b = block_count(), q, r, bstride, rdisp;
+    MPI_Datatype blk = MPI_DATATYPE_NULL, outer = MPI_DATATYPE_NULL,
+                 rem = MPI_DATATYPE_NULL;
+    int rc = HFDCP_OK;
+
+    if (count <= b) {
+        if (inner == MPI_BYTE && stride == 1)
+            MPI_TRY(MPI_Type_contiguous((int)count, MPI_BYTE, out), path);
+        else
+            MPI_TRY(MPI_Type_create_hvector((int)count, 1, (MPI_Aint)stride,
+                                            inner, out),
+                    path);
+        return HFDCP_OK;
+    }
+    q = count / b;
+    r = count % b;
+    if (!mul_ok(b, stride, &bstride) || !mul_ok(q, bstride, &rdisp))
+        return hfdcp__error(HFDCP_ERR_RANGE,
+                            "'%s': a vector of %" PRIu64 " x %" PRIu64
+                            " bytes overflows",
+                            path, count, stride);
+    HFDCP_CHECK(vector_type(b, stride, inner, path, &blk));
+    HFDCP_CHECK(vector_type(q, bstride, blk, path, &outer));
+    if (r == 0) {
+        *out = outer;
+        outer = MPI_DATATYPE_NULL;
+    } else {
+        int lens[2] = {1, 1};
+        MPI_Aint disps[2] = {0, (MPI_Aint)rdisp};
+        MPI_Datatype types[2];
+        HFDCP_CHECK(vector_type(r, stride, inner, path, &rem));
+        types[0] = outer;
+        types[1] = rem;
+        HFDCP_MPI_CHECK(MPI_Type_create_struct(2, lens, disps, types, out));
+    }
+cleanup:
+    free_type(&blk);
+    free_type(&outer);
+    free_type(&rem);
+    return rc;
+}
+
+/* The datatype of one piece on the file side or the memory side; its first
+ * byte is at displacement 0. */
+static int piece_type(const npiece *q, bool file, const char *path,
+                      MPI_Datatype *out)
+{
+    MPI_Datatype t = MPI_DATATYPE_NULL, t2;
+    int rc;
+
+    HFDCP_TRY(vector_type(q->run, 1, MPI_BYTE, path, &t));
+    for (int j = q->k - 1; j >= 0; j--) {
+        rc = vector_type(q->count[j], file ? q->fstride[j] : q->mstride[j], t,
+                         path, &t2);
+        free_type(&t);
+        if (rc != HFDCP_OK)
+            return rc;
+        t = t2;
+    }
+    *out = t;
+    return HFDCP_OK;
+}
+
+/*
+ * Builds, for the pieces `round[0..n)` (sorted, disjoint in the file), the
+ * committed file type (displacements = absolute file offsets) and memory
+ * type (displacements = absolute addresses, used with MPI_BOTTOM), and
+ * checks their sizes against `bytes`.
+ */
+static int round_types(npiece *const *round, size_t n, uint64_t bytes,
+                       const char *path, MPI_Datatype *ftype,
+                       MPI_Datatype *mtype)
+{
+    int *lens = NULL, rc = HFDCP_OK;
+    MPI_Aint *fdisp = NULL, *mdisp = NULL;
+    MPI_Datatype *ft = NULL, *mt = NULL;
+    MPI_Count fsize = 0, msize = 0;
+    size_t built = 0;
+
+    *ftype = *mtype = MPI_DATATYPE_NULL;
+    if (n > (size_t)INT_MAX)
+        return hfdcp__error(HFDCP_ERR_UNSUPPORTED,
+                            "'%s': %zu pieces in one round (at most %d)",
+                            path, n, INT_MAX);
+    lens = malloc(n * sizeof *lens);
+    fdisp = malloc(n * sizeof *fdisp);
+    mdisp = malloc(n * sizeof *mdisp);
+    ft = malloc(n * sizeof *ft);
+    mt = malloc(n * sizeof *mt);
+    if (!lens || !fdisp || !mdisp || !ft || !mt)
+        HFDCP_FAIL(HFDCP_ERR_NOMEM,
+                   "out of memory describing %zu pieces of '%s'", n, path);
+    for (size_t i = 0; i < n; i++) {
+        ft[i] = mt[i] = MPI_DATATYPE_NULL;
+        lens[i] = 1;
+        fdisp[i] = (MPI_Aint)round[i]->foff;
+        HFDCP_MPI_CHECK(MPI_Get_address(round[i]->maddr, &mdisp[i]));
+        built = i + 1;
+        HFDCP_CHECK(piece_type(round[i], true, path, &ft[i]));
+        HFDCP_CHECK(piece_type(round[i], false, path, &mt[i]));
+    }
+    HFDCP_MPI_CHECK(MPI_Type_create_struct((int)n, lens, fdisp, ft, ftype));
+    HFDCP_MPI_CHECK(MPI_Type_commit(ftype));
+    HFDCP_MPI_CHECK(MPI_Type_create_struct((int)n, lens, mdisp, mt, mtype));
+    HFDCP_MPI_CHECK(MPI_Type_commit(mtype));
+    HFDCP_MPI_CHECK(MPI_Type_size_x(*ftype, &fsize));
+    HFDCP_MPI_CHECK(MPI_Type_size_x(*mtype, &msize));
+    if (fsize != (MPI_Count)bytes || msize != (MPI_Count)bytes)
+        HFDCP_FAIL(HFDCP_ERR_INTERNAL,
+                   "'%s': datatypes of %zu pieces hold %lld (file) and %lld "
+                   "(memory) bytes, expected %" PRIu64,
+                   path, n, (long long)fsize, (long long)msize, bytes);
+cleanup:
+    for (size_t i = 0; i < built; i++) {
+        free_type(&ft[i]);
+        free_type(&mt[i]);
+    }
+    if (rc != HFDCP_OK) {
+        free_type(ftype);
+        free_type(mtype);
+        if (rc == HFDCP_ERR_MPI)
+            hfdcp__error_prefix(rc, "describing pieces of '%s'", path);
+    }
+    free(lens);
+    free(fdisp);
+    free(mdisp);
+    free(ft);
+    free(mt);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Rounds                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static int cmp_npiece(const void *a, const void *b)
+{
+    const npiece *x = *(npiece *const *)a, *y = *(npiece *const *)b;
+    if (x->foff != y->foff)
+        return x->foff < y->foff ? -1 : 1;
+    if (x->fend != y->fend)
+        return x->fend < y->fend ? -1 : 1;
+    return 0;
+}
+
+/* A min-heap of rounds by the end of their last piece. */
+typedef struct {
+    uint64_t end;
+    int round;
+} heap_item;
+
+static void heap_down(heap_item *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && h[l].end < h[m].end)
+            m = l;
+        if (r < n && h[r].end < h[m].end)
+            m = r;
+        if (m == i)
+            return;
+        heap_item t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static void heap_up(heap_item *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (h[p].end <= h[i].end)
+            return;
+        heap_item t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
+/*
+ * Assigns a round to every piece of `sorted[0..n)` (sorted by first byte)
+ * so that in each round the file byte ranges are disjoint, with as few
+ * rounds as there are pieces over any one byte (greedy interval
+ * partitioning: a piece joins the round that ended earliest, if it ended
+ * before the piece starts).
+ */
+static int assign_rounds(npiece **sorted, size_t n, int *nrounds)
+{
+    heap_item *h = malloc((n ? n : 1) * sizeof *h);
+    size_t hn = 0;
+
+    if (h == NULL)
+        return hfdcp__nomem("the rounds of a transfer");
+    for (size_t i = 0; i < n; i++) {
+        npiece *q = sorted[i];
+        if (hn > 0 && h[0].end <= q->foff) {
+            q->round = h[0].round;
+            h[0].end = q->fend;
+            heap_down(h, hn, 0);
+        } else {
+            if (hn >= (size_t)INT_MAX) {
+                free(h);
+                return hfdcp__error(HFDCP_ERR_UNSUPPORTED,
+                                    "too many overlapping pieces");
+            }
+            q->round = (int)hn;
+            h[hn].end = q->fend;
+            h[hn].round = (int)hn;
+            heap_up(h, hn);
+            hn++;
+        }
+    }
+    free(h);
+    *nrounds = (int)hn;
+    return HFDCP_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Transfer                                                               */
+/* ---------------------------------------------------------------------- */
+
+/* One collective call: this rank's pieces `round[0..n)` (n may be 0). */
+static int do_round(hfdcp__mfile *f, bool write, npiece *const *round,
+                    size_t n)
+{
+    MPI_Datatype ftype = MPI_DATATYPE_NULL, mtype = MPI_DATATYPE_NULL;
+    MPI_Status st;
+    MPI_Count got = 0;
+    uint64_t bytes = 0;
+    int rc = HFDCP_OK, mpi_rc, count = n > 0 ? 1 : 0;
+    const char *call = write                  ? "MPI_File_write_all"
+                       : f->independent_reads ? "MPI_File_read"
+                                              : "MPI_File_read_all";
+
+    for (size_t i = 0; i < n; i++)
+        bytes += round[i]->bytes; /* each checked; the sum below */
+    if (n > 0)
+        rc = round_types(round, n, bytes, f->path, &ftype, &mtype);
+    if ((rc = hfdcp__agree(f->comm, rc)) != HFDCP_OK)
+        goto cleanup;
+
+    mpi_rc = MPI_File_set_view(f->fh, 0, MPI_BYTE,
+                               n > 0 ? ftype : MPI_BYTE, "native",
+                               MPI_INFO_NULL);
+    if (mpi_rc != MPI_SUCCESS)
+        rc = file_error(mpi_rc, "MPI_File_set_view", f->path);
+    if ((rc = hfdcp__agree(f->comm, rc)) != HFDCP_OK)
+        goto cleanup;
+
+    if (write)
+        mpi_rc = MPI_File_write_all(f->fh, MPI_BOTTOM, count,
+                                    n > 0 ? mtype : MPI_BYTE, &st);
+    else if (!f->independent_reads)
+        mpi_rc = MPI_File_read_all(f->fh, MPI_BOTTOM, count,
+                                   n > 0 ? mtype : MPI_BYTE, &st);
+    else if (n > 0)
+        mpi_rc = MPI_File_read(f->fh, MPI_BOTTOM, count, mtype, &st);
+    else
+        mpi_rc = MPI_SUCCESS;
+    if (mpi_rc != MPI_SUCCESS) {
+        rc = file_error(mpi_rc, call, f->path);
+    } else if (n > 0) {
+        mpi_rc = MPI_Get_elements_x(&st, mtype, &got);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = hfdcp__mpi_error(mpi_rc, "MPI_Get_elements_x after %s on "
+                                  "'%s'", call, f->path);
+        else if (got != (MPI_Count)bytes)
+            rc = hfdcp__error(HFDCP_ERR_IO,
+                              "%s on '%s': moved %lld of %" PRIu64
+                              " bytes (%s)",
+                              call, f->path, (long long)got, bytes,
+                              write ? "short write"
+                                    : "short read: the file ends early");
+    }
+    rc = hfdcp__agree(f->comm, rc);
+cleanup:
+    free_type(&ftype);
+    free_type(&mtype);
+    return rc;
+}
+
+/* A read past the end of the file is an error, caught before the read:
+ * the status of a collective read does not reliably count a short read
+ * (OMPIO reports the bytes asked for). */
+static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
+{
+    MPI_Offset size = 0;
+    uint64_t end = 0;
+    int mpi_rc = MPI_File_get_size(f->fh, &size);
+
+    if (mpi_rc != MPI_SUCCESS)
+        return file_error(mpi_rc, "MPI_File_get_size", f->path);
+    for (size_t i = 0; i < m; i++)
+        if (sorted[i]->fend > end)
+            end = sorted[i]->fend;
+    if (end > (uint64_t)size)
+        return hfdcp__error(HFDCP_ERR_IO,
+                            "short read: '%s' has %lld bytes, a read needs "
+                            "bytes up to %" PRIu64 " (truncated file?)",
+                            f->path, (long long)size, end);
+    return HFDCP_OK;
+}
+
+int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
+                          const hfdcp__piece *pieces, size_t n)
+{
+    npiece *np = NULL, **sorted = NULL, **byround = NULL;
+    uint64_t *pool = NULL, total = 0;
+    size_t pool_len = 0, m = 0, *start = NULL;
+    int rc = HFDCP_OK, nrounds = 0, all_rounds = 0, mpi_rc;
+
+    if (f == NULL)
+        return hfdcp__error(HFDCP_ERR_ARG, "transfer on a NULL file");
+    f->last_rounds = 0;
+    if (n > 0 && pieces == NULL)
+        HFDCP_FAIL(HFDCP_ERR_ARG, "'%s': %zu pieces but a NULL array",
+                   f->path, n);
+    if (write && !f->write)
+        HFDCP_FAIL(HFDCP_ERR_ARG, "'%s' was opened for reading, not writing",
+                   f->path);
+    for (size_t i = 0; i < n; i++)
+        pool_len += 3 * (size_t)(pieces[i].ndim > 0 ? pieces[i].ndim : 0);
+    np = malloc((n ? n : 1) * sizeof *np);
+    sorted = malloc((n ? n : 1) * sizeof *sorted);
+    byround = malloc((n ? n : 1) * sizeof *byround);
+    pool = malloc((pool_len ? pool_len : 1) * sizeof *pool);
+    if (!np || !sorted || !byround || !pool)
+        HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory describing %zu pieces of "
+                   "'%s'", n, f->path);
+    pool_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        HFDCP_CHECK(normalize(&pieces[i], i, f->path, pool + pool_len,
+                              &np[i]));
+        pool_len += 3 * (size_t)(pieces[i].ndim > 0 ? pieces[i].ndim : 0);
+        if (np[i].bytes == 0)
+            continue;
+        if (!add_ok(total, np[i].bytes, &total))
+            HFDCP_FAIL(HFDCP_ERR_RANGE, "'%s': pieces total above 2^63 bytes",
+                       f->path);
+        sorted[m++] = &np[i];
+    }
+    qsort(sorted, m, sizeof *sorted, cmp_npiece);
+    HFDCP_CHECK(assign_rounds(sorted, m, &nrounds));
+    if (!write && m > 0)
+        HFDCP_CHECK(check_size(f, sorted, m));
+
+cleanup:
+    if ((rc = hfdcp__agree(f->comm, rc)) != HFDCP_OK)
+        goto out;
+    mpi_rc = MPI_Allreduce(&nrounds, &all_rounds, 1, MPI_INT, MPI_MAX,
+                           f->comm);
+    if (mpi_rc != MPI_SUCCESS)
+        rc = hfdcp__mpi_error(mpi_rc, "agreeing on the rounds of a transfer "
+                              "on '%s'", f->path);
+    if ((rc = hfdcp__agree(f->comm, rc)) != HFDCP_OK)
+        goto out;
+
+    /* Bucket the sorted pieces by round, keeping their order. */
+    if ((start = calloc((size_t)nrounds + 1, sizeof *start)) == NULL)
+        rc = hfdcp__nomem("the rounds of a transfer");
+    if ((rc = hfdcp__agree(f->comm, rc)) != HFDCP_OK)
+        goto out;
+    for (size_t i = 0; i < m; i++)
+        start[sorted[i]->round + 1]++;
+    for (int r = 0; r < nrounds; r++)
+        start[r + 1] += start[r];
+    {
+        size_t *fill = start; /* reused as write cursors, then restored */
+        for (size_t i = 0; i < m; i++)
+            byround[fill[sorted[i]->round]++] = sorted[i];
+        for (int r = nrounds; r > 0; r--)
+            fill[r] = fill[r - 1];
+        fill[0] = 0;
+    }
+
+    f->last_rounds = all_rounds;
+    for (int r = 0; r < all_rounds && rc == HFDCP_OK; r++) {
+        size_t lo = r < nrounds ? start[r] : 0;
+        size_t hi = r < nrounds ? start[r + 1] : 0;
+        rc = do_round(f, write, byround + lo, hi - lo);
+    }
+
+out:
+    free(start);
+    free(np);
+    free(sorted);
+    free(byround);
+    free(pool);
+    return rc;
+}
