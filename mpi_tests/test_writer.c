@@ -1133,6 +1133,59 @@ static int writer_should_leave_no_files_after_a_failed_commit(MPI_Comm comm,
     return T_OK;
 }
 
+/* A real full disk: a 256 KiB tmpfs mounted in the test directory (needs
+ * root; skipped with a printed reason where mount is not allowed).  The
+ * save must fail on every rank with the OS's words, leave nothing behind,
+ * and a save that fits must then succeed in the same place.
+ * Regression: Open MPI 4.1.4's OMPIO does not return a failed pwritev from
+ * MPI_File_write_all, so this failed silently until the writer reserved
+ * the file's blocks first. */
+static int writer_should_fail_cleanly_on_a_full_disk(MPI_Comm comm, const char *dir)
+{
+    int P = comm_size(comm), rank = comm_rank(comm), st, mounted = 0, nf;
+    tspec big[1], small[1];
+    char mnt[600], path[600], cmd[1400], names[8][256];
+    int64_t b[2] = {256 * P, 512}, sm[2] = {4 * P, 8};
+
+    snprintf(mnt, sizeof mnt, "%s/mnt", dir);
+    if (rank == 0) {
+        snprintf(cmd, sizeof cmd, "mkdir -p '%s' && mount -t tmpfs -o size=256k tmpfs '%s' 2>/dev/null",
+                 mnt, mnt);
+        mounted = system(cmd) == 0;
+    }
+    MPI_Bcast(&mounted, 1, MPI_INT, 0, comm);
+    if (!mounted) {
+        if (rank == 0)
+            printf("  skip writer_should_fail_cleanly_on_a_full_disk: cannot mount a tmpfs here\n");
+        return T_OK;
+    }
+    spec(&big[0], "big", HFDCP_F32, 2, b, ROWS, ROWS);     /* 512 KiB per rank */
+    spec(&small[0], "small", HFDCP_BF16, 2, sm, COLS, ROWS);
+    snprintf(path, sizeof path, "%s/ckpt", mnt);
+    int ok = save_specs(comm, path, big, 1, NULL, 21, &st) == T_OK;
+    int st0 = st;
+    MPI_Bcast(&st0, 1, MPI_INT, 0, comm);
+    bool full_ok = ok && st == HFDCP_ERR_IO && st0 == st &&
+                   strstr(hfdcp_last_error(), "No space left on device") != NULL &&
+                   /* found before any data moved, not at the index */
+                   strstr(hfdcp_last_error(), "reserving") != NULL;
+    bool same = same_message(comm);
+    bool empty = list_dir(path, names, 8) == 0;
+    bool small_ok = ok && round_trip(comm, path, small, 1, NULL, 22, &nf) == HFDCP_OK;
+    MPI_Barrier(comm);
+    if (rank == 0) {
+        snprintf(cmd, sizeof cmd, "umount '%s'", mnt);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not unmount %s\n", mnt);
+    }
+    MPI_Barrier(comm);
+    T_CHECKF(all_ok(comm, full_ok), "status %s: %s", hfdcp_status_name(st), hfdcp_last_error());
+    T_CHECK(same);
+    T_CHECKF(all_ok(comm, empty), "%s holds %s", path, names[0]);
+    T_CHECK(all_ok(comm, small_ok));
+    return T_OK;
+}
+
 /* cb_buffer_size 500: collective buffering in many rounds over strided
  * column pieces and blocks; the large-count path is forced by lowering
  * the MPI-IO layer's block size. */
@@ -1421,6 +1474,8 @@ static const hfdcp_test_case cases[] = {
      writer_should_replace_an_earlier_checkpoint_cleanly, 1},
     {"writer_should_leave_no_files_after_a_failed_commit",
      writer_should_leave_no_files_after_a_failed_commit, 1},
+    {"writer_should_fail_cleanly_on_a_full_disk",
+     writer_should_fail_cleanly_on_a_full_disk, 1},
     {"writer_should_write_with_tiny_collective_buffers",
      writer_should_write_with_tiny_collective_buffers, 1},
     {"writer_should_follow_a_file_map", writer_should_follow_a_file_map, 1},

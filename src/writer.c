@@ -24,6 +24,7 @@
  *        Every step ends with an agreement: same status everywhere, the
  *        first failing rank's message on every rank.
  */
+#define _GNU_SOURCE /* fallocate() */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -707,6 +708,34 @@ static int build_pieces(const hfdcp_writer *w, const hfdcp__wplan *plan,
 
 /* Collective: writes file f under its temporary name, sets its size,
  * syncs and closes it.  Agreed status. */
+/* Rank 0 creates the file and reserves its blocks before any data moves,
+ * so that a full disk (or a quota, or a file size limit) is an error here
+ * and not a silent short write later.  Note: Open MPI 4.1's OMPIO does not
+ * return the error of a failed pwritev from MPI_File_write_all (it only
+ * prints it), so without this a full disk could go unnoticed until the
+ * index is written.  File systems without fallocate() (EOPNOTSUPP) are
+ * written without a reservation; glibc's posix_fallocate() is not used
+ * because it falls back to writing zeros, doubling the I/O. */
+static int reserve_space(const char *path, uint64_t size)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666), rc = HFDCP_OK;
+
+    if (fd < 0)
+        return hfdcp__os_error(HFDCP_ERR_IO, errno, "creating '%s'", path);
+#if defined(__linux__)
+    if (size > 0 && size <= (uint64_t)INT64_MAX &&
+        fallocate(fd, 0, 0, (off_t)size) != 0 && errno != EOPNOTSUPP &&
+        errno != ENOSYS && errno != EINVAL)
+        rc = hfdcp__os_error(HFDCP_ERR_IO, errno,
+                             "reserving %" PRIu64 " bytes for '%s'", size, path);
+#else
+    (void)size;
+#endif
+    if (close(fd) != 0 && rc == HFDCP_OK)
+        rc = hfdcp__os_error(HFDCP_ERR_IO, errno, "closing '%s'", path);
+    return rc;
+}
+
 static int write_file(const hfdcp_writer *w, const hfdcp__wplan *plan,
                       const buckets_t *b, const paths_t *paths, size_t f)
 {
@@ -717,7 +746,10 @@ static int write_file(const hfdcp_writer *w, const hfdcp__wplan *plan,
     hfdcp__mfile *mf = NULL;
     int rc, rc2;
 
-    rc = hfdcp__agree(comm, build_pieces(w, plan, b, f, &pieces, &dims, &np));
+    rc = build_pieces(w, plan, b, f, &pieces, &dims, &np);
+    if (rc == HFDCP_OK && w->rank == 0)
+        rc = reserve_space(paths->tmp[f], plan->file_sizes[f]);
+    rc = hfdcp__agree(comm, rc);
     if (rc == HFDCP_OK)
         rc = hfdcp__mfile_open(comm, paths->tmp[f], true, w->info, &mf);
     if (rc == HFDCP_OK) {
