@@ -723,6 +723,83 @@ static int mpiio_should_split_large_counts_into_blocks(MPI_Comm comm,
     return T_OK;
 }
 
+/* Rank r's block of the first dimension (2-D or 3-D arrays) as a single
+ * element (a byte for sub-byte dtypes), the rest of its first row, the
+ * rest of its first slice (3-D) and its other slices: small pieces next to
+ * a large one. */
+static int small_and_large(const tarray *a, int rank, int size, tbox *out)
+{
+    int grid[MAXD] = {size, 1, 1, 1}, n = a->ndim == 3 ? 4 : 3;
+    tbox b = grid_box(a, grid, rank, 1);
+    int last = a->ndim - 1;
+    int64_t el = byte_align(a);
+
+    for (int i = 0; i < n; i++)
+        out[i] = b;
+    for (int d = 0; d < last; d++)
+        out[0].count[d] = out[1].count[d] = 1;
+    out[0].count[last] = el;
+    out[1].start[last] = el;
+    out[1].count[last] = a->shape[last] - el;
+    if (n == 4) {
+        out[2].count[0] = 1;
+        out[2].start[1] = 1;
+        out[2].count[1] = a->shape[1] - 1;
+    }
+    out[n - 1].start[0] = b.start[0] + 1;
+    out[n - 1].count[0] = b.count[0] - 1;
+    return n;
+}
+
+static int mpiio_should_cap_the_bytes_a_rank_moves_in_one_round(
+    MPI_Comm comm, const char *dir)
+{
+    static const uint64_t limits[] = {1, 5, 64, 301, 4096};
+    uint64_t saved = hfdcp__mpiio_round_max;
+    int size, bad = 0;
+
+    MPI_Comm_size(comm, &size);
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0] && !bad; i++) {
+        uint64_t lim = limits[i];
+        hfdcp__mpiio_round_max = lim;
+        /* Every rank reads the whole array into a memory array with a
+         * halo: rows of `row` bytes, grouped by floor(lim / row) into a
+         * round, or each split into ceil(row / lim) runs. */
+        tarray a = {.bits = 32, .ndim = 2,
+                    .shape = {lim == 1 ? size + 1 : 4 * size + 1,
+                              lim == 1 ? 5 : 37},
+                    .header = 19, .halo = {1, 2}, .seed = 80 + i};
+        uint64_t row = (uint64_t)a.shape[1] * 4, rows = (uint64_t)a.shape[0];
+        uint64_t want = lim >= row ? (rows + lim / row - 1) / (lim / row)
+                                   : rows * ((row + lim - 1) / lim);
+        topts o = {MPI_INFO_NULL, -1, (int)want};
+        bad |= round_trip(comm, dir, &a, small_and_large, whole, &o);
+        if (lim > 1) {
+            /* Interleaving and overlapping pieces, several arrays. */
+            bad |= round_trip(comm, dir, &a, cols_round_robin,
+                              small_and_large, NULL);
+            bad |= round_trip(comm, dir, &a, small_and_large,
+                              whole_twice_and_inner, NULL);
+            tarray c = {.bits = 16, .ndim = 3, .shape = {2 * size + 1, 6, 7},
+                        .header = 3, .halo = {1, 0, 2}, .seed = 90 + i};
+            bad |= round_trip(comm, dir, &c, small_and_large, random_boxes,
+                              NULL);
+            bad |= round_trip(comm, dir, &c, mid_blocks, small_and_large,
+                              NULL);
+            tarray f4 = {.bits = 4, .ndim = 2, .shape = {3 * size, 20},
+                         .header = 2, .halo = {0, 2}, .seed = 100 + i};
+            bad |= round_trip(comm, dir, &f4, small_and_large,
+                              cols_round_robin, NULL);
+        }
+        if (bad)
+            hfdcp_test_fail(__FILE__, __LINE__, "with a round limit of %llu "
+                            "bytes", (unsigned long long)lim);
+    }
+    hfdcp__mpiio_round_max = saved;
+    T_CHECK(bad == 0);
+    return T_OK;
+}
+
 static int mpiio_should_move_a_scalar(MPI_Comm comm, const char *dir)
 {
     int rank;
@@ -899,6 +976,7 @@ static const hfdcp_test_case cases[] = {
     {"mpiio_should_take_many_rounds_with_tiny_cb_buffer", mpiio_should_take_many_rounds_with_tiny_cb_buffer, 1},
     {"mpiio_should_read_random_overlapping_boxes", mpiio_should_read_random_overlapping_boxes, 1},
     {"mpiio_should_split_large_counts_into_blocks", mpiio_should_split_large_counts_into_blocks, 1},
+    {"mpiio_should_cap_the_bytes_a_rank_moves_in_one_round", mpiio_should_cap_the_bytes_a_rank_moves_in_one_round, 1},
     {"mpiio_should_move_a_scalar", mpiio_should_move_a_scalar, 1},
     {"mpiio_should_report_a_missing_file_on_every_rank", mpiio_should_report_a_missing_file_on_every_rank, 1},
     {"mpiio_should_report_a_short_read_on_every_rank", mpiio_should_report_a_short_read_on_every_rank, 1},

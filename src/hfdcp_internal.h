@@ -513,6 +513,14 @@ bool hfdcp__mfile_collective_reads(const hfdcp__mfile *f);
  * runs on small data.  Set it only between transfers, from one thread. */
 extern uint64_t hfdcp__mpiio_block;
 
+/* Test hook: the most bytes one rank moves in one collective round; larger
+ * transfers are split (pieces along their outermost repeat dimension, long
+ * runs into shorter runs) across more rounds.  Default 1 GiB: ROMIO 3.2.1
+ * (Open MPI 4.1's romio321) corrupts a collective write above 2 GiB per
+ * rank that mixes a small piece with a large one.  Tests lower it (at
+ * least 1).  Set it only between transfers, from one thread. */
+extern uint64_t hfdcp__mpiio_round_max;
+
 /* ------------------------------------------------------------------------
  * convert.c
  * ---------------------------------------------------------------------- */

@@ -13,11 +13,19 @@
  *      dimensions of extent 1 are dropped.  What is left is a run of R
  *      bytes repeated along k dimensions, with byte strides in the file and
  *      in memory.
- *   2. Sorts the pieces by their first file byte and splits them into
- *      rounds whose file byte ranges [first, last] are disjoint (interval
- *      partitioning), because a file view's displacements must never
- *      decrease and a write must not touch a byte twice.  Two column blocks
- *      of one tensor on one rank interleave: they go in two rounds.
+ *   2. Splits every piece of more than hfdcp__mpiio_round_max bytes (1
+ *      GiB) into parts that fit: groups of slices along its outermost
+ *      dimension, each slice split in turn when one is too large, a single
+ *      run into shorter runs.  Then sorts the parts by their first file
+ *      byte and splits them into rounds whose file byte ranges [first,
+ *      last] are disjoint (interval partitioning), because a file view's
+ *      displacements must never decrease and a write must not touch a byte
+ *      twice, and which move at most hfdcp__mpiio_round_max bytes on this
+ *      rank.  Two column blocks of one tensor on one rank interleave: they
+ *      go in two rounds.  The byte limit works around ROMIO 3.2.1 (Open
+ *      MPI 4.1's romio321): a collective write of more than 2 GiB on one
+ *      rank that mixes a small piece with a large one writes the small
+ *      piece's bytes a second time in the middle of the large one.
  *   3. Agrees with every rank on the number of rounds (the maximum).  In
  *      each round every rank sets ONE file view (a struct of nested
  *      hvectors at the pieces' absolute file offsets, etype MPI_BYTE,
@@ -32,8 +40,8 @@
  * a longer run or vector becomes a vector of blocks plus a remainder,
  * joined by a struct.  Strides and displacements are MPI_Aint, so nothing
  * depends on int-sized subarray dimensions.  A round may move more than
- * 2^31 bytes: its types are checked with MPI_Type_size_x and the bytes moved
- * with MPI_Get_elements_x.
+ * 2^31 bytes if hfdcp__mpiio_round_max is raised: its types are checked with
+ * MPI_Type_size_x and the bytes moved with MPI_Get_elements_x.
  */
 #include <inttypes.h>
 #include <limits.h>
@@ -45,6 +53,7 @@
 #include "hfdcp_internal.h"
 
 uint64_t hfdcp__mpiio_block = (uint64_t)1 << 30;
+uint64_t hfdcp__mpiio_round_max = (uint64_t)1 << 30;
 
 /*
  * hfdcp's default hints, under the caller's (a caller's value for the same
@@ -221,14 +230,17 @@ static bool detect_ompio_read_bug(void)
 {
     char version[MPI_MAX_LIBRARY_VERSION_STRING + 1] = "";
     unsigned char *v;
-    int len = 0, minor = -1, patch = -1, provided, ts = 0;
+    int len = 0, minor = -1, patch = -1, provided, level, ts = 0;
     bool affected = true;
 
     if (MPI_Get_library_version(version, &len) != MPI_SUCCESS ||
         sscanf(version, "Open MPI v4.%d.%d", &minor, &patch) != 2 ||
         minor != 1 || patch > 4)
         return false;
-    if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS)
+    /* The process's own level: Open MPI 4.1 lowers the process thread
+     * level to the one MPI_T_init_thread asks for. */
+    if (MPI_Query_thread(&level) != MPI_SUCCESS ||
+        MPI_T_init_thread(level, &provided) != MPI_SUCCESS)
         return true;
     if ((v = read_cvar("fbtl_posix_read_datasieving", &ts)) != NULL) {
         bool on = false;
@@ -425,11 +437,18 @@ typedef struct {
     uint64_t run;      /* bytes of the innermost contiguous run */
     uint64_t bytes;    /* total bytes */
     int k;             /* outer dimensions */
+    uint64_t count0;   /* count of dimension 0 (count[0] is not used) */
     uint64_t *count;   /* k entries each, in a pool owned by the caller */
     uint64_t *fstride;
     uint64_t *mstride;
     int round;
 } npiece;
+
+/* The count of outer dimension j of q. */
+static uint64_t dim_count(const npiece *q, int j)
+{
+    return j == 0 ? q->count0 : q->count[j];
+}
 
 #define AINT_MAX ((uint64_t)INT64_MAX)
 
@@ -582,6 +601,7 @@ static int normalize(const hfdcp__piece *p, size_t i, const char *path,
     }
     /* `last` is the offset of the last element from the first; the piece
      * ends one element after it. */
+    q->count0 = q->k > 0 ? q->count[0] : 0;
     q->foff = foff;
     if (!add_ok(last, elem, &last) || !add_ok(foff, last, &q->fend))
         goto overflow;
@@ -675,7 +695,8 @@ static int piece_type(const npiece *q, bool file, const char *path,
 
     HFDCP_TRY(vector_type(q->run, 1, MPI_BYTE, path, &t));
     for (int j = q->k - 1; j >= 0; j--) {
-        rc = vector_type(q->count[j], file ? q->fstride[j] : q->mstride[j], t,
+        rc = vector_type(dim_count(q, j),
+                         file ? q->fstride[j] : q->mstride[j], t,
                          path, &t2);
         free_type(&t);
         if (rc != HFDCP_OK)
@@ -768,9 +789,91 @@ static int cmp_npiece(const void *a, const void *b)
     return 0;
 }
 
-/* A min-heap of rounds by the end of their last piece. */
+static uint64_t round_max(void)
+{
+    return hfdcp__mpiio_round_max > 0 ? hfdcp__mpiio_round_max : 1;
+}
+
+/* A growing array of pieces. */
+typedef struct {
+    npiece *v;
+    size_t n, cap;
+} parts;
+
+static int parts_push(parts *ps, const npiece *q)
+{
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? 2 * ps->cap : 16;
+        npiece *v = cap > SIZE_MAX / sizeof *v
+                        ? NULL
+                        : realloc(ps->v, cap * sizeof *v);
+        if (v == NULL)
+            return hfdcp__nomem("the parts of a transfer");
+        ps->v = v;
+        ps->cap = cap;
+    }
+    ps->v[ps->n++] = *q;
+    return HFDCP_OK;
+}
+
+/*
+ * Appends `q` to `ps`, split into parts of at most `lim` bytes: groups of
+ * its outermost dimension's slices when one slice fits, else each slice
+ * split in turn; a single run longer than `lim` becomes shorter runs.
+ * Parts share q's dimension arrays (a part without q's outermost
+ * dimension points one entry further).
+ */
+static int split_piece(const npiece *q, uint64_t lim, parts *ps)
+{
+    npiece sub = *q;
+
+    if (q->bytes <= lim)
+        return parts_push(ps, q);
+    if (q->k == 0) {
+        for (uint64_t off = 0; off < q->run; off += lim) {
+            sub.run = q->run - off < lim ? q->run - off : lim;
+            sub.bytes = sub.run;
+            sub.foff = q->foff + off;
+            sub.fend = sub.foff + sub.run;
+            sub.maddr = q->maddr + off;
+            HFDCP_TRY(parts_push(ps, &sub));
+        }
+        return HFDCP_OK;
+    }
+    /* One slice of dimension 0: its bytes, and its extent in the file. */
+    uint64_t slice = q->bytes / q->count0;
+    uint64_t extent = q->fend - q->foff - (q->count0 - 1) * q->fstride[0];
+    if (slice <= lim) {
+        uint64_t g = lim / slice;
+        for (uint64_t i = 0; i < q->count0; i += g) {
+            sub.count0 = q->count0 - i < g ? q->count0 - i : g;
+            sub.bytes = sub.count0 * slice;
+            sub.foff = q->foff + i * q->fstride[0];
+            sub.fend = sub.foff + (sub.count0 - 1) * q->fstride[0] + extent;
+            sub.maddr = q->maddr + i * q->mstride[0];
+            HFDCP_TRY(parts_push(ps, &sub));
+        }
+        return HFDCP_OK;
+    }
+    sub.k = q->k - 1;
+    sub.count = q->count + 1;
+    sub.fstride = q->fstride + 1;
+    sub.mstride = q->mstride + 1;
+    sub.count0 = sub.k > 0 ? sub.count[0] : 0;
+    sub.bytes = slice;
+    for (uint64_t i = 0; i < q->count0; i++) {
+        sub.foff = q->foff + i * q->fstride[0];
+        sub.fend = sub.foff + extent;
+        sub.maddr = q->maddr + i * q->mstride[0];
+        HFDCP_TRY(split_piece(&sub, lim, ps));
+    }
+    return HFDCP_OK;
+}
+
+/* A min-heap of open rounds by the end of their last piece. */
 typedef struct {
     uint64_t end;
+    uint64_t bytes;
     int round;
 } heap_item;
 
@@ -805,40 +908,51 @@ static void heap_up(heap_item *h, size_t i)
 }
 
 /*
- * Assigns a round to every piece of `sorted[0..n)` (sorted by first byte)
- * so that in each round the file byte ranges are disjoint, with as few
- * rounds as there are pieces over any one byte (greedy interval
+ * Assigns a round to every piece of `sorted[0..n)` (sorted by first byte,
+ * each at most `lim` bytes) so that in each round the file byte ranges are
+ * disjoint and the bytes total at most `lim` (greedy interval
  * partitioning: a piece joins the round that ended earliest, if it ended
- * before the piece starts).
+ * before the piece starts; a round with no room for that piece is closed
+ * for good).  Without the byte limit this takes as few rounds as there are
+ * pieces over any one byte.
  */
-static int assign_rounds(npiece **sorted, size_t n, int *nrounds)
+static int assign_rounds(npiece **sorted, size_t n, uint64_t lim,
+                         int *nrounds)
 {
     heap_item *h = malloc((n ? n : 1) * sizeof *h);
     size_t hn = 0;
+    int nr = 0;
 
     if (h == NULL)
         return hfdcp__nomem("the rounds of a transfer");
     for (size_t i = 0; i < n; i++) {
         npiece *q = sorted[i];
+        while (hn > 0 && h[0].end <= q->foff && h[0].bytes > lim - q->bytes) {
+            h[0] = h[--hn]; /* full: closed */
+            heap_down(h, hn, 0);
+        }
         if (hn > 0 && h[0].end <= q->foff) {
             q->round = h[0].round;
             h[0].end = q->fend;
+            h[0].bytes += q->bytes;
             heap_down(h, hn, 0);
         } else {
-            if (hn >= (size_t)INT_MAX) {
+            if (nr == INT_MAX) {
                 free(h);
                 return hfdcp__error(HFDCP_ERR_UNSUPPORTED,
-                                    "too many overlapping pieces");
+                                    "too many rounds (overlapping or large "
+                                    "pieces)");
             }
-            q->round = (int)hn;
+            q->round = nr;
             h[hn].end = q->fend;
-            h[hn].round = (int)hn;
+            h[hn].bytes = q->bytes;
+            h[hn].round = nr++;
             heap_up(h, hn);
             hn++;
         }
     }
     free(h);
-    *nrounds = (int)hn;
+    *nrounds = nr;
     return HFDCP_OK;
 }
 
@@ -932,7 +1046,8 @@ int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
                           const hfdcp__piece *pieces, size_t n)
 {
     npiece *np = NULL, **sorted = NULL, **byround = NULL;
-    uint64_t *pool = NULL, total = 0;
+    parts ps = {NULL, 0, 0};
+    uint64_t *pool = NULL, total = 0, lim = round_max();
     size_t pool_len = 0, m = 0, *start = NULL;
     int rc = HFDCP_OK, nrounds = 0, all_rounds = 0, mpi_rc;
 
@@ -948,10 +1063,8 @@ int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
     for (size_t i = 0; i < n; i++)
         pool_len += 3 * (size_t)(pieces[i].ndim > 0 ? pieces[i].ndim : 0);
     np = malloc((n ? n : 1) * sizeof *np);
-    sorted = malloc((n ? n : 1) * sizeof *sorted);
-    byround = malloc((n ? n : 1) * sizeof *byround);
     pool = malloc((pool_len ? pool_len : 1) * sizeof *pool);
-    if (!np || !sorted || !byround || !pool)
+    if (!np || !pool)
         HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory describing %zu pieces of "
                    "'%s'", n, f->path);
     pool_len = 0;
@@ -964,10 +1077,18 @@ int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
         if (!add_ok(total, np[i].bytes, &total))
             HFDCP_FAIL(HFDCP_ERR_RANGE, "'%s': pieces total above 2^63 bytes",
                        f->path);
-        sorted[m++] = &np[i];
+        HFDCP_CHECK(split_piece(&np[i], lim, &ps));
     }
+    m = ps.n;
+    sorted = malloc((m ? m : 1) * sizeof *sorted);
+    byround = malloc((m ? m : 1) * sizeof *byround);
+    if (!sorted || !byround)
+        HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory describing %zu parts of "
+                   "'%s'", m, f->path);
+    for (size_t i = 0; i < m; i++)
+        sorted[i] = &ps.v[i];
     qsort(sorted, m, sizeof *sorted, cmp_npiece);
-    HFDCP_CHECK(assign_rounds(sorted, m, &nrounds));
+    HFDCP_CHECK(assign_rounds(sorted, m, lim, &nrounds));
     if (!write && m > 0)
         HFDCP_CHECK(check_size(f, sorted, m));
 
@@ -1010,6 +1131,7 @@ cleanup:
 out:
     free(start);
     free(np);
+    free(ps.v);
     free(sorted);
     free(byround);
     free(pool);
