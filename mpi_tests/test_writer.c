@@ -548,7 +548,7 @@ static int round_trip(MPI_Comm comm, const char *path, const tspec *ts,
                       size_t nt, const hfdcp_save_options *o, uint64_t seed,
                       int *n_files)
 {
-    int st;
+    int st = HFDCP_ERR_INTERNAL;
     T_OKCALL(save_specs(comm, path, ts, nt, o, seed, &st));
     T_CHECKF(all_ok(comm, st == HFDCP_OK), "commit: %s",
              hfdcp_last_error());
@@ -746,7 +746,7 @@ static int write_spec(const char *path, const tspec *ts, size_t nt)
 
 static int writer_should_pass_the_numpy_check(MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm), st, bad = 0;
+    int P = comm_size(comm), st = HFDCP_ERR_INTERNAL, bad = 0;
     tspec ts[HFDCP_DTYPE_COUNT + 4];
     hfdcp_save_options o;
     char path[600], specp[600], name[64];
@@ -1032,7 +1032,7 @@ static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
 static int writer_should_replace_an_earlier_checkpoint_cleanly(MPI_Comm comm,
                                                                 const char *dir)
 {
-    int P = comm_size(comm), nf, st;
+    int P = comm_size(comm), nf, st = HFDCP_ERR_INTERNAL;
     tspec ts[6];
     hfdcp_save_options o;
     char path[600], p[700], names[16][256];
@@ -1094,7 +1094,7 @@ static int writer_should_replace_an_earlier_checkpoint_cleanly(MPI_Comm comm,
 static int writer_should_leave_no_files_after_a_failed_commit(MPI_Comm comm,
                                                               const char *dir)
 {
-    int P = comm_size(comm), st, nf;
+    int P = comm_size(comm), st = HFDCP_ERR_INTERNAL, nf;
     tspec ts[3];
     char a[600], b[600], names[8][256];
     int64_t m[2] = {4 * P, 64}, big[2] = {64 * P, 1024};
@@ -1142,7 +1142,7 @@ static int writer_should_leave_no_files_after_a_failed_commit(MPI_Comm comm,
  * the file's blocks first. */
 static int writer_should_fail_cleanly_on_a_full_disk(MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm), rank = comm_rank(comm), st, mounted = 0, nf;
+    int P = comm_size(comm), rank = comm_rank(comm), st = HFDCP_ERR_INTERNAL, mounted = 0, nf;
     tspec big[1], small[1];
     char mnt[600], path[600], cmd[1400], names[8][256];
     int64_t b[2] = {256 * P, 512}, sm[2] = {4 * P, 8};
@@ -1387,7 +1387,7 @@ static int check_big_file(const char *path)
 static int writer_should_write_more_than_2_gib_per_rank(MPI_Comm comm,
                                                          const char *dir)
 {
-    int rank = comm_rank(comm), P = comm_size(comm), skip = 0, st, bad = 0;
+    int rank = comm_rank(comm), P = comm_size(comm), skip = 0, st = HFDCP_ERR_INTERNAL, bad = 0;
     int64_t shape[2] = {BIG_ROWS, BIG_COLS}, zero[2] = {0, 0},
             left[2] = {BIG_ROWS, BIG_C0}, roff[2] = {0, BIG_C0},
             right[2] = {BIG_ROWS, BIG_COLS - BIG_C0};

@@ -241,8 +241,8 @@ static int choose_dim(const tiling *t, const size_t *set, size_t m,
 
     *best = -1;
     for (int d = 0; d < t->ndim; d++) {
-        int64_t *b;
-        size_t k;
+        int64_t *b = NULL;
+        size_t k = 0;
         uint64_t cost = 0;
 
         if (!(dims & ((uint64_t)1 << d)))
@@ -362,7 +362,7 @@ static int find_overlap(const tiling *t, const size_t *set, size_t m,
     if ((dims & ~((uint64_t)1 << d)) == 0) {
         /* Last dimension: sorted by start, an overlap shows between
          * neighbours. */
-        keyed *s;
+        keyed *s = NULL;
         HFDCP_TRY(sort_by_start(t, set, m, d, &s));
         for (size_t i = 0; i + 1 < m; i++) {
             if (tile_end(t, s[i].tile, d) > s[i + 1].key) {

@@ -866,7 +866,7 @@ static int parse_escape(parser *p, const token *tok, bool in_class,
                         escitem *out)
 {
     uint32_t c = tok->c;
-    char digits[12];
+    char digits[12] = {0};
 
     /* ESCAPES, and (outside sets first) CATEGORIES. */
     if (!in_class) {
