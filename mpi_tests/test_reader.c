@@ -1,6 +1,7 @@
 // ranks: 1 2 3 4
 // timeout: 300
 // romio: 1 2 3 4
+// nosieve: 2 3 4
 /*
  * test_reader.c - the public reader on real and generated checkpoints.
  *
