@@ -297,7 +297,9 @@ typedef struct {
                                        implemented, must be 0 */
     const char *consolidated_output_path; /* with save_sharded: not yet
                                        implemented, must be NULL */
-    int thread_count;               /* see docs/api.md; 0 or 1: default */
+    int thread_count;               /* 0 or 1 (files one after the other);
+                                       > 1: not yet implemented,
+                                       HFDCP_ERR_UNSUPPORTED (docs/api.md) */
     int num_threads_consolidation;  /* with consolidation: not yet
                                        implemented, must be 0 */
     MPI_Info info;                  /* MPI-IO hints; MPI_INFO_NULL: hfdcp's
