@@ -235,14 +235,8 @@ static int push_num(lexer *lx, hfdcp__json_num num)
     num.ordinal = lx->n_total++;
     if (num.kind == NUM_UINT)
         return HFDCP_OK;
-    if (lx->n_nums == lx->cap) {
-        size_t cap = lx->cap ? lx->cap * 2 : 64;
-        hfdcp__json_num *v = realloc(lx->nums, cap * sizeof *v);
-        if (v == NULL)
-            return hfdcp__nomem("JSON number records");
-        lx->nums = v;
-        lx->cap = cap;
-    }
+    HFDCP_TRY(hfdcp__grow(&lx->nums, &lx->cap, lx->n_nums, sizeof *lx->nums,
+                          "JSON number records"));
     lx->nums[lx->n_nums++] = num;
     return HFDCP_OK;
 }
@@ -328,14 +322,8 @@ malformed:
 
 static int push_sep(lexer *lx, size_t pos)
 {
-    if (lx->n_seps == lx->seps_cap) {
-        size_t cap = lx->seps_cap ? lx->seps_cap * 2 : 64;
-        size_t *v = realloc(lx->seps, cap * sizeof *v);
-        if (v == NULL)
-            return hfdcp__nomem("JSON separator offsets");
-        lx->seps = v;
-        lx->seps_cap = cap;
-    }
+    HFDCP_TRY(hfdcp__grow(&lx->seps, &lx->seps_cap, lx->n_seps,
+                          sizeof *lx->seps, "JSON separator offsets"));
     lx->seps[lx->n_seps++] = pos;
     return HFDCP_OK;
 }

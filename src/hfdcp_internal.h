@@ -111,6 +111,12 @@ bool hfdcp__add_u64(uint64_t a, uint64_t b, uint64_t *out);
 int hfdcp__tensor_bytes(hfdcp_dtype dtype, int ndim, const int64_t *shape,
                         const char *what, uint64_t *out);
 
+/* Makes room for one more element in a growable array: when *count ==
+ * *cap, doubles the capacity (first 64) of *array, elements of `elem`
+ * bytes.  HFDCP_ERR_NOMEM naming `what` on failure (the array is kept). */
+int hfdcp__grow(void *array, size_t *cap, size_t count, size_t elem,
+                const char *what);
+
 char *hfdcp__strdup(const char *s);
 char *hfdcp__strndup(const char *s, size_t n);
 /* malloc'd printf; NULL on failure. */

@@ -49,6 +49,25 @@ int hfdcp__tensor_bytes(hfdcp_dtype dtype, int ndim, const int64_t *shape,
     return HFDCP_OK;
 }
 
+int hfdcp__grow(void *array, size_t *cap, size_t count, size_t elem,
+                const char *what)
+{
+    size_t n;
+    void *old, *v;
+
+    if (count < *cap)
+        return HFDCP_OK;
+    /* `array` points at a typed pointer (T **): read and write it with
+     * memcpy rather than through a void ** lvalue (strict aliasing). */
+    memcpy(&old, array, sizeof old);
+    n = *cap ? *cap * 2 : 64;
+    if (n < *cap || n > SIZE_MAX / elem || (v = realloc(old, n * elem)) == NULL)
+        return hfdcp__nomem(what);
+    memcpy(array, &v, sizeof v);
+    *cap = n;
+    return HFDCP_OK;
+}
+
 char *hfdcp__strdup(const char *s)
 {
     return hfdcp__strndup(s, strlen(s));

@@ -441,14 +441,8 @@ static int add_chunk(hfdcp_writer *w, const char *name, hfdcp_dtype dtype,
                             "chunk %s was already added on this rank",
                             w->rank, name, box);
     }
-    if (w->n == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 64;
-        hfdcp__wchunk *ch = realloc(w->chunks, cap * sizeof *ch);
-        if (ch == NULL)
-            return hfdcp__nomem("the writer's chunk list");
-        w->chunks = ch;
-        w->cap = cap;
-    }
+    HFDCP_TRY(hfdcp__grow(&w->chunks, &w->cap, w->n, sizeof *w->chunks,
+                          "the writer's chunk list"));
     c = &w->chunks[w->n];
     memset(c, 0, sizeof *c);
     if ((c->name = hfdcp__strdup(name)) == NULL)
