@@ -136,9 +136,16 @@ void hfdcp__format_box(char *buf, size_t size, int ndim,
 
 /* ---- string map: open addressing, linear probing, FNV-1a ---- */
 
+/* A slot keeps its key's hash: a probe compares hashes and touches the key
+ * (another cache line) only when they are equal. */
+typedef struct {
+    uint64_t hash;
+    char *key; /* owned; NULL: empty slot */
+    size_t value;
+} strmap_slot;
+
 struct hfdcp__strmap {
-    char **keys;
-    size_t *values;
+    strmap_slot *slots;
     size_t cap; /* power of two, or 0 */
     size_t count;
 };
@@ -150,6 +157,14 @@ static uint64_t hash_str(const char *s)
         h ^= (unsigned char)*s;
         h *= 1099511628211ull;
     }
+    /* FNV's low bits, the ones a power-of-two table uses, mix poorly for
+     * names that differ only in digits ("layers.17.mlp.w3"): finish with
+     * a 64-bit avalanche (MurmurHash3's fmix64 constants). */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
     return h;
 }
 
@@ -163,16 +178,17 @@ void hfdcp__strmap_free(hfdcp__strmap *m)
     if (m == NULL)
         return;
     for (size_t i = 0; i < m->cap; i++)
-        free(m->keys[i]);
-    free(m->keys);
-    free(m->values);
+        free(m->slots[i].key);
+    free(m->slots);
     free(m);
 }
 
-static size_t find_slot(char *const *keys, size_t cap, const char *key)
+static size_t find_slot(const strmap_slot *slots, size_t cap, uint64_t hash,
+                        const char *key)
 {
-    size_t i = (size_t)hash_str(key) & (cap - 1);
-    while (keys[i] != NULL && strcmp(keys[i], key) != 0)
+    size_t i = (size_t)hash & (cap - 1);
+    while (slots[i].key != NULL &&
+           (slots[i].hash != hash || strcmp(slots[i].key, key) != 0))
         i = (i + 1) & (cap - 1);
     return i;
 }
@@ -180,25 +196,20 @@ static size_t find_slot(char *const *keys, size_t cap, const char *key)
 static int grow(hfdcp__strmap *m)
 {
     size_t cap = m->cap ? m->cap * 2 : 16;
-    char **keys = calloc(cap, sizeof *keys);
-    size_t *values = calloc(cap, sizeof *values);
+    strmap_slot *slots = calloc(cap, sizeof *slots);
 
-    if (keys == NULL || values == NULL) {
-        free(keys);
-        free(values);
+    if (slots == NULL)
         return hfdcp__nomem("a name table");
-    }
     for (size_t i = 0; i < m->cap; i++) {
-        if (m->keys[i] != NULL) {
-            size_t j = find_slot(keys, cap, m->keys[i]);
-            keys[j] = m->keys[i];
-            values[j] = m->values[i];
+        if (m->slots[i].key != NULL) {
+            size_t j = (size_t)m->slots[i].hash & (cap - 1);
+            while (slots[j].key != NULL) /* keys are distinct */
+                j = (j + 1) & (cap - 1);
+            slots[j] = m->slots[i];
         }
     }
-    free(m->keys);
-    free(m->values);
-    m->keys = keys;
-    m->values = values;
+    free(m->slots);
+    m->slots = slots;
     m->cap = cap;
     return HFDCP_OK;
 }
@@ -206,19 +217,21 @@ static int grow(hfdcp__strmap *m)
 int hfdcp__strmap_put(hfdcp__strmap *m, const char *key, size_t value,
                       bool *existed)
 {
+    uint64_t hash = hash_str(key);
     size_t i;
 
     if ((m->count + 1) * 2 > m->cap)
         HFDCP_TRY(grow(m));
-    i = find_slot(m->keys, m->cap, key);
+    i = find_slot(m->slots, m->cap, hash, key);
     if (existed)
-        *existed = m->keys[i] != NULL;
-    if (m->keys[i] == NULL) {
-        if ((m->keys[i] = hfdcp__strdup(key)) == NULL)
+        *existed = m->slots[i].key != NULL;
+    if (m->slots[i].key == NULL) {
+        if ((m->slots[i].key = hfdcp__strdup(key)) == NULL)
             return hfdcp__nomem("a name table key");
+        m->slots[i].hash = hash;
         m->count++;
     }
-    m->values[i] = value;
+    m->slots[i].value = value;
     return HFDCP_OK;
 }
 
@@ -228,11 +241,11 @@ bool hfdcp__strmap_get(const hfdcp__strmap *m, const char *key, size_t *value)
 
     if (m == NULL || m->cap == 0)
         return false;
-    i = find_slot(m->keys, m->cap, key);
-    if (m->keys[i] == NULL)
+    i = find_slot(m->slots, m->cap, hash_str(key), key);
+    if (m->slots[i].key == NULL)
         return false;
     if (value)
-        *value = m->values[i];
+        *value = m->slots[i].value;
     return true;
 }
 
