@@ -7,7 +7,9 @@
  *   3. key maps (regex renaming of tensor names),
  *   4. the reader (load any slice of any tensor on any number of ranks),
  *   5. the writer (one collective commit from rank-held chunks to a
- *      complete checkpoint).
+ *      complete checkpoint, or per-rank shard files),
+ *   6. consolidation of shard files into a standard checkpoint,
+ *   7. the version.
  *
  * Conventions, true of every function below:
  *   - Every fallible function returns an int status: HFDCP_OK (0) on
@@ -289,19 +291,63 @@ HFDCP_API int hfdcp_file_map_get(const hfdcp_file_map *m, const char *name,
 /*! hfdcp_file_map_free() : Local. */
 HFDCP_API void hfdcp_file_map_free(hfdcp_file_map *m);
 
+/*! hfdcp_file_map_size() : Local.  Number of entries. */
+HFDCP_API size_t hfdcp_file_map_size(const hfdcp_file_map *m);
+
+/*! hfdcp_file_map_entry() : Local.  Entry `i` (0 <= i < size), in the order
+ *  the names were first set.  *name stays valid until the map changes.
+ *  @return HFDCP_OK, or HFDCP_ERR_RANGE. */
+HFDCP_API int hfdcp_file_map_entry(const hfdcp_file_map *m, size_t i,
+                                   const char **name, int *file_index);
+
+/*! hfdcp_file_map_warning() : Local.
+ *  @return "" or a warning about how the map was made (see
+ *          hfdcp_file_map_from_reference()); valid while the map lives. */
+HFDCP_API const char *hfdcp_file_map_warning(const hfdcp_file_map *m);
+
+/*! hfdcp_extract_file_index() : Local.  The 1-based file index that a
+ *  checkpoint file name carries: "model-00002-of-00008.safetensors",
+ *  "model.safetensors-00002-of-00008.safetensors" and
+ *  "shard-00001-model-00002-of-00008.safetensors" give 2;
+ *  "model.safetensors" gives 1.  A directory part is ignored.
+ *  @return HFDCP_OK and *index, or HFDCP_ERR_NOT_FOUND ("not a recognised
+ *          checkpoint file name"), HFDCP_ERR_ARG. */
+HFDCP_API int hfdcp_extract_file_index(const char *filename, int *index);
+
+/*! hfdcp_file_map_from_reference() : Local (reads files).  A file map
+ *  copying the file layout of the model at `reference_model_path` (a
+ *  directory): from its model.safetensors.index.json when present, else
+ *  from the headers of its *.safetensors files.  Each tensor name is
+ *  renamed by `km` (may be NULL) and mapped to the index its file name
+ *  carries.  When those indices are not exactly 1..N for the N files,
+ *  files are numbered 1..N in sorted name order instead, and
+ *  hfdcp_file_map_warning() of the new map says so.
+ *  @return HFDCP_OK and *out, or HFDCP_ERR_NOT_FOUND, HFDCP_ERR_FORMAT,
+ *          HFDCP_ERR_IO, HFDCP_ERR_ARG (two tensors renamed to one name). */
+HFDCP_API int hfdcp_file_map_from_reference(const char *reference_model_path,
+                                            const hfdcp_key_map *km,
+                                            hfdcp_file_map **out);
+
 typedef struct {
     const hfdcp_file_map *file_map; /* NULL: split by max_shard_bytes, or
                                        one file */
     uint64_t max_shard_bytes;       /* 0: no limit */
-    int save_sharded;               /* per-rank shard files: not yet
-                                       implemented, must be 0 */
-    const char *consolidated_output_path; /* with save_sharded: not yet
-                                       implemented, must be NULL */
-    int thread_count;               /* 0 or 1 (files one after the other);
-                                       > 1: not yet implemented,
-                                       HFDCP_ERR_UNSUPPORTED (docs/api.md) */
-    int num_threads_consolidation;  /* with consolidation: not yet
-                                       implemented, must be 0 */
+    int save_sharded;               /* 1: each rank writes its own chunks to
+                                       shard-{rank+1:05d}-model-{idx:05d}-
+                                       of-{max:05d}.safetensors with
+                                       DCP_SHARDING_INFO, no index */
+    const char *consolidated_output_path; /* with save_sharded: then
+                                       consolidate into this directory */
+    int thread_count;               /* files in flight per rank (0 = 1):
+                                       direct saves flush up to
+                                       thread_count-1 finished files to disk
+                                       in helper threads while the next is
+                                       written; sharded saves write up to
+                                       thread_count shard files at once
+                                       (docs/api.md) */
+    int num_threads_consolidation;  /* with consolidated_output_path: the
+                                       consolidation's num_threads
+                                       (hfdcp_consolidate_options) */
     MPI_Info info;                  /* MPI-IO hints; MPI_INFO_NULL: hfdcp's
                                        defaults */
 } hfdcp_save_options;
@@ -348,6 +394,65 @@ HFDCP_API int hfdcp_writer_commit(hfdcp_writer *w);
 
 /*! hfdcp_writer_free() : Collective (frees the duplicated communicator). */
 HFDCP_API void hfdcp_writer_free(hfdcp_writer *w);
+
+/* ------------------------------------------------------------------------
+ * 6. Consolidation: per-rank shard files -> a standard checkpoint
+ * ---------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t buffer_bytes; /* staging memory per rank; 0: 256 MiB */
+    int cast;              /* 1: convert floating-point tensors (F64, F32,
+                              F16, BF16) to cast_dtype; integer, BOOL and
+                              FP8 tensors are copied unchanged */
+    hfdcp_dtype cast_dtype; /* with cast: F64, F32, F16 or BF16 */
+    int num_threads;       /* CPU threads per rank for rearranging and
+                              converting staged data; 0 or 1: the calling
+                              thread only (docs/api.md) */
+    MPI_Info info;         /* MPI-IO hints; MPI_INFO_NULL: defaults */
+    /* Called on rank 0 only, from the calling thread, after each round of
+     * writes: bytes of the output's tensor data done and in all. */
+    void (*progress)(uint64_t done, uint64_t total, void *arg);
+    void *progress_arg;
+} hfdcp_consolidate_options;
+
+/*! hfdcp_consolidate_options_init() : Local.  Sets every field to its
+ *  default. */
+HFDCP_API void hfdcp_consolidate_options_init(hfdcp_consolidate_options *o);
+
+/*! hfdcp_consolidate() : Collective on `comm`.  Turns the per-rank shard
+ *  files (DCP_SHARDING_INFO) of `input_dir` into a standard checkpoint in
+ *  `output_dir`: model-0000i-of-0000N.safetensors laid out by `map` (NULL:
+ *  one file, model.safetensors) and model.safetensors.index.json, the same
+ *  bytes hfdcp_writer_commit() writes for the same tensors and map.  Every
+ *  rank reads (collectively) and writes (collectively) part of every output
+ *  file, through at most buffer_bytes of memory.  Checks before writing
+ *  anything that every tensor is covered exactly once with one dtype.
+ *  Publication as by the writer: nothing complete-looking on failure.
+ *  Must match across ranks: the paths, the map, the options but progress.
+ *  @return HFDCP_OK, or the same error on every rank (HFDCP_ERR_PLAN for a
+ *          hole, an overlap or mixed dtypes, HFDCP_ERR_FORMAT for a file
+ *          without DCP_SHARDING_INFO, HFDCP_ERR_NOT_FOUND, HFDCP_ERR_IO,
+ *          ...). */
+HFDCP_API int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
+                                const char *output_dir,
+                                const hfdcp_file_map *map,
+                                const hfdcp_consolidate_options *opts);
+
+/* ------------------------------------------------------------------------
+ * 7. Version
+ * ---------------------------------------------------------------------- */
+
+#define HFDCP_VERSION_MAJOR 0
+#define HFDCP_VERSION_MINOR 2
+#define HFDCP_VERSION_PATCH 0
+#define HFDCP_VERSION_NUMBER                                                  \
+    (HFDCP_VERSION_MAJOR * 10000 + HFDCP_VERSION_MINOR * 100 +               \
+     HFDCP_VERSION_PATCH)
+
+/*! hfdcp_version() : Local.
+ *  @return "MAJOR.MINOR.PATCH" of the library actually linked (compare with
+ *          the macros to detect a header/library mismatch). */
+HFDCP_API const char *hfdcp_version(void);
 
 #ifdef __cplusplus
 }
