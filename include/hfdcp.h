@@ -386,7 +386,10 @@ HFDCP_API int hfdcp_writer_add(hfdcp_writer *w, const char *name, hfdcp_dtype dt
  *  tensor is tiled exactly with one dtype and shape, lays out the files,
  *  writes every file with MPI-IO collective writes under temporary names,
  *  syncs, renames them into place and writes model.safetensors.index.json
- *  last.  A failed commit leaves no file that looks complete.  After commit
+ *  last.  With save_sharded, each rank instead writes its own chunks to
+ *  its shard files (POSIX writes, no index), published the same way, then
+ *  consolidates them into consolidated_output_path if one is given.  A
+ *  failed commit leaves no file that looks complete.  After commit
  *  (successful or not) the writer accepts no more chunks.
  *  @return HFDCP_OK, or the same error on every rank (HFDCP_ERR_PLAN for
  *          holes, overlaps or disagreement, HFDCP_ERR_IO, ...). */
@@ -405,9 +408,10 @@ typedef struct {
                               F16, BF16) to cast_dtype; integer, BOOL and
                               FP8 tensors are copied unchanged */
     hfdcp_dtype cast_dtype; /* with cast: F64, F32, F16 or BF16 */
-    int num_threads;       /* CPU threads per rank for rearranging and
-                              converting staged data; 0 or 1: the calling
-                              thread only (docs/api.md) */
+    int num_threads;       /* CPU threads per rank converting the staged
+                              data of cast tensors (no effect without a
+                              cast); 0 or 1: the calling thread only
+                              (docs/api.md) */
     MPI_Info info;         /* MPI-IO hints; MPI_INFO_NULL: defaults */
     /* Called on rank 0 only, from the calling thread, after each round of
      * writes: bytes of the output's tensor data done and in all. */

@@ -8,7 +8,8 @@
  * property test; an independent check with numpy; bad plans refused
  * identically on every rank with no files left; publication replacing an
  * earlier checkpoint; failed commits leaving no temporary files; tiny
- * collective buffers; file maps; thread_count.
+ * collective buffers; file maps; thread_count (same files, a failed
+ * flush agreed).
  *
  * Every tensor's bytes come from a formula of its name and global byte
  * index (byte_at), so any box of it can be generated or checked on any
@@ -954,17 +955,24 @@ static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
 
     snprintf(path, sizeof path, "%s/ckpt", dir);
     hfdcp_save_options_init(&o);
-    o.save_sharded = 1;
-    T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_UNSUPPORTED,
-             "save_sharded");
-    hfdcp_save_options_init(&o);
     o.consolidated_output_path = dir;
-    T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_UNSUPPORTED,
-             "consolidated_output_path");
+    T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_ARG,
+             "needs save_sharded = 1");
+    o.save_sharded = 1;
+    o.consolidated_output_path = path;
+    T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_ARG,
+             "is the shard directory itself");
+    o.consolidated_output_path = "";
+    T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_ARG,
+             "consolidated_output_path is empty");
     hfdcp_save_options_init(&o);
     o.num_threads_consolidation = 2;
-    T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_UNSUPPORTED,
-             "num_threads_consolidation");
+    T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_ARG,
+             "num_threads_consolidation 2 has no effect without "
+             "consolidated_output_path");
+    o.num_threads_consolidation = -1;
+    T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_ARG,
+             "num_threads_consolidation -1 is negative");
     hfdcp_save_options_init(&o);
     o.thread_count = -1;
     T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_ARG,
@@ -982,6 +990,20 @@ static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
         o.max_shard_bytes = rank == P - 1 ? 100 : 0;
         T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
                  "max_shard_bytes 100 differs from rank 0's 0");
+        hfdcp_save_options_init(&o);
+        o.thread_count = rank == P - 1 ? 3 : 0;
+        T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
+                 "thread_count 3 differs from rank 0's 0");
+        hfdcp_save_options_init(&o);
+        o.save_sharded = rank == P - 1;
+        T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
+                 "save_sharded is set on this rank but not set on rank 0");
+        hfdcp_save_options_init(&o);
+        o.save_sharded = 1;
+        o.consolidated_output_path = rank == P - 1 ? other : dir;
+        T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
+                 "consolidated_output_path");
+        T_CHECK(same_message(comm));
     }
 
     /* Local errors of add; the first is reported again by commit. */
@@ -1274,34 +1296,103 @@ static int writer_should_follow_a_file_map(MPI_Comm comm, const char *dir)
     return T_OK;
 }
 
-/* thread_count: 0 and 1 write every file in turn; above 1 (several files
- * at once) is refused on every rank, before anything is written. */
-static int writer_should_refuse_thread_count_above_one(MPI_Comm comm,
-                                                      const char *dir)
+/* Rank 0: the directories dir/ckpt<counts[k]> hold the same files, byte
+ * for byte. */
+static int same_files(const char *dir, const int *counts, int n)
+{
+    char a[700], b[700], names[16][256], other[16][256];
+    int nf;
+
+    snprintf(a, sizeof a, "%s/ckpt%d", dir, counts[0]);
+    T_CHECK((nf = list_dir(a, names, 16)) > 0);
+    for (int k = 1; k < n; k++) {
+        snprintf(b, sizeof b, "%s/ckpt%d", dir, counts[k]);
+        T_CHECK(list_dir(b, other, 16) == nf);
+        for (int f = 0; f < nf; f++) {
+            unsigned char *x, *y;
+            size_t lx, ly;
+            T_CHECK(strcmp(names[f], other[f]) == 0);
+            snprintf(a, sizeof a, "%s/ckpt%d/%s", dir, counts[0], names[f]);
+            snprintf(b, sizeof b, "%s/ckpt%d/%s", dir, counts[k], names[f]);
+            T_CHECK((x = hfdcp_test_read_file(a, &lx)) != NULL);
+            T_CHECK((y = hfdcp_test_read_file(b, &ly)) != NULL);
+            T_CHECKF(lx == ly && memcmp(x, y, lx) == 0, "%s differs from %s",
+                     b, a);
+            free(x);
+            free(y);
+        }
+    }
+    return T_OK;
+}
+
+/* thread_count: files in flight per rank.  With 2 and 4, each closed
+ * file is flushed by helper threads while the next is written; the files
+ * are the same bytes as with 0 or 1. */
+static int writer_should_write_the_same_files_at_any_thread_count(
+    MPI_Comm comm, const char *dir)
 {
     int P = comm_size(comm), nf;
-    tspec ts[3];
+    static const int counts[] = {0, 2, 4, 1};
+    tspec ts[5];
     hfdcp_save_options o;
-    hfdcp_writer *w = NULL;
-    char path[600], names[4][256];
+    char path[600];
 
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         int64_t m[2] = {2 * P + i, 33};
         char name[32];
         snprintf(name, sizeof name, "t%d", i);
-        spec(&ts[i], name, HFDCP_BF16, 2, m, i == 0 ? COLS : GRID, ROWS);
+        spec(&ts[i], name, i % 2 ? HFDCP_F32 : HFDCP_BF16, 2, m,
+             i == 0 ? COLS : i == 1 ? REPL : GRID, ROWS);
     }
     hfdcp_save_options_init(&o);
     o.max_shard_bytes = 1; /* one tensor a file */
+    for (int k = 0; k < 4; k++) {
+        snprintf(path, sizeof path, "%s/ckpt%d", dir, counts[k]);
+        o.thread_count = counts[k];
+        T_OKCALL(round_trip(comm, path, ts, 5, &o, 17, &nf));
+        T_CHECK(nf == 5);
+    }
+    T_CHECK(all_ok(comm, comm_rank(comm) != 0 ||
+                             same_files(dir, counts, 4) == T_OK));
+    return T_OK;
+}
+
+/* A failed flush in a helper thread (thread_count > 1) on the last rank
+ * only: every rank returns HFDCP_ERR_IO with its message (the file and the
+ * rank), no file is left, and the writer works again afterwards. */
+static int writer_should_agree_on_a_failed_flush(MPI_Comm comm,
+                                                 const char *dir)
+{
+    int P = comm_size(comm), rank = comm_rank(comm), nf;
+    tspec ts[3];
+    hfdcp_save_options o;
+    char path[600], want[64], names[8][256];
+    int st = HFDCP_ERR_INTERNAL;
+
+    for (int i = 0; i < 3; i++) {
+        int64_t m[2] = {2 * P, 9};
+        char name[32];
+        snprintf(name, sizeof name, "t%d", i);
+        spec(&ts[i], name, HFDCP_F32, 2, m, ROWS, COLS);
+    }
+    hfdcp_save_options_init(&o);
+    o.max_shard_bytes = 1;
+    o.thread_count = 3;
     snprintf(path, sizeof path, "%s/ckpt", dir);
-    o.thread_count = 2;
-    T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_UNSUPPORTED,
-             "thread_count 2: writing several files at once is not "
-             "supported");
-    T_CHECK(w == NULL && same_message(comm));
-    T_CHECK(list_dir(path, names, 4) < 0);
-    o.thread_count = 1;
-    T_OKCALL(round_trip(comm, path, ts, 3, &o, 17, &nf));
+    if (rank == P - 1)
+        hfdcp__writer_fault_file = 1;
+    T_OKCALL(save_specs(comm, path, ts, 3, &o, 30, &st));
+    hfdcp__writer_fault_file = -1;
+    T_CHECKF(all_ok(comm, st == HFDCP_ERR_IO), "status %s: %s",
+             hfdcp_status_name(st), hfdcp_last_error());
+    snprintf(want, sizeof want, "on rank %d (test fault)", P - 1);
+    T_CHECKF(strstr(hfdcp_last_error(), want) != NULL &&
+                 strstr(hfdcp_last_error(),
+                        "model-00002-of-00003.safetensors.tmp") != NULL,
+             "message: %s", hfdcp_last_error());
+    T_CHECK(same_message(comm));
+    T_CHECKF(list_dir(path, names, 8) == 0, "%s holds %s", path, names[0]);
+    T_OKCALL(round_trip(comm, path, ts, 3, &o, 31, &nf));
     T_CHECK(nf == 3);
     return T_OK;
 }
@@ -1479,8 +1570,10 @@ static const hfdcp_test_case cases[] = {
     {"writer_should_write_with_tiny_collective_buffers",
      writer_should_write_with_tiny_collective_buffers, 1},
     {"writer_should_follow_a_file_map", writer_should_follow_a_file_map, 1},
-    {"writer_should_refuse_thread_count_above_one",
-     writer_should_refuse_thread_count_above_one, 1},
+    {"writer_should_write_the_same_files_at_any_thread_count",
+     writer_should_write_the_same_files_at_any_thread_count, 1},
+    {"writer_should_agree_on_a_failed_flush",
+     writer_should_agree_on_a_failed_flush, 1},
     {"writer_should_write_more_than_2_gib_per_rank",
      writer_should_write_more_than_2_gib_per_rank, 1},
 };

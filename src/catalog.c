@@ -612,7 +612,15 @@ typedef struct {
     group *groups;
     size_t n_groups;
     hfdcp__strmap *group_of; /* stored name -> group */
+    bool shards_only;        /* consolidation: DCP shard files only, and
+                                shard problems are HFDCP_ERR_PLAN */
 } merger;
+
+/* The status of a problem between the shards of one tensor. */
+static int shard_status(const merger *m)
+{
+    return m->shards_only ? HFDCP_ERR_PLAN : HFDCP_ERR_FORMAT;
+}
 
 static bool readable(const merger *m, size_t file)
 {
@@ -858,14 +866,14 @@ static int check_group(const merger *m, const group *g, bool *sharded)
     for (size_t k = 1; k < g->n; k++) {
         const hfdcp__entry *e = occ_entry(m, &occ[k]);
         if (e->dtype != e0->dtype)
-            return hfdcp__error(HFDCP_ERR_FORMAT,
+            return hfdcp__error(shard_status(m),
                                 "tensor '%s': its chunks disagree on the "
                                 "dtype: %s in file '%s', %s in file '%s'",
                                 g->stored, hfdcp_dtype_name(e0->dtype),
                                 names[occ[0].file], hfdcp_dtype_name(e->dtype),
                                 names[occ[k].file]);
         if (e->ndim != e0->ndim)
-            return hfdcp__error(HFDCP_ERR_FORMAT,
+            return hfdcp__error(shard_status(m),
                                 "tensor '%s': its chunks disagree on the "
                                 "number of dimensions: %d in file '%s', %d in "
                                 "file '%s'",
@@ -932,7 +940,7 @@ static int check_tiling(const merger *m, const group *g,
     for (size_t k = 0; k < t->n_chunks; k++)
         tiles[k] = (hfdcp__tile){t->chunks[k].offsets, t->chunks[k].sizes,
                                  t->chunks[k].file};
-    rc = hfdcp__tiling_check(HFDCP_ERR_FORMAT, g->stored, t->ndim, t->shape,
+    rc = hfdcp__tiling_check(shard_status(m), g->stored, t->ndim, t->shape,
                              tiles, t->n_chunks, "file", m->file_names);
     free(tiles);
     return rc;
@@ -988,8 +996,15 @@ static int merge(merger *m, const char *path, hfdcp__catalog **out)
         (m->file_names = malloc((ls->n + 1) * sizeof *m->file_names)) == NULL)
         HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory for the catalog of '%s'",
                    path);
-    for (size_t f = 0; f < ls->n; f++)
+    for (size_t f = 0; f < ls->n; f++) {
         m->file_names[f] = ls->names[f];
+        if (m->shards_only && !m->files[f].hdr.sharded)
+            HFDCP_FAIL(HFDCP_ERR_FORMAT,
+                       "file '%s' has no DCP_SHARDING_INFO in its "
+                       "__metadata__: it is not a per-rank shard file, and "
+                       "consolidation reads only those",
+                       ls->paths[f]);
+    }
     HFDCP_CHECK(group_names(m));
     if (ls->has_index)
         HFDCP_CHECK(check_index(m));
@@ -1386,8 +1401,9 @@ static int unpack_all(int size, const unsigned char *all,
     return HFDCP_OK;
 }
 
-int hfdcp__catalog_open(MPI_Comm comm, const char *path,
-                        const hfdcp_key_map *km, hfdcp__catalog **out)
+static int open_catalog(MPI_Comm comm, const char *path,
+                        const hfdcp_key_map *km, bool shards_only,
+                        hfdcp__catalog **out)
 {
     problems stop = {.collect = false};
     listing ls;
@@ -1410,6 +1426,7 @@ int hfdcp__catalog_open(MPI_Comm comm, const char *path,
     m.ls = &ls;
     m.p = &stop;
     m.km = km;
+    m.shards_only = shards_only;
 
     rc = new_files(&ls, &m.files);
     HFDCP_CHECK(hfdcp__agree(comm, rc));
@@ -1441,6 +1458,18 @@ cleanup:
         merger_free(&m);
     listing_free(&ls);
     return rc;
+}
+
+int hfdcp__catalog_open(MPI_Comm comm, const char *path,
+                        const hfdcp_key_map *km, hfdcp__catalog **out)
+{
+    return open_catalog(comm, path, km, false, out);
+}
+
+int hfdcp__catalog_open_shards(MPI_Comm comm, const char *path,
+                               hfdcp__catalog **out)
+{
+    return open_catalog(comm, path, NULL, true, out);
 }
 
 const hfdcp__tensor *hfdcp__catalog_find(const hfdcp__catalog *c,

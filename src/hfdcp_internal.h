@@ -17,6 +17,8 @@
  *   convert.c  F64/F32/F16/BF16 conversion
  *   reader.c   the public reader
  *   filemap.c, plan.c, writer.c   the public writer
+ *   consolidate.c   shard files -> a checkpoint (reader + plan + writer's
+ *                   publication)
  */
 #ifndef HFDCP_INTERNAL_H
 #define HFDCP_INTERNAL_H
@@ -615,5 +617,67 @@ int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
                       uint64_t max_shard_bytes, hfdcp__wplan *out);
 
 void hfdcp__wplan_free(hfdcp__wplan *p);
+
+/* Test hook (writer.c): when >= 0, on the ranks where it is set, the
+ * helper-thread job for this rank's file number `hfdcp__writer_fault_file`
+ * fails as if fsync had returned EIO: the flush of file f of the plan
+ * (direct save, thread_count > 1) or the write of the rank's f-th shard
+ * file (sharded save).  Default -1.  Set it only between commits, from
+ * one thread. */
+extern int hfdcp__writer_fault_file;
+
+/* ------------------------------------------------------------------------
+ * writer.c: temporary names and publication, shared with consolidate.c
+ * ---------------------------------------------------------------------- */
+
+/* The temporary and final paths of one commit. */
+typedef struct {
+    size_t n;
+    char **tmp;        /* per file of the plan */
+    char **final;      /* per file of the plan */
+    char *index_tmp, *index_final;
+    char tag[17];
+} hfdcp__paths;
+
+/* The paths of `plan`'s files and index in the directory `dir`:
+ * ".hfdcp-tmp-<tag in hex>-<name>.tmp" and the final names.  Local. */
+int hfdcp__paths_make(const char *dir, const hfdcp__wplan *plan,
+                      uint64_t tag, hfdcp__paths *p);
+void hfdcp__paths_free(hfdcp__paths *p);
+
+/* A random tag for temporary names (rank 0 draws it and broadcasts it). */
+uint64_t hfdcp__random_tag(void);
+
+/* mkdir -p, then checks that `path` is a directory.  Local. */
+int hfdcp__make_dir(const char *path);
+
+/* Creates `path` and reserves `size` bytes for it (fallocate), so that a
+ * full disk fails here rather than silently during MPI-IO writes. */
+int hfdcp__reserve_space(const char *path, uint64_t size);
+
+/* Collective: rank 0 creates and reserves `path` (hfdcp__reserve_space),
+ * then every rank checks that it sees it: HFDCP_ERR_IO naming the rank
+ * when the directory is not shared by every rank.  Agreed status. */
+int hfdcp__create_shared(MPI_Comm comm, const char *path, uint64_t size);
+
+/* Rank 0, once every file of `plan` is durable under its temporary name:
+ * writes the index under its temporary name, removes the old index and
+ * stale checkpoint files of `dir`, renames the files into place, then the
+ * index, syncing the directory.  On failure removes every file of this
+ * commit. */
+int hfdcp__publish(const char *dir, const hfdcp__wplan *plan,
+                   const hfdcp__paths *paths);
+
+/* ------------------------------------------------------------------------
+ * consolidate.c (with catalog.c): per-rank shard files -> a checkpoint
+ * ---------------------------------------------------------------------- */
+
+/* Like hfdcp__catalog_open() (no key map) for consolidation: every file
+ * must carry DCP_SHARDING_INFO (else HFDCP_ERR_FORMAT naming the first
+ * file that does not), and the shards of a tensor that disagree on dtype
+ * or ndim, leave a hole or overlap are HFDCP_ERR_PLAN (naming the tensor,
+ * the files and the boxes) instead of HFDCP_ERR_FORMAT. */
+int hfdcp__catalog_open_shards(MPI_Comm comm, const char *path,
+                               hfdcp__catalog **out);
 
 #endif /* HFDCP_INTERNAL_H */
