@@ -59,15 +59,28 @@ static int tool_should_print_help_for_every_command(MPI_Comm comm, const char *d
     (void)dir;
     T_CHECK(tool("help", &out) == 0);
     T_CHECK(out && strstr(out, "inspect PATH") && strstr(out, "exit codes"));
-    free(out);
-    static const char *cmds[] = {"inspect", "verify", "demo"};
-    for (size_t i = 0; i < 3; i++) {
-        char args[64];
-        snprintf(args, sizeof args, "help %s", cmds[i]);
-        T_CHECK(tool(args, &out) == 0);
-        T_CHECKF(out && strstr(out, "SYNOPSIS") && strstr(out, "EXIT STATUS"), "%s", cmds[i]);
-        free(out);
+    /* Every command the overview lists ("  NAME ..." lines after
+     * "commands:") has a manual page with the same sections, named
+     * "hfdcp NAME - ...". */
+    char *overview = out, *line = out ? strstr(out, "commands:\n") : NULL;
+    T_CHECK(line != NULL);
+    int pages = 0;
+    for (line = strchr(line, '\n') + 1; strncmp(line, "  ", 2) == 0 && line[2] != ' ';
+         line = strchr(line, '\n') + 1) {
+        char cmd[32], args[64], name[64];
+        T_CHECK(sscanf(line + 2, "%31s", cmd) == 1);
+        snprintf(args, sizeof args, "help %s", cmd);
+        snprintf(name, sizeof name, "NAME\n    hfdcp %s - ", cmd);
+        char *page = NULL;
+        T_CHECKF(tool(args, &page) == 0, "%s", cmd);
+        T_CHECKF(page && strncmp(page, name, strlen(name)) == 0 && strstr(page, "\nSYNOPSIS\n") &&
+                     strstr(page, "\nDESCRIPTION\n") && strstr(page, "\nEXIT STATUS\n    0 "),
+                 "help %s: %s", cmd, page ? page : "");
+        free(page);
+        pages++;
     }
+    T_CHECKF(pages >= 7, "only %d commands listed", pages); /* inspect ... help */
+    free(overview);
     T_CHECK(tool("help nosuch", &out) == 2);
     free(out);
     T_CHECK(tool("nosuch", &out) == 2);

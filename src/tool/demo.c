@@ -207,7 +207,7 @@ static double slowest(double t0)
 int tool_demo(int argc, char **argv)
 {
     const char *out = "hfdcp-demo";
-    uint64_t params = 500000000, max_shard = 256000000;
+    uint64_t params = 500000000, max_shard = 256000000, threads = 0;
     hfdcp_dtype dtype = HFDCP_BF16;
     int rank, nranks, rc = HFDCP_OK, code = TOOL_EXIT_ERROR;
     model m = {0};
@@ -226,6 +226,8 @@ int tool_demo(int argc, char **argv)
             ok = parse_size(v, &params) == 0 && params >= 1000;
         } else if (strcmp(a, "--max-shard-bytes") == 0 && ok) {
             ok = parse_size(v, &max_shard) == 0;
+        } else if ((strcmp(a, "--threads") == 0 || strcmp(a, "--thread-count") == 0) && ok) {
+            ok = parse_size(v, &threads) == 0 && threads <= 1024;
         } else if (strcmp(a, "--dtype") == 0 && ok) {
             if (strcmp(v, "bf16") == 0) dtype = HFDCP_BF16;
             else if (strcmp(v, "f16") == 0) dtype = HFDCP_F16;
@@ -239,7 +241,7 @@ int tool_demo(int argc, char **argv)
             if (rank == 0)
                 fprintf(stderr, "hfdcp demo: bad argument near '%s'\n"
                         "usage: hfdcp demo [--out DIR] [--params P] [--dtype bf16|f16|f32]"
-                        " [--max-shard-bytes B]\n", v ? v : a);
+                        " [--max-shard-bytes B] [--threads N]\n", v ? v : a);
             return TOOL_EXIT_USAGE;
         }
         i++;
@@ -278,6 +280,7 @@ int tool_demo(int argc, char **argv)
     hfdcp_save_options so;
     hfdcp_save_options_init(&so);
     so.max_shard_bytes = max_shard;
+    so.thread_count = (int)threads;
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = now();
     HFDCP_CHECK(hfdcp_writer_open(MPI_COMM_WORLD, out, &so, &w));

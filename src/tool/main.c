@@ -18,6 +18,8 @@ static const struct {
     {"inspect", tool_inspect, 1},
     {"verify", tool_verify, 0},
     {"demo", tool_demo, 1},
+    {"bench", tool_bench, 1},
+    {"consolidate", tool_consolidate, 1},
 };
 
 static int world_rank;
@@ -75,6 +77,15 @@ int main(int argc, char **argv)
         }
         if (argc <= 2)
             tool_help(NULL, stdout);
+        return TOOL_EXIT_OK;
+    }
+    /* The version of the library linked in, without MPI either. */
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        if (argc > 2) {
+            fprintf(stderr, "hfdcp version: takes no arguments\n");
+            return TOOL_EXIT_USAGE;
+        }
+        printf("hfdcp %s\n", hfdcp_version());
         return TOOL_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {

@@ -21,6 +21,8 @@ enum {
 int tool_inspect(int argc, char **argv);
 int tool_verify(int argc, char **argv);
 int tool_demo(int argc, char **argv);
+int tool_bench(int argc, char **argv);
+int tool_consolidate(int argc, char **argv);
 
 /* Prints `hfdcp help CMD` text for `cmd` to `out`; false if unknown. */
 int tool_help(const char *cmd, FILE *out);

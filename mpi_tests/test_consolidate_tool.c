@@ -1,0 +1,353 @@
+// ranks: 1
+// timeout: 300
+/*
+ * test_consolidate_tool.c - `hfdcp consolidate`, run as a user would
+ * (mpirun at 2 ranks, started through popen from this one-rank test):
+ * shards of the SafeTensors.jl model consolidated with --map-from the
+ * fixture's sharded copy of the same model must give the bytes of a direct
+ * save with that map (and the fixture's own files), with plain progress
+ * lines (the output is a pipe, not a terminal); bad input gives exit 3 and
+ * the library's message, a bad command line exit 2.
+ */
+#include <sys/stat.h>
+
+#include "harness.h"
+
+extern char **environ;
+
+/* The nested mpirun must not see this test's launcher variables, or the
+ * tool would try to join this job. */
+static void scrub_launcher_environment(void)
+{
+    static const char *prefixes[] = {"OMPI_", "PMIX_", "OPAL_", "ORTE_",
+                                     "PMI_",  "HYDRA_", "MPIR_"};
+    for (int again = 1; again;) {
+        again = 0;
+        for (char **e = environ; *e && !again; e++) {
+            for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+                char name[256];
+                size_t n;
+                if (strncmp(*e, prefixes[i], strlen(prefixes[i])) != 0 ||
+                    strncmp(*e, "OMPI_ALLOW_RUN_AS_ROOT", 22) == 0)
+                    continue;
+                n = strcspn(*e, "=");
+                snprintf(name, sizeof name, "%.*s", (int)n, *e);
+                unsetenv(name);
+                again = 1; /* environ changed under us: start over */
+                break;
+            }
+        }
+    }
+}
+
+/* Runs `mpirun -np NP hfdcp consolidate ARGS` (NP 0: the tool alone);
+ * returns its exit status, stdout and stderr in *out. */
+static int consolidate(int np, const char *args, char **out)
+{
+    static int scrubbed;
+    char cmd[8192];
+    const char *mpirun =
+        getenv("HFDCP_MPIEXEC") ? getenv("HFDCP_MPIEXEC") : "mpirun";
+    if (!scrubbed) {
+        scrub_launcher_environment();
+        scrubbed = 1;
+    }
+    if (np > 0)
+        snprintf(cmd, sizeof cmd,
+                 "%s -np %d --oversubscribe %s consolidate %s 2>&1", mpirun,
+                 np, hfdcp_test_tool(), args);
+    else
+        snprintf(cmd, sizeof cmd, "%s consolidate %s 2>&1", hfdcp_test_tool(),
+                 args);
+    return hfdcp_test_run(cmd, out);
+}
+
+/* Two shard files of every tensor of `model` (a directory or file): rows
+ * [0, n/2) in shard 1, the rest in shard 2; a tensor of fewer than 2 rows
+ * whole in shard 1. */
+static int write_shards(MPI_Comm comm, const char *model, const char *dir)
+{
+    hfdcp_reader *rd;
+    size_t n;
+    unsigned char **data;
+    hfdcp__entry *ent[2];
+    int64_t (*box)[2][2 * HFDCP_MAX_NDIM];
+    size_t count[2] = {0, 0};
+
+    T_OKCALL(hfdcp_reader_open(comm, model, NULL, &rd));
+    n = hfdcp_reader_count(rd);
+    data = calloc(n, sizeof *data);
+    ent[0] = calloc(n, sizeof *ent[0]);
+    ent[1] = calloc(n, sizeof *ent[1]);
+    box = calloc(n, sizeof *box);
+    T_CHECK(data && ent[0] && ent[1] && box);
+    for (size_t i = 0; i < n; i++) {
+        hfdcp_tensor_info t;
+        uint64_t bytes;
+        int64_t zero[HFDCP_MAX_NDIM] = {0};
+        T_OKCALL(hfdcp_reader_tensor(rd, i, &t));
+        T_OKCALL(hfdcp__tensor_bytes(t.dtype, t.ndim, t.shape, "t", &bytes));
+        data[i] = malloc(bytes + 1);
+        T_CHECK(data[i] != NULL);
+        T_OKCALL(hfdcp_reader_add(rd, t.name, t.dtype, t.ndim, zero, t.shape,
+                                  data[i]));
+    }
+    T_OKCALL(hfdcp_reader_load(rd));
+    for (size_t i = 0; i < n; i++) {
+        hfdcp_tensor_info t;
+        int64_t rows;
+        T_OKCALL(hfdcp_reader_tensor(rd, i, &t));
+        rows = t.ndim > 0 ? t.shape[0] : 1;
+        for (int s = 0; s < 2; s++) {
+            int64_t *off = box[i][s], *sz = box[i][s] + HFDCP_MAX_NDIM;
+            hfdcp__entry *e;
+            if (rows < 2 && s == 1)
+                continue;
+            for (int d = 0; d < t.ndim; d++) {
+                off[d] = 0;
+                sz[d] = t.shape[d];
+            }
+            if (rows >= 2) {
+                off[0] = s == 0 ? 0 : rows / 2;
+                sz[0] = s == 0 ? rows / 2 : rows - rows / 2;
+            }
+            e = &ent[s][count[s]++];
+            e->name = (char *)t.name;
+            e->dtype = t.dtype;
+            e->ndim = t.ndim;
+            e->shape = sz;
+            e->offsets = off;
+        }
+    }
+    if (hfdcp_test_rank() == 0) {
+        for (int s = 0; s < 2; s++) {
+            hfdcp__header h;
+            char *hdr = NULL, path[1024];
+            size_t hlen = 0;
+            uint64_t at = 0;
+            unsigned char *file;
+            qsort(ent[s], count[s], sizeof *ent[s], hfdcp__entry_layout_cmp);
+            for (size_t k = 0; k < count[s]; k++) {
+                uint64_t b;
+                T_OKCALL(hfdcp__tensor_bytes(ent[s][k].dtype, ent[s][k].ndim,
+                                             ent[s][k].shape, "t", &b));
+                ent[s][k].begin = at;
+                ent[s][k].end = at += b;
+            }
+            memset(&h, 0, sizeof h);
+            h.entries = ent[s];
+            h.n_entries = count[s];
+            h.sharded = true;
+            h.data_size = at;
+            T_OKCALL(hfdcp__header_serialize(&h, &hdr, &hlen));
+            file = malloc(hlen + at + 1);
+            T_CHECK(file != NULL);
+            memcpy(file, hdr, hlen);
+            for (size_t k = 0; k < count[s]; k++) {
+                hfdcp_tensor_info t;
+                uint64_t row;
+                size_t i = 0;
+                /* the tensor's whole data, rows [off, off + size) */
+                while (strcmp(ent[s][k].name,
+                              (hfdcp_reader_tensor(rd, i, &t), t.name)) != 0)
+                    i++;
+                row = t.ndim > 0 && t.shape[0] > 0
+                          ? (ent[s][k].end - ent[s][k].begin) /
+                                (uint64_t)ent[s][k].shape[0]
+                          : 0;
+                memcpy(file + hlen + ent[s][k].begin,
+                       data[i] + (t.ndim > 0 ? (uint64_t)ent[s][k].offsets[0] *
+                                                   row
+                                             : 0),
+                       (size_t)(ent[s][k].end - ent[s][k].begin));
+            }
+            snprintf(path, sizeof path,
+                     "%s/shard-%05d-model-00001-of-00001.safetensors", dir,
+                     s + 1);
+            T_CHECK(hfdcp_test_write_file(path, file, hlen + at) == 0);
+            free(hdr);
+            free(file);
+        }
+    }
+    MPI_Barrier(comm);
+    hfdcp_reader_free(rd);
+    for (size_t i = 0; i < n; i++)
+        free(data[i]);
+    free(data);
+    free(ent[0]);
+    free(ent[1]);
+    free(box);
+    return T_OK;
+}
+
+/* Direct save of `model` laid out by `map`. */
+static int direct_save(MPI_Comm comm, const char *model, const char *dir,
+                       const hfdcp_file_map *map)
+{
+    hfdcp_reader *rd;
+    hfdcp_writer *w;
+    hfdcp_save_options so;
+    size_t n;
+    unsigned char **data;
+
+    T_OKCALL(hfdcp_reader_open(comm, model, NULL, &rd));
+    n = hfdcp_reader_count(rd);
+    data = calloc(n, sizeof *data);
+    T_CHECK(data != NULL);
+    hfdcp_save_options_init(&so);
+    so.file_map = map;
+    T_OKCALL(hfdcp_writer_open(comm, dir, &so, &w));
+    for (size_t i = 0; i < n; i++) {
+        hfdcp_tensor_info t;
+        uint64_t bytes;
+        int64_t zero[HFDCP_MAX_NDIM] = {0};
+        T_OKCALL(hfdcp_reader_tensor(rd, i, &t));
+        T_OKCALL(hfdcp__tensor_bytes(t.dtype, t.ndim, t.shape, "t", &bytes));
+        data[i] = malloc(bytes + 1);
+        T_CHECK(data[i] != NULL);
+        T_OKCALL(hfdcp_reader_add(rd, t.name, t.dtype, t.ndim, zero, t.shape,
+                                  data[i]));
+        T_OKCALL(hfdcp_writer_add(w, t.name, t.dtype, t.ndim, t.shape, zero,
+                                  t.shape, data[i]));
+    }
+    T_OKCALL(hfdcp_reader_load(rd));
+    T_OKCALL(hfdcp_writer_commit(w));
+    hfdcp_writer_free(w);
+    hfdcp_reader_free(rd);
+    for (size_t i = 0; i < n; i++)
+        free(data[i]);
+    free(data);
+    return T_OK;
+}
+
+static int same_file(const char *a, const char *b)
+{
+    size_t la, lb;
+    unsigned char *da = hfdcp_test_read_file(a, &la);
+    unsigned char *db = hfdcp_test_read_file(b, &lb);
+    int same = da && db && la == lb && memcmp(da, db, la) == 0;
+    free(da);
+    free(db);
+    return same;
+}
+
+static int consolidate_tool_should_copy_a_reference_layout(MPI_Comm comm,
+                                                           const char *dir)
+{
+    char model[1024], ref[1024], shards[1024], out[1024], direct[1024];
+    char args[4096], a[1200], b[1200];
+    char *text = NULL;
+    hfdcp_file_map *map;
+
+    snprintf(model, sizeof model,
+             "%s/SafeTensors.jl/non_sharded/model.safetensors",
+             hfdcp_test_fixtures());
+    snprintf(ref, sizeof ref, "%s/SafeTensors.jl/sharded",
+             hfdcp_test_fixtures());
+    snprintf(shards, sizeof shards, "%s/shards", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(direct, sizeof direct, "%s/direct", dir);
+    T_CHECK(mkdir(shards, 0777) == 0);
+    T_CHECK(write_shards(comm, model, shards) == T_OK);
+    T_OKCALL(hfdcp_file_map_from_reference(ref, NULL, &map));
+    T_CHECK(direct_save(comm, model, direct, map) == T_OK);
+    hfdcp_file_map_free(map);
+
+    snprintf(args, sizeof args, "%s %s --map-from %s --buffer-mb 1", shards,
+             out, ref);
+    T_CHECKF(consolidate(2, args, &text) == 0, "%s", text ? text : "");
+    /* Plain lines: not a terminal.  The last says 100%. */
+    T_CHECKF(text && strstr(text, "hfdcp consolidate: 100%") &&
+                 strstr(text, " left\n") && strchr(text, '\r') == NULL &&
+                 strstr(text, "kB of tensors from"),
+             "%s", text ? text : "");
+    free(text);
+    for (int i = 1; i <= 6; i++) {
+        snprintf(a, sizeof a, "%s/model-%05d-of-00006.safetensors", out, i);
+        snprintf(b, sizeof b, "%s/model-%05d-of-00006.safetensors", direct, i);
+        T_CHECKF(same_file(a, b), "%s", a);
+        /* The fixture's file (written by Python's safetensors) too. */
+        snprintf(b, sizeof b, "%s/model-%05d-of-00006.safetensors", ref, i);
+        T_CHECKF(same_file(a, b), "%s vs %s", a, b);
+    }
+    snprintf(a, sizeof a, "%s/%s", out, HFDCP_INDEX_NAME);
+    snprintf(b, sizeof b, "%s/%s", direct, HFDCP_INDEX_NAME);
+    T_CHECK(same_file(a, b));
+
+    /* The bar, forced (a rank's stderr is a pipe under mpirun), and a cast:
+     * every floating-point tensor becomes F32, the others stay. */
+    snprintf(args, sizeof args, "%s %s/cast --dtype F32 --progress bar",
+             shards, dir);
+    T_CHECKF(consolidate(2, args, &text) == 0, "%s", text ? text : "");
+    T_CHECKF(text && strstr(text, "\r[###") && strstr(text, "] 100%  "),
+             "%s", text ? text : "");
+    free(text);
+    {
+        hfdcp_reader *rd;
+        hfdcp_tensor_info t;
+        size_t floats = 0, others = 0;
+        snprintf(a, sizeof a, "%s/cast", dir);
+        T_OKCALL(hfdcp_reader_open(comm, a, NULL, &rd));
+        for (size_t i = 0; i < hfdcp_reader_count(rd); i++) {
+            T_OKCALL(hfdcp_reader_tensor(rd, i, &t));
+            if (t.dtype == HFDCP_F32)
+                floats++;
+            else
+                others++;
+            T_CHECKF(t.dtype != HFDCP_F64 && t.dtype != HFDCP_F16 &&
+                         t.dtype != HFDCP_BF16,
+                     "%s", t.name);
+        }
+        hfdcp_reader_free(rd);
+        T_CHECK(floats > 0 && others > 0);
+    }
+    return T_OK;
+}
+
+static int consolidate_tool_should_report_errors(MPI_Comm comm,
+                                                 const char *dir)
+{
+    char args[2048];
+    char *text = NULL;
+    (void)comm;
+
+    /* A missing input: exit 3 and the library's message, on rank 0 only. */
+    snprintf(args, sizeof args, "%s/nothing %s/out", dir, dir);
+    T_CHECK(consolidate(2, args, &text) == 3);
+    T_CHECKF(text && strstr(text, "hfdcp consolidate: HFDCP_ERR_NOT_FOUND: ") &&
+                 strstr(text, "does not exist") &&
+                 strstr(strstr(text, "does not exist") + 1,
+                        "HFDCP_ERR_NOT_FOUND") == NULL,
+             "%s", text ? text : "");
+    free(text);
+    /* Bad command lines. */
+    T_CHECK(consolidate(0, "onlyone", &text) == 2);
+    T_CHECK(text && strstr(text, "usage: hfdcp consolidate IN OUT"));
+    free(text);
+    snprintf(args, sizeof args, "%s %s/out --dtype i32", dir, dir);
+    T_CHECK(consolidate(0, args, &text) == 2);
+    free(text);
+    snprintf(args, sizeof args, "%s %s/out --buffer-mb 0", dir, dir);
+    T_CHECK(consolidate(0, args, &text) == 2);
+    free(text);
+    snprintf(args, sizeof args, "%s %s/out --progress sometimes", dir, dir);
+    T_CHECK(consolidate(0, args, &text) == 2);
+    free(text);
+    snprintf(args, sizeof args, "%s %s/out --bogus", dir, dir);
+    T_CHECK(consolidate(0, args, &text) == 2);
+    T_CHECK(text && strstr(text, "unknown option '--bogus'"));
+    free(text);
+    return T_OK;
+}
+
+static const hfdcp_test_case cases[] = {
+    {"consolidate_tool_should_copy_a_reference_layout",
+     consolidate_tool_should_copy_a_reference_layout, 1},
+    {"consolidate_tool_should_report_errors",
+     consolidate_tool_should_report_errors, 1},
+};
+
+int main(int argc, char **argv)
+{
+    return HFDCP_TEST_MAIN(argc, argv, cases);
+}
