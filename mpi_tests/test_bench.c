@@ -178,6 +178,41 @@ static int bench_should_verify_every_peer_at_4_ranks(MPI_Comm comm, const char *
     return quick_run(dir, 4);
 }
 
+/* --threads N adds the threads peer: saves at thread_count N and casting
+ * consolidations at num_threads 1 and N, every output verified, the two
+ * casts byte-identical, and a spoiled comparison reported. */
+static int bench_should_compare_thread_counts_side_by_side(MPI_Comm comm, const char *dir)
+{
+    static const char *const want[] = {
+        "  verified threads_direct_files\n", "  verified threads_direct_format\n",
+        "  verified threads_shard_files\n", "  verified threads_same_cast_bytes\n",
+        "  hfdcp_save_threads3 ", "  sharded_save_threads3 ", "  consolidate_cast_threads1 ",
+        "  consolidate_cast_threads3 "};
+    char args[4096], *out = NULL;
+    (void)comm;
+    snprintf(args, sizeof args, "--quick --layout cols --threads 3 --dir %s/s", dir);
+    int st = bench(2, args, &out);
+    T_CHECKF(st == 0, "exit %d:\n%s", st, out ? out : "");
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        T_CHECKF(count(out, want[i]) == 1, "'%s' not once:\n%s", want[i], out);
+    free(out);
+    out = NULL;
+    /* Without --threads, no threads peer. */
+    snprintf(args, sizeof args, "--quick --layout cols --peers hfdcp --dir %s/s", dir);
+    st = bench(2, args, &out);
+    T_CHECKF(st == 0, "exit %d:\n%s", st, out ? out : "");
+    T_CHECKF(strstr(out, "_threads") == NULL, "a threads peer without --threads:\n%s", out);
+    free(out);
+    out = NULL;
+    snprintf(args, sizeof args, "--quick --layout cols --threads 2 --dir %s/s "
+             "--inject-fault threads_same_cast_bytes", dir);
+    st = bench(2, args, &out);
+    T_CHECKF(st == 1, "exit %d:\n%s", st, out ? out : "");
+    T_CHECK(count(out, "MISMATCH: threads_same_cast_bytes (layout cols): ") == 1);
+    free(out);
+    return T_OK;
+}
+
 /* A spoiled byte in what a peer read back must be reported: one run
  * spoiling one check of each peer. */
 static int bench_should_report_a_peer_whose_bytes_differ(MPI_Comm comm, const char *dir)
@@ -228,6 +263,8 @@ static const hfdcp_test_case cases[] = {
     {"bench_should_verify_every_peer_at_4_ranks", bench_should_verify_every_peer_at_4_ranks, 1},
     {"bench_should_report_a_peer_whose_bytes_differ",
      bench_should_report_a_peer_whose_bytes_differ, 1},
+    {"bench_should_compare_thread_counts_side_by_side",
+     bench_should_compare_thread_counts_side_by_side, 1},
     {"bench_should_refuse_bad_arguments", bench_should_refuse_bad_arguments, 1},
 };
 

@@ -678,7 +678,7 @@ int tool_bench(int argc, char **argv)
 
     c.verify = verify;
     c.fault = fault;
-    c.threads = threads;
+    c.threads = 0; /* every peer but the threads peer: one thread */
     c.shard_bytes = shard_bytes;
     c.info = info;
     g.nranks = c.nranks;
@@ -738,7 +738,7 @@ int tool_bench(int argc, char **argv)
         }
         for (int rep = 0; rep < reps && code != TOOL_EXIT_ERROR; rep++) {
             char path[4096];
-            int r[8], nr = 0;
+            int r[9], nr = 0;
             snprintf(path, sizeof path, "%s/%s-rep%d", dir, layout_names[l], rep);
             c.dir = path;
             c.rep = rep;
@@ -751,8 +751,8 @@ int tool_bench(int argc, char **argv)
              * from one repetition to the next, so that none always runs
              * first (with it, hfdcp runs before the peers whose files are
              * compared with its own). */
-            for (int step = 0; step < 7; step++) {
-                int p = c.verify ? step : (step + rep) % 7;
+            for (int step = 0; step < 8; step++) {
+                int p = c.verify ? step : (step + rep) % 8;
                 if (p == 0 && (peers & PEER_PLAIN))
                     r[nr++] = bench_plain(&c, 0);
                 if (p == 1 && (peers & (PEER_HFDCP | PEER_SHARDED | PEER_NAIVE)))
@@ -767,6 +767,8 @@ int tool_bench(int argc, char **argv)
                     r[nr++] = bench_naive(&c);
                 if (p == 6 && (peers & (PEER_HFDCP | PEER_PLAN)))
                     r[nr++] = bench_plan(&c);
+                if (p == 7 && threads > 1 && (peers & PEER_HFDCP))
+                    r[nr++] = bench_threads(&c, threads);
             }
             for (int i = 0; i < nr; i++)
                 if (r[i] != TOOL_EXIT_OK && code != TOOL_EXIT_ERROR)

@@ -125,6 +125,9 @@ void bench_unavailable(const bench_ctx *c, const char *what, const char *why);
 int bench_plain(const bench_ctx *c, int shared);
 int bench_hfdcp(const bench_ctx *c, int with_loads);
 int bench_plan(const bench_ctx *c);
+/* thread_count K for the direct and the sharded save, and a casting
+ * consolidation at num_threads 1 and K (the other peers use one thread). */
+int bench_threads(const bench_ctx *c, int threads);
 int bench_sharded(const bench_ctx *c, int *available);
 int bench_naive(const bench_ctx *c);
 int bench_hdf5(const bench_ctx *c, int *available);

@@ -489,6 +489,106 @@ int bench_plan(const bench_ctx *c)
 }
 
 /* ------------------------------------------------------------------------
+ * thread_count and num_threads_consolidation, side by side with the other
+ * peers (which use one thread)
+ * ---------------------------------------------------------------------- */
+
+/* Consolidates `shards` into `out`, casting every floating-point tensor
+ * (to BF16, or to F32 when the model is BF16) with `threads` threads. */
+static int cast_consolidation(const bench_ctx *c, const char *shards, const char *out,
+                              int threads, const char *what)
+{
+    hfdcp_consolidate_options co;
+    bench_result r;
+    bench_timer t;
+    int rc;
+
+    hfdcp_consolidate_options_init(&co);
+    co.info = c->info;
+    co.cast = 1;
+    co.cast_dtype = c->m->dtype == HFDCP_BF16 ? HFDCP_F32 : HFDCP_BF16;
+    co.num_threads = threads;
+    bench_rmtree(c, out);
+    bench_start(c, &t);
+    rc = hfdcp_consolidate(c->comm, shards, out, NULL, &co);
+    bench_stop(c, &t, c->m->total, &r);
+    if (rc != HFDCP_OK) {
+        tool_report_error("bench", rc);
+        return TOOL_EXIT_ERROR;
+    }
+    bench_record(c, what, &r);
+    return TOOL_EXIT_OK;
+}
+
+int bench_threads(const bench_ctx *c, int threads)
+{
+    char direct[4200], shards[4200], out1[4200], outk[4200], what[64];
+    bench_ctx k = *c;
+    bench_result r;
+    int code = TOOL_EXIT_OK, v;
+
+    k.threads = threads;
+    snprintf(direct, sizeof direct, "%s/threads-direct", c->dir);
+    snprintf(shards, sizeof shards, "%s/threads-shards", c->dir);
+    snprintf(out1, sizeof out1, "%s/threads-cast1", c->dir);
+    snprintf(outk, sizeof outk, "%s/threads-castk", c->dir);
+
+    int rc = save(&k, direct, 0, &r);
+    if (rc != HFDCP_OK) {
+        tool_report_error("bench", rc);
+        return TOOL_EXIT_ERROR;
+    }
+    snprintf(what, sizeof what, "hfdcp_save_threads%d", threads);
+    bench_record(c, what, &r);
+    if (c->verify) {
+        if ((v = load(c, direct, BENCH_SAVED, NULL, "threads_direct_files")) != TOOL_EXIT_OK)
+            code = v;
+        if ((v = format_check(c, direct, "threads_direct_format")) != TOOL_EXIT_OK)
+            code = v;
+    }
+    bench_rmtree(c, direct);
+
+    rc = save(&k, shards, 1, &r);
+    if (rc != HFDCP_OK) {
+        tool_report_error("bench", rc);
+        return TOOL_EXIT_ERROR;
+    }
+    snprintf(what, sizeof what, "sharded_save_threads%d", threads);
+    bench_record(c, what, &r);
+    if (c->verify &&
+        (v = load(c, shards, BENCH_SAVED, NULL, "threads_shard_files")) != TOOL_EXIT_OK)
+        code = v;
+
+    /* The two consolidations alternate which goes first. */
+    for (int i = 0; i < 2 && code != TOOL_EXIT_ERROR; i++) {
+        int first_k = (c->rep + i) % 2;
+        snprintf(what, sizeof what, "consolidate_cast_threads%d", first_k ? threads : 1);
+        v = cast_consolidation(c, shards, first_k ? outk : out1, first_k ? threads : 1, what);
+        if (v != TOOL_EXIT_OK)
+            code = v;
+    }
+    if (c->verify && code != TOOL_EXIT_ERROR) {
+        /* Conversion split over threads gives the same bytes. */
+        uint64_t differ = 0;
+        if (c->rank == 0) {
+            char a[4300], b[4300];
+            snprintf(a, sizeof a, "%s/model.safetensors", out1);
+            snprintf(b, sizeof b, "%s/model.safetensors", outk);
+            int same = same_file(a, b);
+            if (bench_fault(c, "threads_same_cast_bytes"))
+                same = 0;
+            differ = same != 1;
+        }
+        if (verdict(c, "threads_same_cast_bytes", differ) != TOOL_EXIT_OK)
+            code = TOOL_EXIT_INVALID;
+    }
+    bench_rmtree(c, shards);
+    bench_rmtree(c, out1);
+    bench_rmtree(c, outk);
+    return code;
+}
+
+/* ------------------------------------------------------------------------
  * Sharded save + consolidation
  * ---------------------------------------------------------------------- */
 
