@@ -145,8 +145,7 @@ nomem:
     return hfdcp__nomem("the list of files");
 }
 
-/* Reads a whole small file (the index). */
-static int read_small_file(const char *path, char **out, size_t *len)
+int hfdcp__read_small_file(const char *path, char **out, size_t *len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -158,6 +157,10 @@ static int read_small_file(const char *path, char **out, size_t *len)
         return hfdcp__os_error(HFDCP_ERR_IO, errno, "opening '%s'", path);
     if (fstat(fd, &st) != 0) {
         rc = hfdcp__os_error(HFDCP_ERR_IO, errno, "stat of '%s'", path);
+        goto cleanup;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = hfdcp__error(HFDCP_ERR_IO, "'%s' is not a regular file", path);
         goto cleanup;
     }
     if ((uint64_t)st.st_size > HFDCP_HEADER_MAX_READ) {
@@ -336,7 +339,7 @@ static int list_checkpoint(const char *path, problems *p, listing *ls)
             return hard(p, hfdcp__error(HFDCP_ERR_IO,
                                         "'%s' is not a regular file",
                                         ls->index_path));
-        if ((rc = read_small_file(ls->index_path, &text, &len)) != HFDCP_OK)
+        if ((rc = hfdcp__read_small_file(ls->index_path, &text, &len)) != HFDCP_OK)
             return hard(p, rc);
         rc = hfdcp__index_parse(text, len, ls->index_path, &ls->ix);
         free(text);

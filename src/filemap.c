@@ -495,39 +495,13 @@ cleanup:
 /* Reads and parses the index file at `path`. */
 static int read_index(const char *path, hfdcp__index *ix)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC), rc = HFDCP_OK;
-    struct stat st;
     char *text = NULL;
-    size_t done = 0;
+    size_t len = 0;
+    int rc = hfdcp__read_small_file(path, &text, &len);
 
-    if (fd < 0)
-        return hfdcp__os_error(HFDCP_ERR_IO, errno, "opening '%s'", path);
-    if (fstat(fd, &st) != 0)
-        HFDCP_CHECK(hfdcp__os_error(HFDCP_ERR_IO, errno, "stat of '%s'",
-                                    path));
-    if (!S_ISREG(st.st_mode))
-        HFDCP_FAIL(HFDCP_ERR_IO, "'%s' is not a regular file", path);
-    if ((uint64_t)st.st_size > HFDCP_HEADER_MAX_READ)
-        HFDCP_FAIL(HFDCP_ERR_FORMAT,
-                   "'%s' is %" PRIu64 " bytes: too large for an index", path,
-                   (uint64_t)st.st_size);
-    if ((text = malloc((size_t)st.st_size + 1)) == NULL)
-        HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory reading '%s'", path);
-    while (done < (size_t)st.st_size) {
-        ssize_t got = read(fd, text + done, (size_t)st.st_size - done);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            HFDCP_CHECK(hfdcp__os_error(HFDCP_ERR_IO, errno, "reading '%s'",
-                                        path));
-        if (got == 0)
-            break;
-        done += (size_t)got;
-    }
-    rc = hfdcp__index_parse(text, done, path, ix);
-cleanup:
+    if (rc == HFDCP_OK)
+        rc = hfdcp__index_parse(text, len, path, ix);
     free(text);
-    close(fd);
     return rc;
 }
 

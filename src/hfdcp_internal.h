@@ -438,6 +438,12 @@ int hfdcp__catalog_open(MPI_Comm comm, const char *path,
  * *problems (caller frees with hfdcp__problems_free()).  Returns HFDCP_OK
  * when there are none; *out (may be NULL) receives the catalog when it
  * could be built. */
+/* Reads the whole regular file `path` (an index: at most
+ * HFDCP_HEADER_MAX_READ bytes) into *out, NUL-terminated, *len bytes.
+ * HFDCP_ERR_IO (open, read, not a regular file), HFDCP_ERR_FORMAT (too
+ * large), HFDCP_ERR_NOMEM. */
+int hfdcp__read_small_file(const char *path, char **out, size_t *len);
+
 int hfdcp__catalog_verify(const char *path, hfdcp__catalog **out,
                           hfdcp__problem **problems, size_t *n_problems);
 void hfdcp__problems_free(hfdcp__problem *p, size_t n);

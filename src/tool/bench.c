@@ -57,74 +57,19 @@ static int build_uniform(bench_model *m, uint64_t bytes, uint64_t count, bench_s
     return HFDCP_OK;
 }
 
-/* A Llama-shaped model of about `bytes` bytes (the tensor count follows
- * from the size): embedding and lm_head by rows, attention and down_proj
- * by columns, gate/up in 2-D blocks, norms replicated. */
-static int build_llama(bench_model *m, uint64_t bytes)
+static int add_tensor_cb(void *m, const char *name, int ndim, int64_t d0, int64_t d1,
+                         tool_split split)
 {
-    double params = (double)bytes / m->esize;
-    int64_t hidden = 64, vocab, inter, layers;
-    char name[128];
-
-    while (hidden < 8192 && 16 * 12.25 * (double)(2 * hidden) * (double)(2 * hidden) <= params)
-        hidden *= 2;
-    vocab = hidden * 16 < 32000 ? hidden * 16 : 32000;
-    inter = hidden * 11 / 4;
-    double per_layer = 4.0 * hidden * hidden + 3.0 * hidden * inter + 2.0 * hidden;
-    double rest = params - 2.0 * vocab * hidden - hidden;
-    layers = rest > per_layer ? (int64_t)(rest / per_layer + 0.5) : 1;
-
-    HFDCP_TRY(add_tensor(m, "model.embed_tokens.weight", 2, vocab, hidden, SPLIT_ROWS));
-    for (int64_t l = 0; l < layers; l++) {
-        static const char *const attn[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
-        for (int k = 0; k < 4; k++) {
-            snprintf(name, sizeof name, "model.layers.%" PRId64 ".self_attn.%s.weight", l, attn[k]);
-            HFDCP_TRY(add_tensor(m, name, 2, hidden, hidden, SPLIT_COLS));
-        }
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.gate_proj.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 2, inter, hidden, SPLIT_BLOCKS));
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.up_proj.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 2, inter, hidden, SPLIT_BLOCKS));
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.down_proj.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 2, hidden, inter, SPLIT_COLS));
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".input_layernorm.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 1, hidden, 0, SPLIT_REPLICATED));
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".post_attention_layernorm.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 1, hidden, 0, SPLIT_REPLICATED));
-    }
-    HFDCP_TRY(add_tensor(m, "model.norm.weight", 1, hidden, 0, SPLIT_REPLICATED));
-    HFDCP_TRY(add_tensor(m, "lm_head.weight", 2, vocab, hidden, SPLIT_ROWS));
-    return HFDCP_OK;
-}
-
-/* Part `k` of `n` of [0, len): the first len % n parts are one longer. */
-static void split_range(int64_t len, int n, int k, int64_t *off, int64_t *size)
-{
-    int64_t base = len / n, extra = len % n;
-    *off = k * base + (k < extra ? k : extra);
-    *size = base + (k < extra ? 1 : 0);
+    return add_tensor(m, name, ndim, d0, d1, split);
 }
 
 void bench_box(const bench_tensor *t, bench_split split, int rank, int nranks,
                int64_t *off, int64_t *size)
 {
-    off[0] = off[1] = 0;
-    size[0] = t->shape[0];
-    size[1] = t->shape[1];
-    if (split == SPLIT_REPLICATED)
-        return;
-    if (t->ndim == 1 || split == SPLIT_ROWS) {
-        split_range(t->shape[0], nranks, rank, &off[0], &size[0]);
-    } else if (split == SPLIT_COLS) {
-        split_range(t->shape[1], nranks, rank, &off[1], &size[1]);
-    } else { /* 2-D grid rows x cols = nranks, rows the largest divisor <= sqrt */
-        int rows = 1;
-        for (int r = 1; r * r <= nranks; r++)
-            if (nranks % r == 0)
-                rows = r;
-        int cols = nranks / rows;
-        split_range(t->shape[0], rows, rank / cols, &off[0], &size[0]);
-        split_range(t->shape[1], cols, rank % cols, &off[1], &size[1]);
+    tool_split_box(t->ndim, t->shape, split, rank, nranks, off, size);
+    if (t->ndim == 1) { /* the unused second dim, as the shape has it */
+        off[1] = 0;
+        size[1] = t->shape[1];
     }
 }
 
@@ -187,7 +132,7 @@ static int make_model(bench_model *m, int layout, uint64_t bytes, uint64_t tenso
     uint64_t arena = 0, reshard = 0, fewer = 0;
 
     if (layout == LAYOUT_LLAMA)
-        HFDCP_TRY(build_llama(m, bytes));
+        HFDCP_TRY(tool_llama_model((double)bytes / m->esize, add_tensor_cb, m));
     else
         HFDCP_TRY(build_uniform(m, bytes, tensors, splits[layout]));
     for (size_t k = 0; k < m->n; k++) {
@@ -202,7 +147,7 @@ static int make_model(bench_model *m, int layout, uint64_t bytes, uint64_t tenso
         t->wbegin = 0;
         if (t->split == SPLIT_REPLICATED) {
             /* Every rank writes a block of rows of its full copy. */
-            split_range(t->shape[0], nranks, rank, &t->woff[0], &t->wsize[0]);
+            tool_split_range(t->shape[0], nranks, rank, &t->woff[0], &t->wsize[0]);
             int64_t row[2] = {1, t->shape[1]};
             t->wbegin = (uint64_t)t->woff[0] * bench_box_bytes(m, t, row);
         }

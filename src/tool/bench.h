@@ -13,7 +13,7 @@
 #include "tool.h"
 
 /* How a tensor is spread over the ranks. */
-typedef enum { SPLIT_ROWS, SPLIT_COLS, SPLIT_BLOCKS, SPLIT_REPLICATED } bench_split;
+typedef tool_split bench_split;
 
 /* One tensor of the model, and what this rank holds of it. */
 typedef struct {

@@ -13,8 +13,7 @@
 
 #include "tool.h"
 
-/* How a tensor is spread over the ranks. */
-typedef enum { SPLIT_ROWS, SPLIT_COLS, SPLIT_BLOCKS, SPLIT_REPLICATED } split_kind;
+typedef tool_split split_kind;
 
 typedef struct {
     char name[96];
@@ -48,75 +47,17 @@ static int add_tensor(model *m, const char *name, int ndim, int64_t d0,
     return HFDCP_OK;
 }
 
-/* Picks hidden size, vocabulary and layer count for about `params`
- * parameters, in Llama's proportions (intermediate = 2.75 x hidden). */
-static int build_model(model *m, uint64_t params)
+static int add_tensor_cb(void *m, const char *name, int ndim, int64_t d0, int64_t d1,
+                         tool_split split)
 {
-    int64_t hidden = 64, vocab, inter, layers;
-    char name[96];
-
-    while (hidden < 8192 && 16 * 12.25 * (double)(2 * hidden) * (double)(2 * hidden) <= (double)params)
-        hidden *= 2;
-    vocab = hidden * 16 < 32000 ? hidden * 16 : 32000;
-    inter = hidden * 11 / 4;
-    double per_layer = 4.0 * hidden * hidden + 3.0 * hidden * inter + 2.0 * hidden;
-    double rest = (double)params - 2.0 * vocab * hidden - hidden;
-    layers = rest > per_layer ? (int64_t)(rest / per_layer + 0.5) : 1;
-
-    HFDCP_TRY(add_tensor(m, "model.embed_tokens.weight", 2, vocab, hidden, SPLIT_ROWS));
-    for (int64_t l = 0; l < layers; l++) {
-        static const char *attn[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
-        for (int k = 0; k < 4; k++) {
-            snprintf(name, sizeof name, "model.layers.%" PRId64 ".self_attn.%s.weight", l, attn[k]);
-            HFDCP_TRY(add_tensor(m, name, 2, hidden, hidden, SPLIT_COLS));
-        }
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.gate_proj.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 2, inter, hidden, SPLIT_BLOCKS));
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.up_proj.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 2, inter, hidden, SPLIT_BLOCKS));
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.down_proj.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 2, hidden, inter, SPLIT_COLS));
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".input_layernorm.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 1, hidden, 0, SPLIT_REPLICATED));
-        snprintf(name, sizeof name, "model.layers.%" PRId64 ".post_attention_layernorm.weight", l);
-        HFDCP_TRY(add_tensor(m, name, 1, hidden, 0, SPLIT_REPLICATED));
-    }
-    HFDCP_TRY(add_tensor(m, "model.norm.weight", 1, hidden, 0, SPLIT_REPLICATED));
-    HFDCP_TRY(add_tensor(m, "lm_head.weight", 2, vocab, hidden, SPLIT_ROWS));
-    return HFDCP_OK;
-}
-
-/* Part `k` of `n` of [0, len): the first len % n parts are one longer. */
-static void split_range(int64_t len, int n, int k, int64_t *off, int64_t *size)
-{
-    int64_t base = len / n, extra = len % n;
-    *off = k * base + (k < extra ? k : extra);
-    *size = base + (k < extra ? 1 : 0);
+    return add_tensor(m, name, ndim, d0, d1, split);
 }
 
 /* The box rank `rank` of `nranks` holds for `split`. */
 static void box_for(const demo_tensor *t, split_kind split, int rank, int nranks,
                     int64_t *off, int64_t *size)
 {
-    for (int d = 0; d < t->ndim; d++) {
-        off[d] = 0;
-        size[d] = t->shape[d];
-    }
-    if (split == SPLIT_REPLICATED)
-        return;
-    if (t->ndim == 1 || split == SPLIT_ROWS) {
-        split_range(t->shape[0], nranks, rank, &off[0], &size[0]);
-    } else if (split == SPLIT_COLS) {
-        split_range(t->shape[1], nranks, rank, &off[1], &size[1]);
-    } else { /* 2-D grid: rows x cols = nranks, rows as close to sqrt as divides */
-        int rows = 1;
-        for (int r = 1; r * r <= nranks; r++)
-            if (nranks % r == 0)
-                rows = r;
-        int cols = nranks / rows;
-        split_range(t->shape[0], rows, rank / cols, &off[0], &size[0]);
-        split_range(t->shape[1], cols, rank % cols, &off[1], &size[1]);
-    }
+    tool_split_box(t->ndim, t->shape, split, rank, nranks, off, size);
 }
 
 /* The value of element `i` of tensor `id`, as the bytes of one element of
@@ -247,7 +188,7 @@ int tool_demo(int argc, char **argv)
         i++;
     }
 
-    rc = build_model(&m, params);
+    rc = tool_llama_model((double)params, add_tensor_cb, &m);
     saved = calloc(m.n, sizeof *saved);
     loaded = calloc(m.n, sizeof *loaded);
     if (rc == HFDCP_OK && (saved == NULL || loaded == NULL))

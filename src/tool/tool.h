@@ -24,6 +24,30 @@ int tool_demo(int argc, char **argv);
 int tool_bench(int argc, char **argv);
 int tool_consolidate(int argc, char **argv);
 
+/* Generated models (model.c), shared by demo and bench. */
+
+/* How a tensor is spread over the ranks. */
+typedef enum { SPLIT_ROWS, SPLIT_COLS, SPLIT_BLOCKS, SPLIT_REPLICATED } tool_split;
+
+/* Receives one tensor of a generated model: 1-D (d0) or 2-D (d0 x d1). */
+typedef int (*tool_add_tensor_fn)(void *ctx, const char *name, int ndim, int64_t d0,
+                                  int64_t d1, tool_split split);
+
+/* A Llama-shaped model of about `params` parameters (hidden size,
+ * vocabulary and layer count in Llama's proportions, intermediate = 2.75 x
+ * hidden): embedding and lm_head by rows, attention and down_proj by
+ * columns, gate/up in 2-D blocks, norms replicated. */
+int tool_llama_model(double params, tool_add_tensor_fn add, void *ctx);
+
+/* Part `k` of `n` of [0, len): the first len % n parts are one longer. */
+void tool_split_range(int64_t len, int n, int k, int64_t *off, int64_t *size);
+
+/* The box rank `rank` of `nranks` holds of a 1-D or 2-D tensor split by
+ * `split` (1-D tensors are split by rows unless replicated; blocks: a
+ * rows x cols grid, rows the largest divisor of nranks <= its root). */
+void tool_split_box(int ndim, const int64_t *shape, tool_split split, int rank, int nranks,
+                    int64_t *off, int64_t *size);
+
 /* Prints `hfdcp help CMD` text for `cmd` to `out`; false if unknown. */
 int tool_help(const char *cmd, FILE *out);
 

@@ -1,0 +1,75 @@
+/*
+ * model.c - the generated models shared by `hfdcp demo` and `hfdcp bench`:
+ * the Llama-shaped tensor list and how a tensor is split over the ranks.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "tool.h"
+
+int tool_llama_model(double params, tool_add_tensor_fn add, void *ctx)
+{
+    int64_t hidden = 64, vocab, inter, layers;
+    char name[96];
+
+    while (hidden < 8192 && 16 * 12.25 * (double)(2 * hidden) * (double)(2 * hidden) <= params)
+        hidden *= 2;
+    vocab = hidden * 16 < 32000 ? hidden * 16 : 32000;
+    inter = hidden * 11 / 4;
+    double per_layer = 4.0 * hidden * hidden + 3.0 * hidden * inter + 2.0 * hidden;
+    double rest = params - 2.0 * vocab * hidden - hidden;
+    layers = rest > per_layer ? (int64_t)(rest / per_layer + 0.5) : 1;
+
+    HFDCP_TRY(add(ctx, "model.embed_tokens.weight", 2, vocab, hidden, SPLIT_ROWS));
+    for (int64_t l = 0; l < layers; l++) {
+        static const char *const attn[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(name, sizeof name, "model.layers.%" PRId64 ".self_attn.%s.weight", l, attn[k]);
+            HFDCP_TRY(add(ctx, name, 2, hidden, hidden, SPLIT_COLS));
+        }
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.gate_proj.weight", l);
+        HFDCP_TRY(add(ctx, name, 2, inter, hidden, SPLIT_BLOCKS));
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.up_proj.weight", l);
+        HFDCP_TRY(add(ctx, name, 2, inter, hidden, SPLIT_BLOCKS));
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.down_proj.weight", l);
+        HFDCP_TRY(add(ctx, name, 2, hidden, inter, SPLIT_COLS));
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".input_layernorm.weight", l);
+        HFDCP_TRY(add(ctx, name, 1, hidden, 0, SPLIT_REPLICATED));
+        snprintf(name, sizeof name, "model.layers.%" PRId64 ".post_attention_layernorm.weight", l);
+        HFDCP_TRY(add(ctx, name, 1, hidden, 0, SPLIT_REPLICATED));
+    }
+    HFDCP_TRY(add(ctx, "model.norm.weight", 1, hidden, 0, SPLIT_REPLICATED));
+    HFDCP_TRY(add(ctx, "lm_head.weight", 2, vocab, hidden, SPLIT_ROWS));
+    return HFDCP_OK;
+}
+
+void tool_split_range(int64_t len, int n, int k, int64_t *off, int64_t *size)
+{
+    int64_t base = len / n, extra = len % n;
+    *off = k * base + (k < extra ? k : extra);
+    *size = base + (k < extra ? 1 : 0);
+}
+
+void tool_split_box(int ndim, const int64_t *shape, tool_split split, int rank, int nranks,
+                    int64_t *off, int64_t *size)
+{
+    for (int d = 0; d < ndim; d++) {
+        off[d] = 0;
+        size[d] = shape[d];
+    }
+    if (split == SPLIT_REPLICATED)
+        return;
+    if (ndim == 1 || split == SPLIT_ROWS) {
+        tool_split_range(shape[0], nranks, rank, &off[0], &size[0]);
+    } else if (split == SPLIT_COLS) {
+        tool_split_range(shape[1], nranks, rank, &off[1], &size[1]);
+    } else { /* 2-D grid rows x cols = nranks, rows the largest divisor <= sqrt */
+        int rows = 1;
+        for (int r = 1; r * r <= nranks; r++)
+            if (nranks % r == 0)
+                rows = r;
+        int cols = nranks / rows;
+        tool_split_range(shape[0], rows, rank / cols, &off[0], &size[0]);
+        tool_split_range(shape[1], cols, rank % cols, &off[1], &size[1]);
+    }
+}
