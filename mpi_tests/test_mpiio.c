@@ -573,25 +573,28 @@ static int mpiio_should_refuse_sub_byte_boxes_off_byte(MPI_Comm comm,
 static int mpiio_should_split_interleaving_pieces_into_rounds(MPI_Comm comm,
                                                               const char *dir)
 {
-    int size;
+    int size, saved = hfdcp__mpiio_aggregate_default, bad = 0;
     MPI_Comm_size(comm, &size);
+    /* The rounds of the MPI-IO component's own collective path. */
+    hfdcp__mpiio_aggregate_default = 2;
     tarray a = {.bits = 32, .ndim = 2, .shape = {8, 6 * size}, .header = 17,
                 .halo = {1, 1}, .seed = 11};
     /* Three interleaving column blocks each: three rounds; reading the
      * whole array twice plus an inner box: three rounds too. */
     topts o = {MPI_INFO_NULL, 3, 3};
-    T_CHECK(round_trip(comm, dir, &a, cols_round_robin,
-                       whole_twice_and_inner, &o) == 0);
+    bad |= round_trip(comm, dir, &a, cols_round_robin, whole_twice_and_inner,
+                      &o);
     /* Disjoint row blocks given in reverse order: one round. */
     topts one = {MPI_INFO_NULL, 1, 3};
     a.seed = 12;
-    T_CHECK(round_trip(comm, dir, &a, rows_two_each, cols_round_robin,
-                       &one) == 0);
+    bad |= round_trip(comm, dir, &a, rows_two_each, cols_round_robin, &one);
     /* Sub-byte interleaving columns. */
     tarray f4 = {.bits = 4, .ndim = 2, .shape = {5, 12 * size},
                  .header = 2, .halo = {0, 2}, .seed = 13};
-    T_CHECK(round_trip(comm, dir, &f4, cols_round_robin,
-                       whole_twice_and_inner, &o) == 0);
+    bad |= round_trip(comm, dir, &f4, cols_round_robin,
+                      whole_twice_and_inner, &o);
+    hfdcp__mpiio_aggregate_default = saved;
+    T_CHECK(bad == 0);
     return T_OK;
 }
 
@@ -757,9 +760,10 @@ static int mpiio_should_cap_the_bytes_a_rank_moves_in_one_round(
 {
     static const uint64_t limits[] = {1, 5, 64, 301, 4096};
     uint64_t saved = hfdcp__mpiio_round_max;
-    int size, bad = 0;
+    int size, bad = 0, saved_agg = hfdcp__mpiio_aggregate_default;
 
     MPI_Comm_size(comm, &size);
+    hfdcp__mpiio_aggregate_default = 2; /* the component's own rounds */
     for (size_t i = 0; i < sizeof limits / sizeof limits[0] && !bad; i++) {
         uint64_t lim = limits[i];
         hfdcp__mpiio_round_max = lim;
@@ -797,7 +801,101 @@ static int mpiio_should_cap_the_bytes_a_rank_moves_in_one_round(
                             "bytes", (unsigned long long)lim);
     }
     hfdcp__mpiio_round_max = saved;
+    hfdcp__mpiio_aggregate_default = saved_agg;
     T_CHECK(bad == 0);
+    return T_OK;
+}
+
+/* hfdcp's own aggregation (hint hfdcp_aggregate=enable) with windows of a
+ * few bytes, so that runs are cut at window and domain edges, ranks own
+ * domains of every size (some empty) and transfers take many rounds; the
+ * same round trips as above, bytes and halos checked. */
+static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
+{
+    static const char *buffers[] = {"1", "7", "64", "1000", "33554432"};
+    int size, bad = 0;
+    MPI_Info info;
+
+    MPI_Comm_size(comm, &size);
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "hfdcp_aggregate", "enable");
+    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0] && !bad; i++) {
+        uint64_t b = strtoull(buffers[i], NULL, 10);
+        MPI_Info_set(info, "hfdcp_aggregate_buffer_size", buffers[i]);
+        tarray a = {.bits = 32, .ndim = 2, .shape = {12, 10}, .header = 13,
+                    .halo = {1, 2}, .seed = 200 + i};
+        uint64_t end = a.header + 12 * 10 * 4, align = b < 1048576 ? b : 1048576;
+        uint64_t base = a.header - a.header % align;
+        uint64_t dom = ((end - base + (uint64_t)size - 1) / (uint64_t)size +
+                        align - 1) / align * align;
+        /* Every rank writes whole rows: the whole array moves; the
+         * rounds are those of one domain. */
+        topts o = {info, (int)((dom + b - 1) / b), -1};
+        bad |= round_trip(comm, dir, &a, rows, cols, &o);
+        o.write_rounds = -1;
+        bad |= round_trip(comm, dir, &a, cols, blocks, &o);
+        bad |= round_trip(comm, dir, &a, cols_round_robin,
+                          whole_twice_and_inner, &o);
+        tarray c = {.bits = 16, .ndim = 3, .shape = {6, 5, 7}, .header = 7,
+                    .halo = {1, 0, 3}, .seed = 210 + i};
+        bad |= round_trip(comm, dir, &c, mid_blocks, random_boxes, &o);
+        bad |= round_trip(comm, dir, &c, whole_on_rank0, mid_blocks, &o);
+        bad |= round_trip(comm, dir, &c, rows_on_last_rank, blocks, &o);
+        tarray f4 = {.bits = 4, .ndim = 2, .shape = {5, 12 * size},
+                     .header = 2, .halo = {0, 2}, .seed = 220 + i};
+        bad |= round_trip(comm, dir, &f4, cols_round_robin,
+                          whole_twice_and_inner, &o);
+        if (bad)
+            hfdcp_test_fail(__FILE__, __LINE__, "with a buffer of %s bytes",
+                            buffers[i]);
+    }
+    MPI_Info_free(&info);
+    T_CHECK(bad == 0);
+    return T_OK;
+}
+
+/* The default ("auto") aggregates short runs on two ranks or more and
+ * leaves long runs to the MPI-IO component; "disable" never aggregates;
+ * a bad value is refused on every rank. */
+static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
+                                                         const char *dir)
+{
+    int size, rank;
+    char *path = array_path(dir);
+    MPI_Info info;
+    hfdcp__mfile *f = NULL;
+
+    MPI_Comm_size(comm, &size);
+    MPI_Comm_rank(comm, &rank);
+    /* Three interleaving column blocks of 2 bytes per rank: three rounds
+     * through the component, one when aggregated (a 32 MiB window). */
+    tarray a = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
+                .seed = 230};
+    topts o = {MPI_INFO_NULL, size > 1 ? 1 : 3, -1};
+    T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "hfdcp_aggregate", "disable");
+    o.info = info;
+    o.write_rounds = 3;
+    T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
+    /* Long runs (rows of 256 KiB) are left to the component even with
+     * 4 KiB windows, which would take 128 rounds or more. */
+    MPI_Info_set(info, "hfdcp_aggregate", "auto");
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
+    tarray big = {.bits = 8, .ndim = 2, .shape = {2 * size, 262144},
+                  .header = 3, .seed = 231};
+    topts ob = {info, 1, 1};
+    T_CHECK(round_trip(comm, dir, &big, rows, rows, &ob) == 0);
+
+    MPI_Info_set(info, "hfdcp_aggregate", rank == 0 ? "sometimes" : "auto");
+    T_STATUS(hfdcp__mfile_open(comm, path, false, info, &f), HFDCP_ERR_ARG,
+             "hfdcp_aggregate=sometimes");
+    MPI_Info_set(info, "hfdcp_aggregate", "auto");
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "0");
+    T_STATUS(hfdcp__mfile_open(comm, path, false, info, &f), HFDCP_ERR_ARG,
+             "hfdcp_aggregate_buffer_size=0");
+    MPI_Info_free(&info);
+    free(path);
     return T_OK;
 }
 
@@ -983,6 +1081,8 @@ static const hfdcp_test_case cases[] = {
     {"mpiio_should_read_random_overlapping_boxes", mpiio_should_read_random_overlapping_boxes, 1},
     {"mpiio_should_split_large_counts_into_blocks", mpiio_should_split_large_counts_into_blocks, 1},
     {"mpiio_should_cap_the_bytes_a_rank_moves_in_one_round", mpiio_should_cap_the_bytes_a_rank_moves_in_one_round, 1},
+    {"mpiio_should_aggregate_runs_itself", mpiio_should_aggregate_runs_itself, 1},
+    {"mpiio_should_choose_aggregation_by_run_length", mpiio_should_choose_aggregation_by_run_length, 1},
     {"mpiio_should_move_a_scalar", mpiio_should_move_a_scalar, 1},
     {"mpiio_should_report_a_missing_file_on_every_rank", mpiio_should_report_a_missing_file_on_every_rank, 1},
     {"mpiio_should_report_a_short_read_on_every_rank", mpiio_should_report_a_short_read_on_every_rank, 1},

@@ -535,6 +535,12 @@ extern uint64_t hfdcp__mpiio_block;
  * least 1).  Set it only between transfers, from one thread. */
 extern uint64_t hfdcp__mpiio_round_max;
 
+/* Test hook: whether transfers are aggregated by hfdcp (see "Aggregation"
+ * in mpiio.c) when the hint hfdcp_aggregate is not given: 0 auto (the
+ * default), 1 always, 2 never.  Set it only between transfers, from one
+ * thread, to the same value on every rank. */
+extern int hfdcp__mpiio_aggregate_default;
+
 /* ------------------------------------------------------------------------
  * convert.c
  * ---------------------------------------------------------------------- */

@@ -86,7 +86,15 @@ struct hfdcp__mfile {
     bool write;
     bool independent_reads; /* work around OMPIO's read bug (below) */
     int last_rounds;
+    int aggregate;       /* AGG_AUTO, AGG_ON or AGG_OFF (hint) */
+    uint64_t agg_buffer; /* bytes per aggregation window (hint) */
 };
+
+/* hfdcp's own hints (see "Aggregation" below). */
+enum { AGG_AUTO = 0, AGG_ON = 1, AGG_OFF = 2 };
+#define AGG_BUFFER_DEFAULT ((uint64_t)32 << 20)
+#define AGG_BUFFER_MAX ((uint64_t)1 << 30)
+int hfdcp__mpiio_aggregate_default = AGG_AUTO;
 
 /* ---------------------------------------------------------------------- */
 /* Errors                                                                 */
@@ -279,6 +287,47 @@ static bool ompio_read_bug(void)
 /* Open, close, sync, set_size                                            */
 /* ---------------------------------------------------------------------- */
 
+/* hfdcp's own hints, from the merged info: hfdcp_aggregate (auto, enable,
+ * disable) and hfdcp_aggregate_buffer_size (bytes, 1 to 1 GiB). */
+static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
+{
+    char v[MPI_MAX_INFO_VAL + 1];
+    int flag = 0;
+
+    f->aggregate = hfdcp__mpiio_aggregate_default;
+    f->agg_buffer = AGG_BUFFER_DEFAULT;
+    MPI_TRY(MPI_Info_get(info, "hfdcp_aggregate", MPI_MAX_INFO_VAL, v, &flag),
+            path);
+    if (flag) {
+        if (strcmp(v, "auto") == 0)
+            f->aggregate = AGG_AUTO;
+        else if (strcmp(v, "enable") == 0 || strcmp(v, "true") == 0)
+            f->aggregate = AGG_ON;
+        else if (strcmp(v, "disable") == 0 || strcmp(v, "false") == 0)
+            f->aggregate = AGG_OFF;
+        else
+            return hfdcp__error(HFDCP_ERR_ARG,
+                                "'%s': hint hfdcp_aggregate=%s: expected "
+                                "auto, enable or disable",
+                                path, v);
+    }
+    MPI_TRY(MPI_Info_get(info, "hfdcp_aggregate_buffer_size",
+                         MPI_MAX_INFO_VAL, v, &flag),
+            path);
+    if (flag) {
+        char *end = NULL;
+        unsigned long long b = strtoull(v, &end, 10);
+        if (end == v || *end != '\0' || v[0] == '-' || b < 1 ||
+            b > AGG_BUFFER_MAX)
+            return hfdcp__error(HFDCP_ERR_ARG,
+                                "'%s': hint hfdcp_aggregate_buffer_size=%s: "
+                                "expected a byte count from 1 to %" PRIu64,
+                                path, v, AGG_BUFFER_MAX);
+        f->agg_buffer = (uint64_t)b;
+    }
+    return HFDCP_OK;
+}
+
 int hfdcp__mfile_open(MPI_Comm comm, const char *path, bool write,
                       MPI_Info info, hfdcp__mfile **out)
 {
@@ -300,6 +349,8 @@ int hfdcp__mfile_open(MPI_Comm comm, const char *path, bool write,
             rc = hfdcp__mpi_error(mpi_rc, "MPI_Comm_rank opening '%s'", path);
         else
             rc = merge_hints(info, path, &merged);
+        if (rc == HFDCP_OK)
+            rc = own_hints(merged, path, f);
     }
     /* Agree before the collective open so that no rank opens alone. */
     if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK)
@@ -1042,6 +1093,456 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
     return HFDCP_OK;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Aggregation: hfdcp's own two-phase transfer                            */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * A transfer made of many short runs (a column-split tensor: one short run
+ * per row, the ranks' runs interleaved) is slow through a collective call
+ * when the MPI-IO component does not aggregate it: OMPIO in Open MPI 4.1
+ * picks its "individual" fcoll component whenever a file is open on two
+ * ranks or fewer, and then every rank writes each of its runs with its own
+ * pwritev (125,000 calls per rank for 128 MB of 1 KB runs), the ranks
+ * contending for the file's lock; reads go through data sieving.  So
+ * hfdcp aggregates such transfers itself:
+ *
+ *   - the file range the transfer touches on any rank is cut into one
+ *     contiguous domain per rank (its bounds aligned to
+ *     min(1 MiB, buffer)), and each domain into windows of the buffer size
+ *     (hint hfdcp_aggregate_buffer_size, default 32 MiB);
+ *   - in round r every rank is the aggregator of window r of its domain:
+ *     the ranks exchange the lists of their runs in each window
+ *     (MPI_Alltoall + MPI_Alltoallv), then the data itself with ONE
+ *     MPI_Alltoallw whose datatypes are built from the runs (hindexed on
+ *     the user's memory, at absolute addresses, and on the aggregator's
+ *     buffer), so the user's bytes are not staged anywhere else;
+ *   - each aggregator then writes (or, before the exchange, reads) the
+ *     runs' union in its window, a few long contiguous ranges, with the
+ *     same collective call as an unaggregated round (do_round).
+ *
+ * Used when the hint hfdcp_aggregate is "enable", or "auto" (the default)
+ * with more than one rank and runs of less than 128 KiB on average over
+ * all ranks.  "disable" keeps the MPI-IO component's own collective path.
+ */
+
+#define AGG_ALIGN ((uint64_t)1 << 20)
+#define AGG_RUN_THRESHOLD ((uint64_t)128 << 10)
+
+/* The runs one rank moves to or from each aggregator in one round. */
+typedef struct {
+    uint64_t *meta; /* pairs (file offset, length), grouped by aggregator */
+    MPI_Aint *addr; /* memory address of each run */
+    size_t n, cap;
+} runlist;
+
+static int runlist_push(runlist *l, uint64_t off, uint64_t len, char *mem)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 1024;
+        uint64_t *m = realloc(l->meta, cap * 2 * sizeof *m);
+        if (m == NULL)
+            return hfdcp__nomem("the runs of an aggregated transfer");
+        l->meta = m;
+        MPI_Aint *a = realloc(l->addr, cap * sizeof *a);
+        if (a == NULL)
+            return hfdcp__nomem("the runs of an aggregated transfer");
+        l->addr = a;
+        l->cap = cap;
+    }
+    l->meta[2 * l->n] = off;
+    l->meta[2 * l->n + 1] = len;
+    if (MPI_Get_address(mem, &l->addr[l->n]) != MPI_SUCCESS)
+        return hfdcp__error(HFDCP_ERR_MPI, "MPI_Get_address failed");
+    l->n++;
+    return HFDCP_OK;
+}
+
+/*
+ * Appends the runs of q's slice at outer dimension j (first file byte
+ * `foff`, first memory byte `mem`) that meet [w0, w1), cut to it.  `ext`
+ * holds the file extent of one slice of each dimension (ext[k] = run).
+ */
+static int clip_runs(const npiece *q, int j, const uint64_t *ext,
+                     uint64_t foff, char *mem, uint64_t w0, uint64_t w1,
+                     runlist *out)
+{
+    if (j == q->k) {
+        uint64_t a = foff > w0 ? foff : w0;
+        uint64_t b = foff + q->run < w1 ? foff + q->run : w1;
+        if (a >= b)
+            return HFDCP_OK;
+        return runlist_push(out, a, b - a, mem + (a - foff));
+    }
+    uint64_t n = dim_count(q, j), fs = q->fstride[j], e = ext[j + 1];
+    uint64_t lo = 0, hi;
+    if (foff + e <= w0)
+        lo = (w0 - foff - e) / fs + 1; /* first slice ending after w0 */
+    if (foff >= w1)
+        return HFDCP_OK;
+    hi = (w1 - 1 - foff) / fs + 1; /* slices starting before w1 */
+    if (hi > n)
+        hi = n;
+    for (uint64_t i = lo; i < hi; i++)
+        HFDCP_TRY(clip_runs(q, j + 1, ext, foff + i * fs,
+                            mem + i * q->mstride[j], w0, w1, out));
+    return HFDCP_OK;
+}
+
+static int part_runs(const npiece *q, uint64_t w0, uint64_t w1, runlist *out)
+{
+    uint64_t ext[HFDCP_MAX_NDIM + 1];
+
+    if (q->fend <= w0 || q->foff >= w1)
+        return HFDCP_OK;
+    ext[q->k] = q->run;
+    for (int j = q->k - 1; j >= 0; j--)
+        ext[j] = (dim_count(q, j) - 1) * q->fstride[j] + ext[j + 1];
+    return clip_runs(q, 0, ext, q->foff, q->maddr, w0, w1, out);
+}
+
+/* Runs (offset, length) by offset. */
+static int cmp_run(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* An hindexed datatype of `n` runs: lengths meta[2i+1], displacements
+ * meta[2i] - base (or addr[i] when addr is given). */
+static int runs_type(const uint64_t *meta, const MPI_Aint *addr, size_t n,
+                     uint64_t base, int *lens, MPI_Aint *disp,
+                     MPI_Datatype *out)
+{
+    int rc = HFDCP_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        lens[i] = (int)meta[2 * i + 1];
+        disp[i] = addr ? addr[i] : (MPI_Aint)(meta[2 * i] - base);
+    }
+    HFDCP_MPI_CHECK(MPI_Type_create_hindexed((int)n, lens, disp, MPI_BYTE,
+                                             out));
+    HFDCP_MPI_CHECK(MPI_Type_commit(out));
+cleanup:
+    return rc;
+}
+
+/* The state of one aggregated transfer. */
+typedef struct {
+    hfdcp__mfile *f;
+    bool write;
+    int nranks, rank;
+    uint64_t base, dsize, buf_size; /* domains: base + a * dsize */
+    int rounds;
+    char *buf;                      /* this rank's window */
+    runlist mine;                   /* this rank's runs, by aggregator */
+    int *scount, *rcount, *sdisp, *rdisp, *ones_s, *ones_r, *zeros;
+    uint64_t *rmeta;                /* runs received, by source */
+    size_t rmeta_cap;
+    MPI_Datatype *stype, *rtype;
+    int *lens;
+    MPI_Aint *disp;
+    size_t lens_cap;
+    npiece *segs;
+    npiece **segp;
+    size_t segs_cap;
+} aggr;
+
+/* Window r of aggregator a: [*w0, *w1), empty when *w0 >= *w1. */
+static void window(const aggr *g, int a, int r, uint64_t lo, uint64_t hi,
+                   uint64_t *w0, uint64_t *w1)
+{
+    uint64_t d0 = g->base + (uint64_t)a * g->dsize, d1 = d0 + g->dsize;
+    uint64_t s = d0 + (uint64_t)r * g->buf_size, e = s + g->buf_size;
+    if (e > d1)
+        e = d1;
+    if (s < lo)
+        s = lo;
+    if (e > hi)
+        e = hi;
+    *w0 = s;
+    *w1 = e > s ? e : s;
+}
+
+static int grow_scratch(aggr *g, size_t n)
+{
+    if (n <= g->lens_cap)
+        return HFDCP_OK;
+    int *l = realloc(g->lens, n * sizeof *l);
+    if (l == NULL)
+        return hfdcp__nomem("the datatypes of an aggregated transfer");
+    g->lens = l;
+    MPI_Aint *d = realloc(g->disp, n * sizeof *d);
+    if (d == NULL)
+        return hfdcp__nomem("the datatypes of an aggregated transfer");
+    g->disp = d;
+    g->lens_cap = n;
+    return HFDCP_OK;
+}
+
+/* The union of the received runs in window [w0, w1): pieces on g->buf for
+ * do_round, sorted and disjoint. */
+static int coverage(aggr *g, size_t nr, uint64_t w0, size_t *nseg)
+{
+    size_t n = 0;
+
+    qsort(g->rmeta, nr, 2 * sizeof *g->rmeta, cmp_run);
+    if (nr > g->segs_cap) {
+        npiece *s = realloc(g->segs, nr * sizeof *s);
+        if (s == NULL)
+            return hfdcp__nomem("the ranges of an aggregated transfer");
+        g->segs = s;
+        npiece **p = realloc(g->segp, nr * sizeof *p);
+        if (p == NULL)
+            return hfdcp__nomem("the ranges of an aggregated transfer");
+        g->segp = p;
+        g->segs_cap = nr;
+    }
+    for (size_t i = 0; i < nr; i++) {
+        uint64_t off = g->rmeta[2 * i], end = off + g->rmeta[2 * i + 1];
+        if (n > 0 && off <= g->segs[n - 1].fend) {
+            if (end > g->segs[n - 1].fend)
+                g->segs[n - 1].fend = end;
+            continue;
+        }
+        memset(&g->segs[n], 0, sizeof g->segs[n]);
+        g->segs[n].foff = off;
+        g->segs[n].fend = end;
+        n++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        npiece *s = &g->segs[i];
+        s->run = s->bytes = s->fend - s->foff;
+        s->maddr = g->buf + (s->foff - w0);
+        g->segp[i] = s;
+    }
+    *nseg = n;
+    return HFDCP_OK;
+}
+
+/* One round: runs, exchange of their lists, then read-exchange or
+ * exchange-write.  Collective; agreed status. */
+static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
+                      uint64_t lo, uint64_t hi)
+{
+    MPI_Comm comm = g->f->comm;
+    uint64_t my0, my1;
+    size_t nr = 0, nseg = 0;
+    int rc = HFDCP_OK, mpi_rc, P = g->nranks;
+
+    for (int a = 0; a < P; a++)
+        g->stype[a] = g->rtype[a] = MPI_DATATYPE_NULL;
+    g->mine.n = 0;
+    for (int a = 0; a < P && rc == HFDCP_OK; a++) {
+        uint64_t w0, w1;
+        size_t before = g->mine.n;
+        window(g, a, r, lo, hi, &w0, &w1);
+        for (size_t i = 0; i < m && w0 < w1 && rc == HFDCP_OK; i++)
+            rc = part_runs(sorted[i], w0, w1, &g->mine);
+        g->sdisp[a] = (int)(2 * before);
+        g->scount[a] = (int)(g->mine.n - before);
+        if (g->mine.n > (size_t)INT_MAX / 2)
+            rc = hfdcp__error(HFDCP_ERR_UNSUPPORTED,
+                              "'%s': too many runs in one aggregation round",
+                              g->f->path);
+    }
+    if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK)
+        return rc;
+
+    /* The lists of runs: counts, then (offset, length) pairs. */
+    mpi_rc = MPI_Alltoall(g->scount, 1, MPI_INT, g->rcount, 1, MPI_INT,
+                          comm);
+    if (mpi_rc != MPI_SUCCESS)
+        rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoall");
+    if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK)
+        goto cleanup;
+    for (int a = 0; a < P; a++) {
+        g->rdisp[a] = (int)(2 * nr);
+        nr += (size_t)g->rcount[a];
+        g->scount[a] *= 2;
+        g->rcount[a] *= 2;
+    }
+    if (nr > g->rmeta_cap) {
+        uint64_t *m2 = realloc(g->rmeta, nr * 2 * sizeof *m2);
+        if (m2 == NULL)
+            rc = hfdcp__nomem("the runs of an aggregated transfer");
+        else {
+            g->rmeta = m2;
+            g->rmeta_cap = nr;
+        }
+    }
+    if (rc == HFDCP_OK &&
+        (mpi_rc = MPI_Alltoallv(g->mine.meta, g->scount, g->sdisp,
+                                MPI_UINT64_T, g->rmeta, g->rcount, g->rdisp,
+                                MPI_UINT64_T, comm)) != MPI_SUCCESS)
+        rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoallv");
+    if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK)
+        goto cleanup;
+    window(g, g->rank, r, lo, hi, &my0, &my1);
+
+    /* The datatypes: this rank's runs in its memory, for each aggregator;
+     * each source's runs in this rank's window. */
+    rc = grow_scratch(g, g->mine.n > nr ? g->mine.n : nr);
+    for (int a = 0; a < P && rc == HFDCP_OK; a++) {
+        size_t s0 = (size_t)g->sdisp[a] / 2, sn = (size_t)g->scount[a] / 2;
+        size_t r0 = (size_t)g->rdisp[a] / 2, rn = (size_t)g->rcount[a] / 2;
+        g->ones_s[a] = sn > 0;
+        g->ones_r[a] = rn > 0;
+        if (sn > 0)
+            rc = runs_type(g->mine.meta + 2 * s0, g->mine.addr + s0, sn, 0,
+                           g->lens, g->disp, &g->stype[a]);
+        if (rc == HFDCP_OK && rn > 0)
+            rc = runs_type(g->rmeta + 2 * r0, NULL, rn, my0, g->lens,
+                           g->disp, &g->rtype[a]);
+    }
+    for (int a = 0; a < P; a++) {
+        if (g->stype[a] == MPI_DATATYPE_NULL)
+            g->stype[a] = MPI_BYTE;
+        if (g->rtype[a] == MPI_DATATYPE_NULL)
+            g->rtype[a] = MPI_BYTE;
+    }
+    if (rc == HFDCP_OK)
+        rc = coverage(g, nr, my0, &nseg);
+    if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK)
+        goto cleanup;
+
+    if (g->write) {
+        mpi_rc = MPI_Alltoallw(MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
+                               g->buf, g->ones_r, g->zeros, g->rtype, comm);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoallw");
+        if ((rc = hfdcp__agree(comm, rc)) == HFDCP_OK)
+            rc = do_round(g->f, true, g->segp, nseg); /* agreed */
+    } else {
+        if ((rc = do_round(g->f, false, g->segp, nseg)) != HFDCP_OK)
+            goto cleanup;
+        mpi_rc = MPI_Alltoallw(g->buf, g->ones_r, g->zeros, g->rtype,
+                               MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
+                               comm);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoallw");
+        rc = hfdcp__agree(comm, rc);
+    }
+cleanup:
+    for (int a = 0; a < P; a++) {
+        free_type(&g->stype[a]);
+        free_type(&g->rtype[a]);
+    }
+    if (rc == HFDCP_ERR_MPI)
+        hfdcp__error_prefix(rc, "aggregated %s of '%s'",
+                            g->write ? "write" : "read", g->f->path);
+    return rc;
+}
+
+static void aggr_free(aggr *g)
+{
+    free(g->buf);
+    free(g->mine.meta);
+    free(g->mine.addr);
+    free(g->scount);
+    free(g->rcount);
+    free(g->sdisp);
+    free(g->rdisp);
+    free(g->ones_s);
+    free(g->ones_r);
+    free(g->zeros);
+    free(g->rmeta);
+    free(g->stype);
+    free(g->rtype);
+    free(g->lens);
+    free(g->disp);
+    free(g->segs);
+    free(g->segp);
+}
+
+/*
+ * Collective.  Decides whether this transfer (every rank's parts
+ * `sorted[0..m)`) is aggregated; when it is, moves it and sets *done.
+ * Agreed status.
+ */
+static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
+                     size_t m, bool *done)
+{
+    uint64_t loc[4] = {0, 0, UINT64_MAX, 0}, glob[4];
+    uint64_t lmax[4], gmax[4];
+    aggr g;
+    int rc = HFDCP_OK, mpi_rc, mode = f->aggregate;
+
+    *done = false;
+    memset(&g, 0, sizeof g);
+    g.f = f;
+    g.write = write;
+    MPI_Comm_size(f->comm, &g.nranks);
+    g.rank = f->rank;
+    if (g.nranks < 2 && mode != AGG_ON)
+        return HFDCP_OK;
+    for (size_t i = 0; i < m; i++) {
+        loc[0] += sorted[i]->bytes;
+        loc[1] += sorted[i]->bytes / sorted[i]->run;
+        if (sorted[i]->foff < loc[2])
+            loc[2] = sorted[i]->foff;
+        if (sorted[i]->fend > loc[3])
+            loc[3] = sorted[i]->fend;
+    }
+    /* sums of bytes and runs; min of first byte (as max of its
+     * complement) and max of last */
+    lmax[0] = UINT64_MAX - loc[2];
+    lmax[1] = loc[3];
+    lmax[2] = (uint64_t)mode;  /* ranks that disagree: "disable" wins */
+    lmax[3] = f->agg_buffer;   /* and the largest buffer */
+    mpi_rc = MPI_Allreduce(loc, glob, 2, MPI_UINT64_T, MPI_SUM, f->comm);
+    if (mpi_rc == MPI_SUCCESS)
+        mpi_rc = MPI_Allreduce(lmax, gmax, 4, MPI_UINT64_T, MPI_MAX,
+                               f->comm);
+    if (mpi_rc != MPI_SUCCESS)
+        return hfdcp__agree(f->comm, hfdcp__mpi_error(
+                                         mpi_rc, "planning the aggregated "
+                                         "transfer of '%s'", f->path));
+    uint64_t lo = UINT64_MAX - gmax[0], hi = gmax[1];
+    mode = (int)gmax[2];
+    if (mode == AGG_OFF || glob[1] == 0 || hi <= lo)
+        return HFDCP_OK; /* nothing anywhere: the plain path joins */
+    if (mode == AGG_AUTO && glob[0] / glob[1] >= AGG_RUN_THRESHOLD)
+        return HFDCP_OK;
+
+    /* Domains and rounds, the same on every rank. */
+    uint64_t align = gmax[3] < AGG_ALIGN ? gmax[3] : AGG_ALIGN;
+    uint64_t P = (uint64_t)g.nranks;
+    g.buf_size = gmax[3];
+    g.base = lo - lo % align;
+    g.dsize = (hi - g.base + P - 1) / P;
+    g.dsize = (g.dsize + align - 1) / align * align;
+    uint64_t rounds = (g.dsize + g.buf_size - 1) / g.buf_size;
+    if (rounds > (uint64_t)INT_MAX)
+        return hfdcp__agree(f->comm, hfdcp__error(
+            HFDCP_ERR_UNSUPPORTED, "'%s': %" PRIu64 " aggregation rounds "
+            "(raise hfdcp_aggregate_buffer_size)", f->path, rounds));
+    g.rounds = (int)rounds;
+
+    size_t np = (size_t)g.nranks;
+    g.buf = malloc(g.buf_size);
+    g.scount = calloc(np, sizeof *g.scount);
+    g.rcount = calloc(np, sizeof *g.rcount);
+    g.sdisp = calloc(np, sizeof *g.sdisp);
+    g.rdisp = calloc(np, sizeof *g.rdisp);
+    g.ones_s = calloc(np, sizeof *g.ones_s);
+    g.ones_r = calloc(np, sizeof *g.ones_r);
+    g.zeros = calloc(np, sizeof *g.zeros);
+    g.stype = calloc(np, sizeof *g.stype);
+    g.rtype = calloc(np, sizeof *g.rtype);
+    if (!g.buf || !g.scount || !g.rcount || !g.sdisp || !g.rdisp ||
+        !g.ones_s || !g.ones_r || !g.zeros || !g.stype || !g.rtype)
+        rc = hfdcp__nomem("the buffer of an aggregated transfer");
+    if ((rc = hfdcp__agree(f->comm, rc)) == HFDCP_OK) {
+        *done = true;
+        f->last_rounds = g.rounds;
+        for (int r = 0; r < g.rounds && rc == HFDCP_OK; r++)
+            rc = aggr_round(&g, sorted, m, r, lo, hi);
+    }
+    aggr_free(&g);
+    return rc;
+}
+
 int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
                           const hfdcp__piece *pieces, size_t n)
 {
@@ -1095,6 +1596,12 @@ int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
 cleanup:
     if ((rc = hfdcp__agree(f->comm, rc)) != HFDCP_OK)
         goto out;
+    {
+        bool done = false;
+        rc = aggregate(f, write, sorted, m, &done); /* agreed */
+        if (rc != HFDCP_OK || done)
+            goto out;
+    }
     mpi_rc = MPI_Allreduce(&nrounds, &all_rounds, 1, MPI_INT, MPI_MAX,
                            f->comm);
     if (mpi_rc != MPI_SUCCESS)
