@@ -55,6 +55,7 @@ typedef struct {
     int threads;          /* hfdcp thread_count */
     uint64_t shard_bytes; /* hfdcp max_shard_bytes */
     MPI_Info info;        /* hints passed to every peer (MPI_INFO_NULL) */
+    MPI_Info alt_info;    /* --alt-hint: --hint's and these, for hfdcp_alt */
 } bench_ctx;
 
 /* A peer's outcome: seconds on the slowest rank, bytes moved (the model's
@@ -128,6 +129,10 @@ int bench_plan(const bench_ctx *c);
 /* thread_count K for the direct and the sharded save, and a casting
  * consolidation at num_threads 1 and K (the other peers use one thread). */
 int bench_threads(const bench_ctx *c, int threads);
+
+/* hfdcp's direct save and loads again, with the hints of alt_info:
+ * measurements hfdcp_alt_save, hfdcp_alt_load_cold, ... (--alt-hint). */
+int bench_hfdcp_alt(const bench_ctx *c);
 int bench_sharded(const bench_ctx *c, int *available);
 int bench_naive(const bench_ctx *c);
 int bench_hdf5(const bench_ctx *c, int *available);

@@ -408,42 +408,62 @@ static int format_check(const bench_ctx *c, const char *dir, const char *label)
     return verdict(c, label, problems);
 }
 
-int bench_hfdcp(const bench_ctx *c, int with_loads)
+/* The direct save and its loads, measurements named `tag`_save,
+ * `tag`_load_cold and so on, files in `tag`/ under the repetition's
+ * directory. */
+static int hfdcp_peer(const bench_ctx *c, int with_loads, const char *tag)
 {
-    char dir[4200];
+    char dir[4200], what[96], label[96];
     bench_result r;
     int code = TOOL_EXIT_OK, v;
+    static const struct {
+        int mode;
+        const char *name;
+        int evict;
+    } loads[] = {
+        {BENCH_SAVED, "load_cold", 1},
+        {BENCH_SAVED, "load_warm", 0},
+        {BENCH_RESHARD, "load_resharded_cold", 1},
+        {BENCH_FEWER, "load_fewer_ranks_cold", 1},
+    };
 
-    snprintf(dir, sizeof dir, "%s/hfdcp", c->dir);
+    snprintf(dir, sizeof dir, "%s/%s", c->dir, tag);
     int rc = save(c, dir, 0, &r);
     if (rc != HFDCP_OK) {
         tool_report_error("bench", rc);
         return TOOL_EXIT_ERROR;
     }
-    bench_record(c, "hfdcp_save", &r);
-    if ((v = format_check(c, dir, "hfdcp_save_format")) != TOOL_EXIT_OK)
+    snprintf(what, sizeof what, "%s_save", tag);
+    bench_record(c, what, &r);
+    snprintf(label, sizeof label, "%s_save_format", tag);
+    if ((v = format_check(c, dir, label)) != TOOL_EXIT_OK)
         code = v;
     if (!with_loads)
         return code;
-    bench_evict(c, dir);
-    if ((v = load(c, dir, BENCH_SAVED, "hfdcp_load_cold", "hfdcp_load_cold")) != TOOL_EXIT_OK)
-        code = v;
-    if (v != TOOL_EXIT_ERROR &&
-        (v = load(c, dir, BENCH_SAVED, "hfdcp_load_warm", "hfdcp_load_warm")) != TOOL_EXIT_OK)
-        code = v;
-    if (v == TOOL_EXIT_ERROR)
-        return v;
-    bench_evict(c, dir);
-    if ((v = load(c, dir, BENCH_RESHARD, "hfdcp_load_resharded_cold",
-                  "hfdcp_load_resharded_cold")) != TOOL_EXIT_OK)
-        code = v;
-    if (v == TOOL_EXIT_ERROR || c->nranks == 1)
-        return v == TOOL_EXIT_ERROR ? v : code;
-    bench_evict(c, dir);
-    if ((v = load(c, dir, BENCH_FEWER, "hfdcp_load_fewer_ranks_cold",
-                  "hfdcp_load_fewer_ranks_cold")) != TOOL_EXIT_OK)
-        code = v;
+    for (size_t i = 0; i < sizeof loads / sizeof loads[0]; i++) {
+        if (loads[i].mode == BENCH_FEWER && c->nranks == 1)
+            break;
+        if (loads[i].evict)
+            bench_evict(c, dir);
+        snprintf(what, sizeof what, "%s_%s", tag, loads[i].name);
+        if ((v = load(c, dir, loads[i].mode, what, what)) != TOOL_EXIT_OK)
+            code = v;
+        if (v == TOOL_EXIT_ERROR)
+            return v;
+    }
     return code;
+}
+
+int bench_hfdcp(const bench_ctx *c, int with_loads)
+{
+    return hfdcp_peer(c, with_loads, "hfdcp");
+}
+
+int bench_hfdcp_alt(const bench_ctx *c)
+{
+    bench_ctx alt = *c;
+    alt.info = c->alt_info;
+    return hfdcp_peer(&alt, 1, "hfdcp_alt");
 }
 
 int bench_plan(const bench_ctx *c)
