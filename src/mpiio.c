@@ -1286,6 +1286,9 @@ static int coverage(aggr *g, size_t nr, uint64_t w0, size_t *nseg)
 {
     size_t n = 0;
 
+    *nseg = 0;
+    if (nr == 0)
+        return HFDCP_OK;
     qsort(g->rmeta, nr, 2 * sizeof *g->rmeta, cmp_run);
     if (nr > g->segs_cap) {
         npiece *s = realloc(g->segs, nr * sizeof *s);
