@@ -201,7 +201,11 @@ typedef struct {
 typedef struct {
     const hfdcp_key_map *key_map; /* NULL: names as stored */
     MPI_Info info;                /* MPI-IO hints for every file opened;
-                                     MPI_INFO_NULL: hfdcp's defaults */
+                                     MPI_INFO_NULL: hfdcp's defaults.
+                                     hfdcp's own: hfdcp_aggregate =
+                                     auto|enable|disable and
+                                     hfdcp_aggregate_buffer_size (bytes,
+                                     default 32 MiB): docs/api.md */
 } hfdcp_load_options;
 
 /*! hfdcp_load_options_init() : Local.  Sets every field to its default. */
@@ -349,7 +353,8 @@ typedef struct {
                                        consolidation's num_threads
                                        (hfdcp_consolidate_options) */
     MPI_Info info;                  /* MPI-IO hints; MPI_INFO_NULL: hfdcp's
-                                       defaults */
+                                       defaults (hfdcp's own hints: see
+                                       hfdcp_load_options) */
 } hfdcp_save_options;
 
 /*! hfdcp_save_options_init() : Local.  Sets every field to its default. */

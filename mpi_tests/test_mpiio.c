@@ -812,7 +812,7 @@ static int mpiio_should_cap_the_bytes_a_rank_moves_in_one_round(
  * same round trips as above, bytes and halos checked. */
 static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
 {
-    static const char *buffers[] = {"1", "7", "64", "1000", "33554432"};
+    static const char *buffers[] = {"5", "64", "33554432"};
     int size, bad = 0;
     MPI_Info info;
 

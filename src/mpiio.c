@@ -1109,8 +1109,10 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
  *
  *   - the file range the transfer touches on any rank is cut into one
  *     contiguous domain per rank (its bounds aligned to
- *     min(1 MiB, buffer)), and each domain into windows of the buffer size
- *     (hint hfdcp_aggregate_buffer_size, default 32 MiB);
+ *     min(1 MiB, window)), and each domain into windows of the buffer size
+ *     (hint hfdcp_aggregate_buffer_size, default 32 MiB), smaller when
+ *     the runs are so short that a window would hold more than 65,536 of
+ *     them on average (but not under 256 KiB);
  *   - in round r every rank is the aggregator of window r of its domain:
  *     the ranks exchange the lists of their runs in each window
  *     (MPI_Alltoall + MPI_Alltoallv), then the data itself with ONE
@@ -1128,6 +1130,8 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
 
 #define AGG_ALIGN ((uint64_t)1 << 20)
 #define AGG_RUN_THRESHOLD ((uint64_t)128 << 10)
+#define AGG_RUNS_PER_ROUND ((uint64_t)65536)
+#define AGG_BUFFER_MIN ((uint64_t)256 << 10)
 
 /* The runs one rank moves to or from each aggregator in one round. */
 typedef struct {
@@ -1508,10 +1512,18 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
     if (mode == AGG_AUTO && glob[0] / glob[1] >= AGG_RUN_THRESHOLD)
         return HFDCP_OK;
 
-    /* Domains and rounds, the same on every rank. */
-    uint64_t align = gmax[3] < AGG_ALIGN ? gmax[3] : AGG_ALIGN;
+    /* Domains and rounds, the same on every rank.  The window holds at
+     * most AGG_RUNS_PER_ROUND runs of the average length: the run lists
+     * and the datatypes built from them cost some 180 bytes per run. */
+    uint64_t avg = glob[0] / glob[1], buf = gmax[3];
+    if (avg < buf / AGG_RUNS_PER_ROUND) {
+        buf = avg * AGG_RUNS_PER_ROUND;
+        if (buf < AGG_BUFFER_MIN)
+            buf = AGG_BUFFER_MIN < gmax[3] ? AGG_BUFFER_MIN : gmax[3];
+    }
+    uint64_t align = buf < AGG_ALIGN ? buf : AGG_ALIGN;
     uint64_t P = (uint64_t)g.nranks;
-    g.buf_size = gmax[3];
+    g.buf_size = buf;
     g.base = lo - lo % align;
     g.dsize = (hi - g.base + P - 1) / P;
     g.dsize = (g.dsize + align - 1) / align * align;
