@@ -224,6 +224,7 @@ int bench_plain(const bench_ctx *c, int shared)
         base = 0;
 
     /* Write: open (rank 0 creates the shared file), write, fsync, close. */
+    uint64_t all = shared ? bench_sum(c, m->wtotal) : m->wtotal;
     bench_settle(c);
     bench_start(c, &t);
     if (!shared || c->rank == 0)
@@ -235,6 +236,16 @@ int bench_plain(const bench_ctx *c, int shared)
     }
     if (fd < 0)
         err = os_fail(c, "open", path, errno);
+    /* Reserve the file's blocks first, as hfdcp does (ext4 allocates
+     * them faster up front than during writeback); the shared file's
+     * creator reserves all of it before the others write. */
+    if (!err && (!shared || c->rank == 0) && all > 0) {
+        int e = posix_fallocate(fd, 0, (off_t)all);
+        if (e != 0 && e != EOPNOTSUPP && e != EINVAL)
+            err = os_fail(c, "posix_fallocate", path, e);
+    }
+    if (shared)
+        MPI_Barrier(c->comm);
     uint64_t at = base;
     for (size_t k = 0; k < m->n && !err; k++) {
         const bench_tensor *x = &m->t[k];

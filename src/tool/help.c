@@ -165,7 +165,7 @@ static const struct {
      "    equal 2-D tensors; llama: a Llama-shaped mix whose tensor count\n"
      "    follows from the size), then R times runs every peer in turn on\n"
      "    the same data and directory, alternating (A B C A B C ...):\n"
-     "      plain    write()/pwrite() + fsync of the same bytes, one file per\n"
+     "      plain    posix_fallocate + pwrite() + fsync of the same bytes, one file per\n"
      "               rank and one shared file; read back cold (and warm);\n"
      "      hfdcp    direct save (time until commit returns = durable);\n"
      "               load cold, warm, and cold in another decomposition\n"
