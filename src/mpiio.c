@@ -1120,8 +1120,11 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
  *     the user's memory, at absolute addresses, and on the aggregator's
  *     buffer), so the user's bytes are not staged anywhere else;
  *   - each aggregator then writes (or, before the exchange, reads) the
- *     runs' union in its window, a few long contiguous ranges, with the
- *     same collective call as an unaggregated round (do_round).
+ *     runs' union in its window, a few long contiguous ranges, with
+ *     independent MPI_File_write_at / read_at calls: the aggregation, the
+ *     collective part, is done, and a collective call would let the
+ *     component aggregate the windows again (OMPIO's vulcan on three
+ *     ranks or more: a second exchange, and its own 32 MiB buffers).
  *
  * Used when the hint hfdcp_aggregate is "enable", or "auto" (the default)
  * with more than one rank and runs of less than 128 KiB on average over
@@ -1327,6 +1330,40 @@ static int coverage(aggr *g, size_t nr, uint64_t w0, size_t *nseg)
     return HFDCP_OK;
 }
 
+/* The aggregator's I/O of one round: each covered range of its window
+ * with an independent MPI_File_write_at / read_at (contiguous on both
+ * sides: the collective part, the exchange, is done).  Collective only in
+ * its agreement. */
+static int agg_io(aggr *g, size_t nseg)
+{
+    hfdcp__mfile *f = g->f;
+    const char *call = g->write ? "MPI_File_write_at" : "MPI_File_read_at";
+    int rc = HFDCP_OK;
+
+    for (size_t i = 0; i < nseg && rc == HFDCP_OK; i++) {
+        const npiece *s = g->segp[i];
+        MPI_Status st;
+        int got = 0, mpi_rc;
+        if (g->write)
+            mpi_rc = MPI_File_write_at(f->fh, (MPI_Offset)s->foff, s->maddr,
+                                       (int)s->bytes, MPI_BYTE, &st);
+        else
+            mpi_rc = MPI_File_read_at(f->fh, (MPI_Offset)s->foff, s->maddr,
+                                      (int)s->bytes, MPI_BYTE, &st);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = file_error(mpi_rc, call, f->path);
+        else if (MPI_Get_count(&st, MPI_BYTE, &got) != MPI_SUCCESS ||
+                 (uint64_t)got != s->bytes)
+            rc = hfdcp__error(HFDCP_ERR_IO,
+                              "%s on '%s': moved %d of %" PRIu64
+                              " bytes at offset %" PRIu64 " (%s)",
+                              call, f->path, got, s->bytes, s->foff,
+                              g->write ? "short write"
+                                       : "short read: the file ends early");
+    }
+    return hfdcp__agree(f->comm, rc);
+}
+
 /* One round: runs, exchange of their lists, then read-exchange or
  * exchange-write.  Collective; agreed status. */
 static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
@@ -1419,9 +1456,9 @@ static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
         if (mpi_rc != MPI_SUCCESS)
             rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoallw");
         if ((rc = hfdcp__agree(comm, rc)) == HFDCP_OK)
-            rc = do_round(g->f, true, g->segp, nseg); /* agreed */
+            rc = agg_io(g, nseg); /* agreed */
     } else {
-        if ((rc = do_round(g->f, false, g->segp, nseg)) != HFDCP_OK)
+        if ((rc = agg_io(g, nseg)) != HFDCP_OK)
             goto cleanup;
         mpi_rc = MPI_Alltoallw(g->buf, g->ones_r, g->zeros, g->rtype,
                                MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
@@ -1549,6 +1586,14 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
         !g.ones_s || !g.ones_r || !g.zeros || !g.stype || !g.rtype)
         rc = hfdcp__nomem("the buffer of an aggregated transfer");
     if ((rc = hfdcp__agree(f->comm, rc)) == HFDCP_OK) {
+        /* The aggregators' I/O uses explicit offsets in bytes. */
+        mpi_rc = MPI_File_set_view(f->fh, 0, MPI_BYTE, MPI_BYTE, "native",
+                                   MPI_INFO_NULL);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = file_error(mpi_rc, "MPI_File_set_view", f->path);
+        rc = hfdcp__agree(f->comm, rc);
+    }
+    if (rc == HFDCP_OK) {
         *done = true;
         f->last_rounds = g.rounds;
         for (int r = 0; r < g.rounds && rc == HFDCP_OK; r++)
