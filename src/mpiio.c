@@ -1129,7 +1129,7 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
  * Used when the hint hfdcp_aggregate is "enable", or "auto" (the default)
  * with more than one rank and runs of less than 8 KiB on average over
  * all ranks (measured: aggregation wins 1.1x to 12x on runs of 64 bytes to
- * 3.6 KB, loses up to 3x on runs of 12.8 and 128 KB, where the
+ * 2 KB, loses up to 3x on runs of 12.8 and 128 KB, where the
  * component's path does few, long requests and the exchange is pure
  * cost).  "disable" keeps the MPI-IO component's own collective path.
  */
