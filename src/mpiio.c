@@ -1143,23 +1143,17 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
 typedef struct {
     uint64_t *meta; /* pairs (file offset, length), grouped by aggregator */
     MPI_Aint *addr; /* memory address of each run */
-    size_t n, cap;
+    size_t n, meta_cap, addr_cap;
 } runlist;
 
 static int runlist_push(runlist *l, uint64_t off, uint64_t len, char *mem)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 1024;
-        uint64_t *m = realloc(l->meta, cap * 2 * sizeof *m);
-        if (m == NULL)
-            return hfdcp__nomem("the runs of an aggregated transfer");
-        l->meta = m;
-        MPI_Aint *a = realloc(l->addr, cap * sizeof *a);
-        if (a == NULL)
-            return hfdcp__nomem("the runs of an aggregated transfer");
-        l->addr = a;
-        l->cap = cap;
-    }
+    const char *what = "the runs of an aggregated transfer";
+
+    HFDCP_TRY(hfdcp__grow(&l->meta, &l->meta_cap, 2 * l->n + 1,
+                          sizeof *l->meta, what));
+    HFDCP_TRY(hfdcp__grow(&l->addr, &l->addr_cap, l->n, sizeof *l->addr,
+                          what));
     l->meta[2 * l->n] = off;
     l->meta[2 * l->n + 1] = len;
     if (MPI_Get_address(mem, &l->addr[l->n]) != MPI_SUCCESS)
