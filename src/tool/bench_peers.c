@@ -105,11 +105,13 @@ static int any(const bench_ctx *c, int err)
     return all != 0;
 }
 
-static int pwrite_all(int fd, const unsigned char *p, uint64_t n, uint64_t at)
+/* pwrite (or pread) of all n bytes at offset `at`, in steps of at most
+ * 1 GiB: 0, or an errno value (EIO for an early end). */
+static int pio_all(int fd, unsigned char *p, uint64_t n, uint64_t at, int write)
 {
     while (n > 0) {
         size_t step = n > (1u << 30) ? (1u << 30) : (size_t)n;
-        ssize_t k = pwrite(fd, p, step, (off_t)at);
+        ssize_t k = write ? pwrite(fd, p, step, (off_t)at) : pread(fd, p, step, (off_t)at);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
@@ -121,20 +123,14 @@ static int pwrite_all(int fd, const unsigned char *p, uint64_t n, uint64_t at)
     return 0;
 }
 
+static int pwrite_all(int fd, const unsigned char *p, uint64_t n, uint64_t at)
+{
+    return pio_all(fd, (unsigned char *)p, n, at, 1);
+}
+
 static int pread_all(int fd, unsigned char *p, uint64_t n, uint64_t at)
 {
-    while (n > 0) {
-        size_t step = n > (1u << 30) ? (1u << 30) : (size_t)n;
-        ssize_t k = pread(fd, p, step, (off_t)at);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return k < 0 ? errno : EIO;
-        p += k;
-        at += (uint64_t)k;
-        n -= (uint64_t)k;
-    }
-    return 0;
+    return pio_all(fd, p, n, at, 0);
 }
 
 /* Bytes that differ between a and b. */

@@ -4,7 +4,6 @@
  * with one collective commit, loads it back in another decomposition and
  * verifies every byte.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -113,25 +112,6 @@ static uint64_t box_bytes(const demo_tensor *t, const int64_t *size, hfdcp_dtype
     return n * (uint64_t)(hfdcp_dtype_bits(dtype) / 8);
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
-        return -1;
-    switch (toupper((unsigned char)*end)) {
-    case 'K': v *= 1e3; end++; break;
-    case 'M': v *= 1e6; end++; break;
-    case 'G': v *= 1e9; end++; break;
-    default: break;
-    }
-    if (*end != '\0' || v > 1e18)
-        return -1;
-    *out = (uint64_t)v;
-    return 0;
-}
-
 static double now(void)
 {
     return MPI_Wtime();
@@ -164,11 +144,11 @@ int tool_demo(int argc, char **argv)
         if (strcmp(a, "--out") == 0 && ok) {
             out = v;
         } else if (strcmp(a, "--params") == 0 && ok) {
-            ok = parse_size(v, &params) == 0 && params >= 1000;
+            ok = tool_parse_size(v, 1e18, &params) == 0 && params >= 1000;
         } else if (strcmp(a, "--max-shard-bytes") == 0 && ok) {
-            ok = parse_size(v, &max_shard) == 0;
+            ok = tool_parse_size(v, 1e18, &max_shard) == 0;
         } else if ((strcmp(a, "--threads") == 0 || strcmp(a, "--thread-count") == 0) && ok) {
-            ok = parse_size(v, &threads) == 0 && threads <= 1024;
+            ok = tool_parse_size(v, 1e18, &threads) == 0 && threads <= 1024;
         } else if (strcmp(a, "--dtype") == 0 && ok) {
             if (strcmp(v, "bf16") == 0) dtype = HFDCP_BF16;
             else if (strcmp(v, "f16") == 0) dtype = HFDCP_F16;

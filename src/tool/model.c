@@ -1,9 +1,13 @@
 /*
  * model.c - the generated models shared by `hfdcp demo` and `hfdcp bench`:
- * the Llama-shaped tensor list and how a tensor is split over the ranks.
+ * the Llama-shaped tensor list, how a tensor is split over the ranks, and
+ * their sizes on the command line.
  */
+#include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "tool.h"
 
@@ -72,4 +76,24 @@ void tool_split_box(int ndim, const int64_t *shape, tool_split split, int rank, 
         tool_split_range(shape[0], rows, rank / cols, &off[0], &size[0]);
         tool_split_range(shape[1], cols, rank % cols, &off[1], &size[1]);
     }
+}
+
+int tool_parse_size(const char *s, double max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return -1;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': v *= 1e3; end++; break;
+    case 'M': v *= 1e6; end++; break;
+    case 'G': v *= 1e9; end++; break;
+    case 'T': v *= 1e12; end++; break;
+    default: break;
+    }
+    if (*end != '\0' || v > max)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
 }

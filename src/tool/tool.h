@@ -39,6 +39,10 @@ typedef int (*tool_add_tensor_fn)(void *ctx, const char *name, int ndim, int64_t
  * columns, gate/up in 2-D blocks, norms replicated. */
 int tool_llama_model(double params, tool_add_tensor_fn add, void *ctx);
 
+/* A count with an optional suffix k, M, G or T (powers of 1000) into *out:
+ * 0, or -1 when `s` is not such a number or is above `max`. */
+int tool_parse_size(const char *s, double max, uint64_t *out);
+
 /* Part `k` of `n` of [0, len): the first len % n parts are one longer. */
 void tool_split_range(int64_t len, int n, int k, int64_t *off, int64_t *size);
 
