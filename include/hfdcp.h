@@ -203,9 +203,11 @@ typedef struct {
     MPI_Info info;                /* MPI-IO hints for every file opened;
                                      MPI_INFO_NULL: hfdcp's defaults.
                                      hfdcp's own: hfdcp_aggregate =
-                                     auto|enable|disable and
+                                     auto|enable|disable,
                                      hfdcp_aggregate_buffer_size (bytes,
-                                     default 32 MiB): docs/api.md */
+                                     default 32 MiB) and, for writes,
+                                     hfdcp_long_runs = auto|collective|
+                                     independent: docs/api.md */
 } hfdcp_load_options;
 
 /*! hfdcp_load_options_init() : Local.  Sets every field to its default. */

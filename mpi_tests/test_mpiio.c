@@ -190,6 +190,16 @@ static int mid_blocks(const tarray *a, int rank, int size, tbox *out)
     return 1;
 }
 
+/* 4 * size row blocks; rank r holds blocks r, r + size, ...: its pieces
+ * interleave in the file, each one long run. */
+static int rows_round_robin(const tarray *a, int rank, int size, tbox *out)
+{
+    int grid[MAXD] = {4 * size, 1, 1, 1};
+    for (int i = 0; i < 4; i++)
+        out[i] = grid_box(a, grid, rank + i * size, byte_align(a));
+    return 4;
+}
+
 /* 3 * size column blocks; rank r holds blocks r, r + size, r + 2 * size:
  * its pieces interleave in the file. */
 static int cols_round_robin(const tarray *a, int rank, int size, tbox *out)
@@ -274,7 +284,11 @@ typedef struct {
     MPI_Info info;
     int write_rounds; /* expected rounds, or -1 to skip the check */
     int read_rounds;
+    int write_calls;  /* WRITE_INDEPENDENT or WRITE_COLLECTIVE expected;
+                       * 0: not checked */
 } topts;
+
+enum { WRITE_INDEPENDENT = 1, WRITE_COLLECTIVE = 2 };
 
 static char *array_path(const char *dir)
 {
@@ -392,9 +406,11 @@ static int check_file(MPI_Comm comm, const char *path, const tarray *a,
 }
 
 static int transfer(MPI_Comm comm, const char *path, const tarray *a,
-                    boxes_fn fn, bool write, MPI_Info info, int want_rounds)
+                    boxes_fn fn, bool write, MPI_Info info, int want_rounds,
+                    int want_calls)
 {
     int rank, size, n, rounds, bad = 0;
+    bool indep;
     tbox b[MAXBOX];
     unsigned char *mem[MAXBOX] = {0};
     int64_t mshape[MAXBOX][MAXD], mstart[MAXBOX][MAXD];
@@ -409,12 +425,17 @@ static int transfer(MPI_Comm comm, const char *path, const tarray *a,
     T_OKCALL(hfdcp__mfile_open(comm, path, write, info, &f));
     T_OKCALL(hfdcp__mfile_transfer(f, write, pieces, (size_t)n));
     rounds = hfdcp__mfile_last_rounds(f);
+    indep = hfdcp__mfile_last_independent(f);
     if (write)
         T_OKCALL(hfdcp__mfile_sync(f));
     T_OKCALL(hfdcp__mfile_close(f));
     if (want_rounds >= 0)
         T_CHECKF(rounds == want_rounds, "%d rounds, expected %d", rounds,
                  want_rounds);
+    if (want_calls != 0)
+        T_CHECKF(indep == (want_calls == WRITE_INDEPENDENT),
+                 "%s written with %s calls", write ? "long runs" : "a read",
+                 indep ? "independent" : "collective");
     for (int i = 0; i < n; i++) {
         if (!write && !bad)
             bad = check_mem(a, &b[i], mem[i], mshape[i], mstart[i], i);
@@ -443,12 +464,14 @@ static int round_trip(MPI_Comm comm, const char *dir, const tarray *a,
 
     if (!bad)
         bad = agreed(comm, transfer(comm, path, a, wfn, true, info,
-                                    o ? o->write_rounds : -1));
+                                    o ? o->write_rounds : -1,
+                                    o ? o->write_calls : 0));
     if (!bad)
         bad = check_file(comm, path, a, wfn);
     if (!bad)
         bad = agreed(comm, transfer(comm, path, a, rfn, false, info,
-                                    o ? o->read_rounds : -1));
+                                    o ? o->read_rounds : -1,
+                                    o ? WRITE_COLLECTIVE : 0));
     free(path);
     return bad;
 }
@@ -581,11 +604,11 @@ static int mpiio_should_split_interleaving_pieces_into_rounds(MPI_Comm comm,
                 .halo = {1, 1}, .seed = 11};
     /* Three interleaving column blocks each: three rounds; reading the
      * whole array twice plus an inner box: three rounds too. */
-    topts o = {MPI_INFO_NULL, 3, 3};
+    topts o = {MPI_INFO_NULL, 3, 3, 0};
     bad |= round_trip(comm, dir, &a, cols_round_robin, whole_twice_and_inner,
                       &o);
     /* Disjoint row blocks given in reverse order: one round. */
-    topts one = {MPI_INFO_NULL, 1, 3};
+    topts one = {MPI_INFO_NULL, 1, 3, 0};
     a.seed = 12;
     bad |= round_trip(comm, dir, &a, rows_two_each, cols_round_robin, &one);
     /* Sub-byte interleaving columns. */
@@ -603,7 +626,7 @@ static int mpiio_should_let_ranks_with_nothing_join(MPI_Comm comm,
 {
     tarray a = {.bits = 16, .ndim = 2, .shape = {10, 7}, .header = 3,
                 .halo = {1, 0}, .seed = 14};
-    topts o = {MPI_INFO_NULL, 1, 1};
+    topts o = {MPI_INFO_NULL, 1, 1, 0};
     T_CHECK(round_trip(comm, dir, &a, whole_on_rank0, rows_on_last_rank,
                        &o) == 0);
     /* Nobody has anything: no round at all, still a clean transfer. */
@@ -623,7 +646,7 @@ static int mpiio_should_take_many_rounds_with_tiny_cb_buffer(MPI_Comm comm,
     MPI_Info info;
     tarray a = {.bits = 8, .ndim = 2, .shape = {40, 300}, .header = 21,
                 .halo = {1, 3}, .seed = 15};
-    topts o = {MPI_INFO_NULL, -1, -1};
+    topts o = {MPI_INFO_NULL, -1, -1, 0};
     char *path = array_path(dir);
     hfdcp__mfile *f = NULL;
     char value[64];
@@ -777,7 +800,7 @@ static int mpiio_should_cap_the_bytes_a_rank_moves_in_one_round(
         uint64_t row = (uint64_t)a.shape[1] * 4, rows = (uint64_t)a.shape[0];
         uint64_t want = lim >= row ? (rows + lim / row - 1) / (lim / row)
                                    : rows * ((row + lim - 1) / lim);
-        topts o = {MPI_INFO_NULL, -1, (int)want};
+        topts o = {MPI_INFO_NULL, -1, (int)want, 0};
         bad |= round_trip(comm, dir, &a, small_and_large, whole, &o);
         if (lim > 1) {
             /* Interleaving and overlapping pieces, several arrays. */
@@ -830,7 +853,7 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
                         align - 1) / align * align;
         /* Every rank writes whole rows: the whole array moves; the
          * rounds are those of one domain. */
-        topts o = {info, (int)((dom + b - 1) / b), -1};
+        topts o = {info, (int)((dom + b - 1) / b), -1, 0};
         bad |= round_trip(comm, dir, &a, rows, cols, &o);
         o.write_rounds = -1;
         bad |= round_trip(comm, dir, &a, cols, blocks, &o);
@@ -871,7 +894,7 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
      * through the component, one when aggregated (a 32 MiB window). */
     tarray a = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
                 .seed = 230};
-    topts o = {MPI_INFO_NULL, size > 1 ? 1 : 3, -1};
+    topts o = {MPI_INFO_NULL, size > 1 ? 1 : 3, -1, 0};
     T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_aggregate", "disable");
@@ -884,7 +907,7 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
     tarray big = {.bits = 8, .ndim = 2, .shape = {2 * size, 262144},
                   .header = 3, .seed = 231};
-    topts ob = {info, 1, 1};
+    topts ob = {info, 1, 1, 0};
     T_CHECK(round_trip(comm, dir, &big, rows, rows, &ob) == 0);
 
     MPI_Info_set(info, "hfdcp_aggregate", rank == 0 ? "sometimes" : "auto");
@@ -1032,6 +1055,56 @@ static int mpiio_should_set_size_and_sync(MPI_Comm comm, const char *dir)
     return T_OK;
 }
 
+/* Writes of long runs: independent or collective as the hint
+ * hfdcp_long_runs says, bytes checked each way; "auto" is independent
+ * only on OMPIO from three ranks on a local file system; short runs are
+ * aggregated whatever the hint; a bad value is refused on every rank. */
+static int mpiio_should_write_long_runs_as_the_hint_says(MPI_Comm comm,
+                                                        const char *dir)
+{
+    const char *io = getenv("OMPI_MCA_io");
+    char version[MPI_MAX_LIBRARY_VERSION_STRING + 1] = "";
+    char *path = array_path(dir);
+    int size, rank, len;
+    MPI_Info info;
+    hfdcp__mfile *f = NULL;
+
+    MPI_Comm_size(comm, &size);
+    MPI_Comm_rank(comm, &rank);
+    MPI_Get_library_version(version, &len);
+    /* Rows of 64 KiB (long runs), the ranks' rows interleaved. */
+    tarray a = {.bits = 8, .ndim = 2, .shape = {4 * size, 65536},
+                .header = 5, .halo = {1, 3}, .seed = 240};
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "hfdcp_long_runs", "independent");
+    topts o = {info, -1, -1, WRITE_INDEPENDENT};
+    T_CHECK(round_trip(comm, dir, &a, rows_round_robin, cols, &o) == 0);
+    T_CHECK(round_trip(comm, dir, &a, whole_on_rank0, blocks, &o) == 0);
+    MPI_Info_set(info, "hfdcp_long_runs", "collective");
+    o.write_calls = WRITE_COLLECTIVE;
+    T_CHECK(round_trip(comm, dir, &a, rows_round_robin, cols, &o) == 0);
+
+    /* auto: this test runs on a local file system (CMake's build tree). */
+    MPI_Info_set(info, "hfdcp_long_runs", "auto");
+    bool ompio = strncmp(version, "Open MPI", 8) == 0 &&
+                 (io == NULL || strstr(io, "ompio") != NULL);
+    o.write_calls = ompio && size >= 3 ? WRITE_INDEPENDENT : WRITE_COLLECTIVE;
+    T_CHECK(round_trip(comm, dir, &a, rows_round_robin, cols, &o) == 0);
+    /* Short runs (columns of 2 bytes) are aggregated, not independent. */
+    MPI_Info_set(info, "hfdcp_long_runs", "independent");
+    tarray c = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
+                .seed = 241};
+    topts oc = {info, size > 1 ? 1 : 3, -1, WRITE_COLLECTIVE};
+    T_CHECK(round_trip(comm, dir, &c, cols_round_robin, rows, &oc) == 0);
+
+    MPI_Info_set(info, "hfdcp_long_runs", rank == 0 ? "both" : "auto");
+    T_STATUS(hfdcp__mfile_open(comm, path, true, info, &f), HFDCP_ERR_ARG,
+             "hfdcp_long_runs=both");
+    MPI_Info_free(&info);
+    free(path);
+    return T_OK;
+}
+
 /* Under OMPI_MCA_io=romio321 (the ROMIO run of this test), reads must be
  * collective: the OMPIO bug workaround must not kick in. */
 static int mpiio_should_read_collectively_unless_ompio_is_buggy(
@@ -1083,6 +1156,7 @@ static const hfdcp_test_case cases[] = {
     {"mpiio_should_cap_the_bytes_a_rank_moves_in_one_round", mpiio_should_cap_the_bytes_a_rank_moves_in_one_round, 1},
     {"mpiio_should_aggregate_runs_itself", mpiio_should_aggregate_runs_itself, 1},
     {"mpiio_should_choose_aggregation_by_run_length", mpiio_should_choose_aggregation_by_run_length, 1},
+    {"mpiio_should_write_long_runs_as_the_hint_says", mpiio_should_write_long_runs_as_the_hint_says, 1},
     {"mpiio_should_move_a_scalar", mpiio_should_move_a_scalar, 1},
     {"mpiio_should_report_a_missing_file_on_every_rank", mpiio_should_report_a_missing_file_on_every_rank, 1},
     {"mpiio_should_report_a_short_read_on_every_rank", mpiio_should_report_a_short_read_on_every_rank, 1},

@@ -520,6 +520,10 @@ int hfdcp__mfile_last_rounds(const hfdcp__mfile *f);
  * avoid a known MPI-IO bug (see mpiio.c), for tests and diagnostics. */
 bool hfdcp__mfile_collective_reads(const hfdcp__mfile *f);
 
+/* Whether the last transfer on `f` was written with independent calls
+ * (long runs: the hint hfdcp_long_runs, "Long runs" in mpiio.c). */
+bool hfdcp__mfile_last_independent(const hfdcp__mfile *f);
+
 /* Test hook: the largest count given to one MPI datatype constructor
  * (bytes of a contiguous run, elements of a vector), and the block size a
  * larger count is split into (a vector of blocks plus a remainder).
