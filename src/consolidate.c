@@ -802,14 +802,14 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
         hfdcp_consolidate_options_init(&defaults);
         opts = &defaults;
     }
-    if ((mpi_rc = MPI_Comm_dup(comm, &dup)) != MPI_SUCCESS)
-        return hfdcp__mpi_error(mpi_rc, "hfdcp_consolidate: MPI_Comm_dup");
+    rc = hfdcp__comm_dup(comm, "hfdcp_consolidate", &dup);
+    if (dup == MPI_COMM_NULL)
+        return rc;
     J.comm = dup;
     J.o = opts;
-    if ((mpi_rc = MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN)) !=
-            MPI_SUCCESS ||
-        (mpi_rc = MPI_Comm_rank(dup, &J.rank)) != MPI_SUCCESS ||
-        (mpi_rc = MPI_Comm_size(dup, &J.size)) != MPI_SUCCESS)
+    if (rc == HFDCP_OK &&
+        ((mpi_rc = MPI_Comm_rank(dup, &J.rank)) != MPI_SUCCESS ||
+         (mpi_rc = MPI_Comm_size(dup, &J.size)) != MPI_SUCCESS))
         rc = hfdcp__mpi_error(mpi_rc, "hfdcp_consolidate");
     if (rc == HFDCP_OK)
         rc = check_args(input_dir, output_dir, opts);

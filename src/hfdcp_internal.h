@@ -65,6 +65,14 @@ void hfdcp__error_clear(void);
  * rank calls it.  Errors of the agreement itself become HFDCP_ERR_MPI. */
 int hfdcp__agree(MPI_Comm comm, int local_status);
 
+/* Collective on `comm`.  The library's own communicator: a duplicate of
+ * `comm` whose errors come back as codes (MPI_ERRORS_RETURN).  `who`
+ * names the caller in messages.  When the duplicate fails, *out is
+ * MPI_COMM_NULL and the status is not agreed (there is nothing to agree
+ * on); when only the error handler fails, *out is the duplicate and the
+ * caller agrees on the status and frees it. */
+int hfdcp__comm_dup(MPI_Comm comm, const char *who, MPI_Comm *out);
+
 /* Pass a status up. */
 #define HFDCP_TRY(expr)                                                      \
     do {                                                                     \

@@ -80,18 +80,15 @@ int hfdcp_reader_open(MPI_Comm comm, const char *path,
         opts = &defaults;
     }
     /* Our own communicator, whose errors come back as codes. */
-    if ((mpi_rc = MPI_Comm_dup(comm, &dup)) != MPI_SUCCESS)
-        return hfdcp__mpi_error(mpi_rc, "hfdcp_reader_open: MPI_Comm_dup");
-    mpi_rc = MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
-    if (mpi_rc != MPI_SUCCESS)
-        rc = hfdcp__mpi_error(mpi_rc, "hfdcp_reader_open: "
-                                      "MPI_Comm_set_errhandler");
-    else if (path == NULL || out == NULL)
+    rc = hfdcp__comm_dup(comm, "hfdcp_reader_open", &dup);
+    if (dup == MPI_COMM_NULL)
+        return rc;
+    if (rc == HFDCP_OK && (path == NULL || out == NULL))
         rc = hfdcp__error(HFDCP_ERR_ARG, "hfdcp_reader_open: NULL %s",
                           path == NULL ? "path" : "output pointer");
-    else if ((r = calloc(1, sizeof *r)) == NULL)
+    else if (rc == HFDCP_OK && (r = calloc(1, sizeof *r)) == NULL)
         rc = hfdcp__nomem("a reader");
-    else {
+    else if (rc == HFDCP_OK) {
         r->comm = dup;
         r->info = MPI_INFO_NULL;
         if (opts->info != MPI_INFO_NULL &&

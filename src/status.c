@@ -114,6 +114,21 @@ int hfdcp__nomem(const char *what)
     return hfdcp__error(HFDCP_ERR_NOMEM, "out of memory allocating %s", what);
 }
 
+int hfdcp__comm_dup(MPI_Comm comm, const char *who, MPI_Comm *out)
+{
+    int mpi_rc;
+
+    *out = MPI_COMM_NULL;
+    if ((mpi_rc = MPI_Comm_dup(comm, out)) != MPI_SUCCESS) {
+        *out = MPI_COMM_NULL;
+        return hfdcp__mpi_error(mpi_rc, "%s: MPI_Comm_dup", who);
+    }
+    if ((mpi_rc = MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN)) !=
+        MPI_SUCCESS)
+        return hfdcp__mpi_error(mpi_rc, "%s: MPI_Comm_set_errhandler", who);
+    return HFDCP_OK;
+}
+
 /*
  * Agreement: one MPI_Allreduce finds the lowest failing rank (or size when
  * none failed); that rank then broadcasts its status and message.  Two

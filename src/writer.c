@@ -254,12 +254,9 @@ int hfdcp_writer_open(MPI_Comm comm, const char *path,
         opts = &defaults;
     }
     /* The duplicate first: from here on every failure is agreed on it. */
-    if ((mpi_rc = MPI_Comm_dup(comm, &dup)) != MPI_SUCCESS)
-        return hfdcp__mpi_error(mpi_rc, "hfdcp_writer_open: MPI_Comm_dup");
-    if ((mpi_rc = MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN)) !=
-        MPI_SUCCESS)
-        rc = hfdcp__mpi_error(mpi_rc, "hfdcp_writer_open: "
-                              "MPI_Comm_set_errhandler");
+    rc = hfdcp__comm_dup(comm, "hfdcp_writer_open", &dup);
+    if (dup == MPI_COMM_NULL)
+        return rc;
     if ((w = calloc(1, sizeof *w)) == NULL) {
         rc = hfdcp__agree(dup, hfdcp__nomem("a writer"));
         MPI_Comm_free(&dup);
