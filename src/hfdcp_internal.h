@@ -121,9 +121,11 @@ bool hfdcp__add_u64(uint64_t a, uint64_t b, uint64_t *out);
 int hfdcp__tensor_bytes(hfdcp_dtype dtype, int ndim, const int64_t *shape,
                         const char *what, uint64_t *out);
 
-/* Makes room for one more element in a growable array: when *count ==
- * *cap, doubles the capacity (first 64) of *array, elements of `elem`
- * bytes.  HFDCP_ERR_NOMEM naming `what` on failure (the array is kept). */
+/* Makes room for element `count` (0-based) in a growable array: when
+ * count >= *cap, doubles the capacity of *array (first 64) until it holds
+ * it; elements of `elem` bytes.  Pushing one element is count == the
+ * number held.  HFDCP_ERR_NOMEM naming `what` on failure (the array is
+ * kept). */
 int hfdcp__grow(void *array, size_t *cap, size_t count, size_t elem,
                 const char *what);
 

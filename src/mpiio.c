@@ -1368,14 +1368,14 @@ typedef struct {
     runlist mine;                   /* this rank's runs, by aggregator */
     int *scount, *rcount, *sdisp, *rdisp, *ones_s, *ones_r, *zeros;
     uint64_t *rmeta;                /* runs received, by source */
-    size_t rmeta_cap;
+    size_t rmeta_cap;               /* in uint64_t */
     MPI_Datatype *stype, *rtype;
     int *lens;
     MPI_Aint *disp;
-    size_t lens_cap;
+    size_t lens_cap, disp_cap;
     npiece *segs;
     npiece **segp;
-    size_t segs_cap;
+    size_t segs_cap, segp_cap;
 } aggr;
 
 /* Window r of aggregator a: [*w0, *w1), empty when *w0 >= *w1. */
@@ -1394,20 +1394,16 @@ static void window(const aggr *g, int a, int r, uint64_t lo, uint64_t hi,
     *w1 = e > s ? e : s;
 }
 
+/* Room for the lengths and displacements of `n` runs. */
 static int grow_scratch(aggr *g, size_t n)
 {
-    if (n <= g->lens_cap)
+    const char *what = "the datatypes of an aggregated transfer";
+
+    if (n == 0)
         return HFDCP_OK;
-    int *l = realloc(g->lens, n * sizeof *l);
-    if (l == NULL)
-        return hfdcp__nomem("the datatypes of an aggregated transfer");
-    g->lens = l;
-    MPI_Aint *d = realloc(g->disp, n * sizeof *d);
-    if (d == NULL)
-        return hfdcp__nomem("the datatypes of an aggregated transfer");
-    g->disp = d;
-    g->lens_cap = n;
-    return HFDCP_OK;
+    HFDCP_TRY(hfdcp__grow(&g->lens, &g->lens_cap, n - 1, sizeof *g->lens,
+                          what));
+    return hfdcp__grow(&g->disp, &g->disp_cap, n - 1, sizeof *g->disp, what);
 }
 
 /* The union of the received runs in window [w0, w1): pieces on g->buf for
@@ -1420,17 +1416,10 @@ static int coverage(aggr *g, size_t nr, uint64_t w0, size_t *nseg)
     if (nr == 0)
         return HFDCP_OK;
     qsort(g->rmeta, nr, 2 * sizeof *g->rmeta, cmp_run);
-    if (nr > g->segs_cap) {
-        npiece *s = realloc(g->segs, nr * sizeof *s);
-        if (s == NULL)
-            return hfdcp__nomem("the ranges of an aggregated transfer");
-        g->segs = s;
-        npiece **p = realloc(g->segp, nr * sizeof *p);
-        if (p == NULL)
-            return hfdcp__nomem("the ranges of an aggregated transfer");
-        g->segp = p;
-        g->segs_cap = nr;
-    }
+    HFDCP_TRY(hfdcp__grow(&g->segs, &g->segs_cap, nr - 1, sizeof *g->segs,
+                          "the ranges of an aggregated transfer"));
+    HFDCP_TRY(hfdcp__grow(&g->segp, &g->segp_cap, nr - 1, sizeof *g->segp,
+                          "the ranges of an aggregated transfer"));
     for (size_t i = 0; i < nr; i++) {
         uint64_t off = g->rmeta[2 * i], end = off + g->rmeta[2 * i + 1];
         if (n > 0 && off <= g->segs[n - 1].fend) {
@@ -1529,15 +1518,10 @@ static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
         g->scount[a] *= 2;
         g->rcount[a] *= 2;
     }
-    if (nr > g->rmeta_cap) {
-        uint64_t *m2 = realloc(g->rmeta, nr * 2 * sizeof *m2);
-        if (m2 == NULL)
-            rc = hfdcp__nomem("the runs of an aggregated transfer");
-        else {
-            g->rmeta = m2;
-            g->rmeta_cap = nr;
-        }
-    }
+    if (nr > 0)
+        rc = hfdcp__grow(&g->rmeta, &g->rmeta_cap, 2 * nr - 1,
+                         sizeof *g->rmeta,
+                         "the runs of an aggregated transfer");
     if (rc == HFDCP_OK &&
         (mpi_rc = MPI_Alltoallv(g->mine.meta, g->scount, g->sdisp,
                                 MPI_UINT64_T, g->rmeta, g->rcount, g->rdisp,
@@ -1778,7 +1762,6 @@ int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
     for (size_t i = 0; i < m; i++)
         sorted[i] = &ps.v[i];
     qsort(sorted, m, sizeof *sorted, cmp_npiece);
-    HFDCP_CHECK(assign_rounds(sorted, m, lim, &nrounds));
     if (!write && m > 0)
         HFDCP_CHECK(check_size(f, sorted, m));
 
@@ -1794,6 +1777,9 @@ cleanup:
         /* the same on every rank: avg_run is global from two ranks */
         indep = write && f->independent_long && avg_run >= AGG_RUN_THRESHOLD;
     }
+    /* The component's rounds, only now that the transfer is not
+     * aggregated; a failure is agreed after the rounds are. */
+    rc = assign_rounds(sorted, m, lim, &nrounds);
     mpi_rc = MPI_Allreduce(&nrounds, &all_rounds, 1, MPI_INT, MPI_MAX,
                            f->comm);
     if (mpi_rc != MPI_SUCCESS)

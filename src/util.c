@@ -60,8 +60,10 @@ int hfdcp__grow(void *array, size_t *cap, size_t count, size_t elem,
     /* `array` points at a typed pointer (T **): read and write it with
      * memcpy rather than through a void ** lvalue (strict aliasing). */
     memcpy(&old, array, sizeof old);
-    n = *cap ? *cap * 2 : 64;
-    if (n < *cap || n > SIZE_MAX / elem || (v = realloc(old, n * elem)) == NULL)
+    for (n = *cap ? *cap : 64; n <= count; n *= 2)
+        if (n > SIZE_MAX / 2)
+            return hfdcp__nomem(what);
+    if (n > SIZE_MAX / elem || (v = realloc(old, n * elem)) == NULL)
         return hfdcp__nomem(what);
     memcpy(array, &v, sizeof v);
     *cap = n;
