@@ -205,9 +205,11 @@ typedef struct {
                                      hfdcp's own: hfdcp_aggregate =
                                      auto|enable|disable,
                                      hfdcp_aggregate_buffer_size (bytes,
-                                     default 32 MiB) and, for writes,
+                                     default 32 MiB), for writes
                                      hfdcp_long_runs = auto|collective|
-                                     independent: docs/api.md */
+                                     independent, for reads
+                                     hfdcp_sieve_reads = auto|enable|
+                                     disable: docs/api.md */
 } hfdcp_load_options;
 
 /*! hfdcp_load_options_init() : Local.  Sets every field to its default. */

@@ -286,7 +286,11 @@ typedef struct {
     int read_rounds;
     int write_calls;  /* WRITE_INDEPENDENT or WRITE_COLLECTIVE expected;
                        * 0: not checked */
+    int read_sieved;  /* READ_SIEVED or READ_NOT_SIEVED expected; 0: not
+                       * checked */
 } topts;
+
+enum { READ_SIEVED = 1, READ_NOT_SIEVED = 2 };
 
 enum { WRITE_INDEPENDENT = 1, WRITE_COLLECTIVE = 2 };
 
@@ -407,10 +411,10 @@ static int check_file(MPI_Comm comm, const char *path, const tarray *a,
 
 static int transfer(MPI_Comm comm, const char *path, const tarray *a,
                     boxes_fn fn, bool write, MPI_Info info, int want_rounds,
-                    int want_calls)
+                    int want_calls, int want_sieved)
 {
     int rank, size, n, rounds, bad = 0;
-    bool indep;
+    bool indep, sieved;
     tbox b[MAXBOX];
     unsigned char *mem[MAXBOX] = {0};
     int64_t mshape[MAXBOX][MAXD], mstart[MAXBOX][MAXD];
@@ -426,6 +430,7 @@ static int transfer(MPI_Comm comm, const char *path, const tarray *a,
     T_OKCALL(hfdcp__mfile_transfer(f, write, pieces, (size_t)n));
     rounds = hfdcp__mfile_last_rounds(f);
     indep = hfdcp__mfile_last_independent(f);
+    sieved = hfdcp__mfile_last_sieved(f);
     if (write)
         T_OKCALL(hfdcp__mfile_sync(f));
     T_OKCALL(hfdcp__mfile_close(f));
@@ -436,6 +441,10 @@ static int transfer(MPI_Comm comm, const char *path, const tarray *a,
         T_CHECKF(indep == (want_calls == WRITE_INDEPENDENT),
                  "%s written with %s calls", write ? "long runs" : "a read",
                  indep ? "independent" : "collective");
+    if (want_sieved != 0)
+        T_CHECKF(sieved == (want_sieved == READ_SIEVED), "%s %s",
+                 write ? "a write" : "a read",
+                 sieved ? "sieved" : "not sieved");
     for (int i = 0; i < n; i++) {
         if (!write && !bad)
             bad = check_mem(a, &b[i], mem[i], mshape[i], mstart[i], i);
@@ -465,13 +474,15 @@ static int round_trip(MPI_Comm comm, const char *dir, const tarray *a,
     if (!bad)
         bad = agreed(comm, transfer(comm, path, a, wfn, true, info,
                                     o ? o->write_rounds : -1,
-                                    o ? o->write_calls : 0));
+                                    o ? o->write_calls : 0,
+                                    o ? READ_NOT_SIEVED : 0));
     if (!bad)
         bad = check_file(comm, path, a, wfn);
     if (!bad)
         bad = agreed(comm, transfer(comm, path, a, rfn, false, info,
                                     o ? o->read_rounds : -1,
-                                    o ? WRITE_COLLECTIVE : 0));
+                                    o ? WRITE_COLLECTIVE : 0,
+                                    o ? o->read_sieved : 0));
     free(path);
     return bad;
 }
@@ -604,11 +615,11 @@ static int mpiio_should_split_interleaving_pieces_into_rounds(MPI_Comm comm,
                 .halo = {1, 1}, .seed = 11};
     /* Three interleaving column blocks each: three rounds; reading the
      * whole array twice plus an inner box: three rounds too. */
-    topts o = {MPI_INFO_NULL, 3, 3, 0};
+    topts o = {MPI_INFO_NULL, 3, 3, 0, 0};
     bad |= round_trip(comm, dir, &a, cols_round_robin, whole_twice_and_inner,
                       &o);
     /* Disjoint row blocks given in reverse order: one round. */
-    topts one = {MPI_INFO_NULL, 1, 3, 0};
+    topts one = {MPI_INFO_NULL, 1, 3, 0, 0};
     a.seed = 12;
     bad |= round_trip(comm, dir, &a, rows_two_each, cols_round_robin, &one);
     /* Sub-byte interleaving columns. */
@@ -626,9 +637,16 @@ static int mpiio_should_let_ranks_with_nothing_join(MPI_Comm comm,
 {
     tarray a = {.bits = 16, .ndim = 2, .shape = {10, 7}, .header = 3,
                 .halo = {1, 0}, .seed = 14};
-    topts o = {MPI_INFO_NULL, 1, 1, 0};
-    T_CHECK(round_trip(comm, dir, &a, whole_on_rank0, rows_on_last_rank,
-                       &o) == 0);
+    MPI_Info info;
+    /* Not sieved: the read, too, is a collective round where ranks with
+     * nothing take part. */
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "hfdcp_sieve_reads", "disable");
+    topts o = {info, 1, 1, 0, 0};
+    int bad = round_trip(comm, dir, &a, whole_on_rank0, rows_on_last_rank,
+                         &o);
+    MPI_Info_free(&info);
+    T_CHECK(bad == 0);
     /* Nobody has anything: no round at all, still a clean transfer. */
     char *path = array_path(dir);
     hfdcp__mfile *f = NULL;
@@ -646,7 +664,7 @@ static int mpiio_should_take_many_rounds_with_tiny_cb_buffer(MPI_Comm comm,
     MPI_Info info;
     tarray a = {.bits = 8, .ndim = 2, .shape = {40, 300}, .header = 21,
                 .halo = {1, 3}, .seed = 15};
-    topts o = {MPI_INFO_NULL, -1, -1, 0};
+    topts o = {MPI_INFO_NULL, -1, -1, 0, 0};
     char *path = array_path(dir);
     hfdcp__mfile *f = NULL;
     char value[64];
@@ -800,7 +818,7 @@ static int mpiio_should_cap_the_bytes_a_rank_moves_in_one_round(
         uint64_t row = (uint64_t)a.shape[1] * 4, rows = (uint64_t)a.shape[0];
         uint64_t want = lim >= row ? (rows + lim / row - 1) / (lim / row)
                                    : rows * ((row + lim - 1) / lim);
-        topts o = {MPI_INFO_NULL, -1, (int)want, 0};
+        topts o = {MPI_INFO_NULL, -1, (int)want, 0, 0};
         bad |= round_trip(comm, dir, &a, small_and_large, whole, &o);
         if (lim > 1) {
             /* Interleaving and overlapping pieces, several arrays. */
@@ -842,6 +860,7 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
     MPI_Comm_size(comm, &size);
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_aggregate", "enable");
+    MPI_Info_set(info, "hfdcp_sieve_reads", "disable"); /* below */
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0] && !bad; i++) {
         uint64_t b = strtoull(buffers[i], NULL, 10);
         MPI_Info_set(info, "hfdcp_aggregate_buffer_size", buffers[i]);
@@ -853,7 +872,7 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
                         align - 1) / align * align;
         /* Every rank writes whole rows: the whole array moves; the
          * rounds are those of one domain. */
-        topts o = {info, (int)((dom + b - 1) / b), -1, 0};
+        topts o = {info, (int)((dom + b - 1) / b), -1, 0, 0};
         bad |= round_trip(comm, dir, &a, rows, cols, &o);
         o.write_rounds = -1;
         bad |= round_trip(comm, dir, &a, cols, blocks, &o);
@@ -877,6 +896,82 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
     return T_OK;
 }
 
+/* Reads of short runs by sieving: every rank reads the spans of its runs
+ * and copies them out, whatever the layouts, buffer sizes and overlaps;
+ * "auto" sieves where each rank's spans are at most twice its bytes and
+ * aggregates elsewhere; "disable" never sieves; a bad value is refused on
+ * every rank. */
+static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
+                                                    const char *dir)
+{
+    static const char *buffers[] = {"5", "64", "33554432"};
+    char *path = array_path(dir);
+    int size, rank, bad = 0;
+    MPI_Info info;
+    hfdcp__mfile *f = NULL;
+
+    MPI_Comm_size(comm, &size);
+    MPI_Comm_rank(comm, &rank);
+    MPI_Info_create(&info);
+    /* "enable" (with aggregation forced, so that one rank sieves too):
+     * every read is sieved, whatever its density. */
+    MPI_Info_set(info, "hfdcp_aggregate", "enable");
+    MPI_Info_set(info, "hfdcp_sieve_reads", "enable");
+    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0] && !bad; i++) {
+        MPI_Info_set(info, "hfdcp_aggregate_buffer_size", buffers[i]);
+        topts o = {info, -1, 0, 0, READ_SIEVED};
+        tarray a = {.bits = 32, .ndim = 2, .shape = {12, 10}, .header = 13,
+                    .halo = {1, 2}, .seed = 250 + i};
+        bad |= round_trip(comm, dir, &a, rows, cols, &o);
+        bad |= round_trip(comm, dir, &a, cols, blocks, &o);
+        bad |= round_trip(comm, dir, &a, cols_round_robin,
+                          whole_twice_and_inner, &o);
+        tarray c = {.bits = 16, .ndim = 3, .shape = {6, 5, 7}, .header = 7,
+                    .halo = {1, 0, 3}, .seed = 260 + i};
+        bad |= round_trip(comm, dir, &c, mid_blocks, random_boxes, &o);
+        bad |= round_trip(comm, dir, &c, rows_on_last_rank, mid_blocks, &o);
+        tarray f4 = {.bits = 4, .ndim = 2, .shape = {5, 12 * size},
+                     .header = 2, .halo = {0, 2}, .seed = 270 + i};
+        bad |= round_trip(comm, dir, &f4, cols_round_robin,
+                          whole_twice_and_inner, &o);
+        if (bad)
+            hfdcp_test_fail(__FILE__, __LINE__, "with a buffer of %s bytes",
+                            buffers[i]);
+    }
+    T_CHECK(bad == 0);
+
+    /* "auto" (this test runs on a local file system, CMake's build tree):
+     * columns of 2 bytes read by columns are sieved on two ranks (spans
+     * twice the bytes), aggregated from three; blocks are sieved (a
+     * 2 x 2 grid on four ranks, row blocks on two and three); one rank
+     * never aggregates, so never sieves. */
+    MPI_Info_set(info, "hfdcp_aggregate", "auto");
+    MPI_Info_set(info, "hfdcp_sieve_reads", "auto");
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
+    tarray d = {.bits = 16, .ndim = 2, .shape = {64, 2 * size}, .header = 3,
+                .halo = {1, 1}, .seed = 280};
+    topts oa = {info, -1, -1, 0, size == 2 ? READ_SIEVED : READ_NOT_SIEVED};
+    T_CHECK(round_trip(comm, dir, &d, rows, cols, &oa) == 0);
+    tarray e = {.bits = 16, .ndim = 2, .shape = {64, 4}, .header = 3,
+                .halo = {0, 1}, .seed = 281};
+    oa.read_sieved = size > 1 ? READ_SIEVED : READ_NOT_SIEVED;
+    T_CHECK(round_trip(comm, dir, &e, rows, blocks, &oa) == 0);
+    /* "disable": aggregated (one round: 260 bytes in 4 KiB windows). */
+    MPI_Info_set(info, "hfdcp_sieve_reads", "disable");
+    topts od = {info, -1, size > 1 ? 1 : -1, 0, READ_NOT_SIEVED};
+    T_CHECK(round_trip(comm, dir, &d, rows, cols, &od) == 0);
+    /* a disagreement: "disable" wins */
+    MPI_Info_set(info, "hfdcp_sieve_reads", rank == 0 ? "disable" : "enable");
+    T_CHECK(round_trip(comm, dir, &d, rows, cols, &od) == 0);
+
+    MPI_Info_set(info, "hfdcp_sieve_reads", rank == 0 ? "maybe" : "auto");
+    T_STATUS(hfdcp__mfile_open(comm, path, false, info, &f), HFDCP_ERR_ARG,
+             "hfdcp_sieve_reads=maybe");
+    MPI_Info_free(&info);
+    free(path);
+    return T_OK;
+}
+
 /* The default ("auto") aggregates short runs on two ranks or more and
  * leaves long runs to the MPI-IO component; "disable" never aggregates;
  * a bad value is refused on every rank. */
@@ -894,7 +989,7 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
      * through the component, one when aggregated (a 32 MiB window). */
     tarray a = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
                 .seed = 230};
-    topts o = {MPI_INFO_NULL, size > 1 ? 1 : 3, -1, 0};
+    topts o = {MPI_INFO_NULL, size > 1 ? 1 : 3, -1, 0, 0};
     T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_aggregate", "disable");
@@ -907,7 +1002,7 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
     tarray big = {.bits = 8, .ndim = 2, .shape = {2 * size, 262144},
                   .header = 3, .seed = 231};
-    topts ob = {info, 1, 1, 0};
+    topts ob = {info, 1, 1, 0, 0};
     T_CHECK(round_trip(comm, dir, &big, rows, rows, &ob) == 0);
 
     MPI_Info_set(info, "hfdcp_aggregate", rank == 0 ? "sometimes" : "auto");
@@ -1077,7 +1172,7 @@ static int mpiio_should_write_long_runs_as_the_hint_says(MPI_Comm comm,
                 .header = 5, .halo = {1, 3}, .seed = 240};
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_long_runs", "independent");
-    topts o = {info, -1, -1, WRITE_INDEPENDENT};
+    topts o = {info, -1, -1, WRITE_INDEPENDENT, 0};
     T_CHECK(round_trip(comm, dir, &a, rows_round_robin, cols, &o) == 0);
     T_CHECK(round_trip(comm, dir, &a, whole_on_rank0, blocks, &o) == 0);
     MPI_Info_set(info, "hfdcp_long_runs", "collective");
@@ -1094,7 +1189,7 @@ static int mpiio_should_write_long_runs_as_the_hint_says(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_long_runs", "independent");
     tarray c = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
                 .seed = 241};
-    topts oc = {info, size > 1 ? 1 : 3, -1, WRITE_COLLECTIVE};
+    topts oc = {info, size > 1 ? 1 : 3, -1, WRITE_COLLECTIVE, 0};
     T_CHECK(round_trip(comm, dir, &c, cols_round_robin, rows, &oc) == 0);
 
     MPI_Info_set(info, "hfdcp_long_runs", rank == 0 ? "both" : "auto");
@@ -1155,6 +1250,7 @@ static const hfdcp_test_case cases[] = {
     {"mpiio_should_split_large_counts_into_blocks", mpiio_should_split_large_counts_into_blocks, 1},
     {"mpiio_should_cap_the_bytes_a_rank_moves_in_one_round", mpiio_should_cap_the_bytes_a_rank_moves_in_one_round, 1},
     {"mpiio_should_aggregate_runs_itself", mpiio_should_aggregate_runs_itself, 1},
+    {"mpiio_should_sieve_reads_as_the_hint_says", mpiio_should_sieve_reads_as_the_hint_says, 1},
     {"mpiio_should_choose_aggregation_by_run_length", mpiio_should_choose_aggregation_by_run_length, 1},
     {"mpiio_should_write_long_runs_as_the_hint_says", mpiio_should_write_long_runs_as_the_hint_says, 1},
     {"mpiio_should_move_a_scalar", mpiio_should_move_a_scalar, 1},

@@ -534,6 +534,11 @@ bool hfdcp__mfile_collective_reads(const hfdcp__mfile *f);
  * (long runs: the hint hfdcp_long_runs, "Long runs" in mpiio.c). */
 bool hfdcp__mfile_last_independent(const hfdcp__mfile *f);
 
+/* Whether the last transfer on `f` was read by sieving (every rank reading
+ * the spans of its own runs; the hint hfdcp_sieve_reads, "Sieving reads"
+ * in mpiio.c).  Its rounds are then 0. */
+bool hfdcp__mfile_last_sieved(const hfdcp__mfile *f);
+
 /* Test hook: the largest count given to one MPI datatype constructor
  * (bytes of a contiguous run, elements of a vector), and the block size a
  * larger count is split into (a vector of blocks plus a remainder).
