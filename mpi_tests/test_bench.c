@@ -60,16 +60,16 @@ static const char *const layouts[] = {"rows", "cols", "blocks", "replicated", "l
 
 /* Every check the quick mode makes, per layout (HDF5 only when built). */
 static const char *const checks[] = {
-    "plain_fpp_read_cold", "plain_fpp_read_warm", "plain_shared_read_cold",
-    "hfdcp_save_format", "hfdcp_load_cold", "hfdcp_load_warm", "hfdcp_load_resharded_cold",
+    "plain_fpp_read_cold", "plain_fpp_read_warm", "plain_fpp_read_cold_late",
+    "plain_shared_read_cold", "plain_shared_read_cold_late", "hfdcp_save_format", "hfdcp_load_cold", "hfdcp_load_warm", "hfdcp_load_resharded_cold",
     "hfdcp_load_fewer_ranks_cold", "sharded_save_files", "consolidated_files",
     "consolidated_format", "consolidated_same_bytes_as_direct_save", "naive_file",
     "naive_format"};
 
 /* Every measurement, per layout, in the CSV. */
 static const char *const measures[] = {
-    "plain_fpp_write", "plain_fpp_read_cold", "plain_fpp_read_warm", "plain_shared_write",
-    "plain_shared_read_cold", "hfdcp_save", "hfdcp_load_cold", "hfdcp_load_warm",
+    "plain_fpp_write", "plain_fpp_read_cold", "plain_fpp_read_warm", "plain_fpp_read_cold_late",
+    "plain_shared_write", "plain_shared_read_cold", "plain_shared_read_cold_late", "hfdcp_save", "hfdcp_load_cold", "hfdcp_load_warm",
     "hfdcp_load_resharded_cold", "hfdcp_load_fewer_ranks_cold", "hfdcp_plan", "sharded_save",
     "consolidate", "sharded_consolidate_total", "naive_gather_write"};
 

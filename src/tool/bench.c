@@ -448,6 +448,12 @@ static void print_table(const bench_ctx *c, int reps)
            pr > 0 ? bw("hfdcp_load_resharded_cold") / pr : 0, 0.9, "x");
     target("cold load on half the ranks / plain read",
            pr > 0 ? bw("hfdcp_load_fewer_ranks_cold") / pr : 0, 0.9, "x");
+    /* The later cold loads against the plain read made as late. */
+    double prl = best("plain_fpp_read_cold_late", "plain_shared_read_cold_late");
+    target("resharded cold load / late plain read",
+           prl > 0 ? bw("hfdcp_load_resharded_cold") / prl : 0, 0.9, "x");
+    target("cold load on half the ranks / late plain read",
+           prl > 0 ? bw("hfdcp_load_fewer_ranks_cold") / prl : 0, 0.9, "x");
     double ps;
     uint64_t pb;
     int64_t pm, pm0;
