@@ -260,10 +260,9 @@ int bench_plain(const bench_ctx *c, int shared)
     snprintf(what, sizeof what, "%s_write", tag);
     bench_record(c, what, &r);
 
-    /* Read it back cold, then (one file per rank) warm, then cold again:
-     * hfdcp's later cold loads come as late after its save, when the
-     * host's cache of the disk may have dropped what the first cold read
-     * found there. */
+    /* Read it back cold, then (one file per rank) warm, then cold again,
+     * as late after the write as hfdcp's later cold loads (resharded, on
+     * fewer ranks) come after its save: the reference for those. */
     static const char *const passes[] = {"cold", "warm", "cold_late"};
     for (int p = 0; p < 3; p++) {
         int warm = p == 1;
