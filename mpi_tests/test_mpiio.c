@@ -851,6 +851,35 @@ static int mpiio_should_cap_the_bytes_a_rank_moves_in_one_round(
  * few bytes, so that runs are cut at window and domain edges, ranks own
  * domains of every size (some empty) and transfers take many rounds; the
  * same round trips as above, bytes and halos checked. */
+/* Round trips of short runs through hfdcp's own paths: the 12 x 10
+ * array `a` with `o` (its write rounds checked on the first trip only),
+ * then 3-D and 4-bit arrays (seeds from `seed`) in layouts that
+ * interleave, overlap and leave ranks empty.  Agreed verdict. */
+static int short_run_round_trips(MPI_Comm comm, const char *dir,
+                                 const tarray *a, const topts *o,
+                                 uint64_t seed)
+{
+    topts rest = *o;
+    int size, bad;
+
+    MPI_Comm_size(comm, &size);
+    bad = round_trip(comm, dir, a, rows, cols, o);
+    rest.write_rounds = -1;
+    bad |= round_trip(comm, dir, a, cols, blocks, &rest);
+    bad |= round_trip(comm, dir, a, cols_round_robin, whole_twice_and_inner,
+                      &rest);
+    tarray c = {.bits = 16, .ndim = 3, .shape = {6, 5, 7}, .header = 7,
+                .halo = {1, 0, 3}, .seed = seed};
+    bad |= round_trip(comm, dir, &c, mid_blocks, random_boxes, &rest);
+    bad |= round_trip(comm, dir, &c, whole_on_rank0, mid_blocks, &rest);
+    bad |= round_trip(comm, dir, &c, rows_on_last_rank, blocks, &rest);
+    tarray f4 = {.bits = 4, .ndim = 2, .shape = {5, 12 * size},
+                 .header = 2, .halo = {0, 2}, .seed = seed + 10};
+    bad |= round_trip(comm, dir, &f4, cols_round_robin,
+                      whole_twice_and_inner, &rest);
+    return bad;
+}
+
 static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
 {
     static const char *buffers[] = {"5", "64", "33554432"};
@@ -873,20 +902,7 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
         /* Every rank writes whole rows: the whole array moves; the
          * rounds are those of one domain. */
         topts o = {info, (int)((dom + b - 1) / b), -1, 0, 0};
-        bad |= round_trip(comm, dir, &a, rows, cols, &o);
-        o.write_rounds = -1;
-        bad |= round_trip(comm, dir, &a, cols, blocks, &o);
-        bad |= round_trip(comm, dir, &a, cols_round_robin,
-                          whole_twice_and_inner, &o);
-        tarray c = {.bits = 16, .ndim = 3, .shape = {6, 5, 7}, .header = 7,
-                    .halo = {1, 0, 3}, .seed = 210 + i};
-        bad |= round_trip(comm, dir, &c, mid_blocks, random_boxes, &o);
-        bad |= round_trip(comm, dir, &c, whole_on_rank0, mid_blocks, &o);
-        bad |= round_trip(comm, dir, &c, rows_on_last_rank, blocks, &o);
-        tarray f4 = {.bits = 4, .ndim = 2, .shape = {5, 12 * size},
-                     .header = 2, .halo = {0, 2}, .seed = 220 + i};
-        bad |= round_trip(comm, dir, &f4, cols_round_robin,
-                          whole_twice_and_inner, &o);
+        bad |= short_run_round_trips(comm, dir, &a, &o, 210 + i);
         if (bad)
             hfdcp_test_fail(__FILE__, __LINE__, "with a buffer of %s bytes",
                             buffers[i]);
@@ -922,18 +938,7 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
         topts o = {info, -1, 0, 0, READ_SIEVED};
         tarray a = {.bits = 32, .ndim = 2, .shape = {12, 10}, .header = 13,
                     .halo = {1, 2}, .seed = 250 + i};
-        bad |= round_trip(comm, dir, &a, rows, cols, &o);
-        bad |= round_trip(comm, dir, &a, cols, blocks, &o);
-        bad |= round_trip(comm, dir, &a, cols_round_robin,
-                          whole_twice_and_inner, &o);
-        tarray c = {.bits = 16, .ndim = 3, .shape = {6, 5, 7}, .header = 7,
-                    .halo = {1, 0, 3}, .seed = 260 + i};
-        bad |= round_trip(comm, dir, &c, mid_blocks, random_boxes, &o);
-        bad |= round_trip(comm, dir, &c, rows_on_last_rank, mid_blocks, &o);
-        tarray f4 = {.bits = 4, .ndim = 2, .shape = {5, 12 * size},
-                     .header = 2, .halo = {0, 2}, .seed = 270 + i};
-        bad |= round_trip(comm, dir, &f4, cols_round_robin,
-                          whole_twice_and_inner, &o);
+        bad |= short_run_round_trips(comm, dir, &a, &o, 260 + i);
         if (bad)
             hfdcp_test_fail(__FILE__, __LINE__, "with a buffer of %s bytes",
                             buffers[i]);
