@@ -88,8 +88,8 @@ int main(int argc, char **argv)
 {
     int status, bad = 0;
 
-    if (argc != 4 || (argv[2][0] != 'h' && argv[2][0] != 's' &&
-                          argv[2][0] != 'f')) {
+    if (argc != 4 ||
+        (argv[2][0] != 'h' && argv[2][0] != 's' && argv[2][0] != 'f')) {
         fprintf(stderr, "usage: %s FILE halves|sieve|front cold|warm\n",
                 argv[0]);
         return 2;
