@@ -1474,38 +1474,58 @@ static int coverage(aggr *g, size_t nr, uint64_t w0, size_t *nseg)
     return HFDCP_OK;
 }
 
+/* Local: writes or reads `len` bytes (at most one window) at file offset
+ * `off` from or into `buf`, with an independent MPI_File_write_at /
+ * read_at; the file view must be bytes. */
+static int range_io(hfdcp__mfile *f, bool write, uint64_t off, char *buf,
+                    uint64_t len)
+{
+    const char *call = write ? "MPI_File_write_at" : "MPI_File_read_at";
+    MPI_Status st;
+    int got = 0, mpi_rc;
+
+    if (write)
+        mpi_rc = MPI_File_write_at(f->fh, (MPI_Offset)off, buf, (int)len,
+                                   MPI_BYTE, &st);
+    else
+        mpi_rc = MPI_File_read_at(f->fh, (MPI_Offset)off, buf, (int)len,
+                                  MPI_BYTE, &st);
+    if (mpi_rc != MPI_SUCCESS)
+        return file_error(mpi_rc, call, f->path);
+    if (MPI_Get_count(&st, MPI_BYTE, &got) != MPI_SUCCESS ||
+        (uint64_t)got != len)
+        return hfdcp__error(HFDCP_ERR_IO,
+                            "%s on '%s': moved %d of %" PRIu64
+                            " bytes at offset %" PRIu64 " (%s)",
+                            call, f->path, got, len, off,
+                            write ? "short write"
+                                  : "short read: the file ends early");
+    return HFDCP_OK;
+}
+
+/* Collective: sets the byte view the explicit-offset I/O of the
+ * aggregation and the sieve needs.  Agreed status. */
+static int byte_view(hfdcp__mfile *f)
+{
+    int rc = HFDCP_OK,
+        mpi_rc = MPI_File_set_view(f->fh, 0, MPI_BYTE, MPI_BYTE, "native",
+                                   MPI_INFO_NULL);
+    if (mpi_rc != MPI_SUCCESS)
+        rc = file_error(mpi_rc, "MPI_File_set_view", f->path);
+    return hfdcp__agree(f->comm, rc);
+}
+
 /* The aggregator's I/O of one round: each covered range of its window
- * with an independent MPI_File_write_at / read_at (contiguous on both
- * sides: the collective part, the exchange, is done).  Collective only in
- * its agreement. */
+ * (contiguous on both sides: the collective part, the exchange, is
+ * done).  Collective only in its agreement. */
 static int agg_io(aggr *g, size_t nseg)
 {
-    hfdcp__mfile *f = g->f;
-    const char *call = g->write ? "MPI_File_write_at" : "MPI_File_read_at";
     int rc = HFDCP_OK;
 
-    for (size_t i = 0; i < nseg && rc == HFDCP_OK; i++) {
-        const npiece *s = g->segp[i];
-        MPI_Status st;
-        int got = 0, mpi_rc;
-        if (g->write)
-            mpi_rc = MPI_File_write_at(f->fh, (MPI_Offset)s->foff, s->maddr,
-                                       (int)s->bytes, MPI_BYTE, &st);
-        else
-            mpi_rc = MPI_File_read_at(f->fh, (MPI_Offset)s->foff, s->maddr,
-                                      (int)s->bytes, MPI_BYTE, &st);
-        if (mpi_rc != MPI_SUCCESS)
-            rc = file_error(mpi_rc, call, f->path);
-        else if (MPI_Get_count(&st, MPI_BYTE, &got) != MPI_SUCCESS ||
-                 (uint64_t)got != s->bytes)
-            rc = hfdcp__error(HFDCP_ERR_IO,
-                              "%s on '%s': moved %d of %" PRIu64
-                              " bytes at offset %" PRIu64 " (%s)",
-                              call, f->path, got, s->bytes, s->foff,
-                              g->write ? "short write"
-                                       : "short read: the file ends early");
-    }
-    return hfdcp__agree(f->comm, rc);
+    for (size_t i = 0; i < nseg && rc == HFDCP_OK; i++)
+        rc = range_io(g->f, g->write, g->segp[i]->foff, g->segp[i]->maddr,
+                      g->segp[i]->bytes);
+    return hfdcp__agree(g->f->comm, rc);
 }
 
 /* One round: runs, exchange of their lists, then read-exchange or
@@ -1668,23 +1688,29 @@ static void aggr_free(aggr *g)
 #define SIEVE_GAP ((uint64_t)64 << 10)
 #define SIEVE_SPAN_MAX 2
 
+/* The span starting with part i of `sorted[0..m)` (by file offset): its
+ * parts are [i, return value), its bytes [sorted[i]->foff, *end). */
+static size_t span(npiece *const *sorted, size_t m, size_t i, uint64_t *end)
+{
+    size_t j = i + 1;
+
+    *end = sorted[i]->fend;
+    for (; j < m && sorted[j]->foff <= *end + SIEVE_GAP; j++)
+        if (sorted[j]->fend > *end)
+            *end = sorted[j]->fend;
+    return j;
+}
+
 /* The bytes this rank's sieving read of `sorted[0..m)` covers. */
 static uint64_t sieve_span(npiece *const *sorted, size_t m)
 {
-    uint64_t total = 0, a = 0, b = 0;
+    uint64_t total = 0, end;
 
-    for (size_t i = 0; i < m; i++) {
-        const npiece *q = sorted[i];
-        if (i > 0 && q->foff <= b + SIEVE_GAP) {
-            if (q->fend > b)
-                b = q->fend;
-            continue;
-        }
-        total += b - a;
-        a = q->foff;
-        b = q->fend;
+    for (size_t i = 0, j; i < m; i = j) {
+        j = span(sorted, m, i, &end);
+        total += end - sorted[i]->foff;
     }
-    return total + (b - a);
+    return total;
 }
 
 /* The first and last byte of the runs met in a window. */
@@ -1716,25 +1742,6 @@ static int copy_run(void *ctx, uint64_t off, uint64_t len, char *mem)
     return HFDCP_OK;
 }
 
-/* Reads [lo, hi) of the file into buf. */
-static int read_range(hfdcp__mfile *f, char *buf, uint64_t lo, uint64_t hi)
-{
-    MPI_Status st;
-    int got = 0, mpi_rc;
-
-    mpi_rc = MPI_File_read_at(f->fh, (MPI_Offset)lo, buf, (int)(hi - lo),
-                              MPI_BYTE, &st);
-    if (mpi_rc != MPI_SUCCESS)
-        return file_error(mpi_rc, "MPI_File_read_at", f->path);
-    if (MPI_Get_count(&st, MPI_BYTE, &got) != MPI_SUCCESS ||
-        (uint64_t)got != hi - lo)
-        return hfdcp__error(HFDCP_ERR_IO, "MPI_File_read_at on '%s': read "
-                            "%d of %" PRIu64 " bytes at offset %" PRIu64
-                            " (short read: the file ends early)",
-                            f->path, got, hi - lo, lo);
-    return HFDCP_OK;
-}
-
 /* Reads window [w0, w1), met by parts sorted[k0..k1) at most, into buf
  * and copies its runs out. */
 static int sieve_window(hfdcp__mfile *f, npiece *const *sorted, size_t k0,
@@ -1747,7 +1754,7 @@ static int sieve_window(hfdcp__mfile *f, npiece *const *sorted, size_t k0,
         HFDCP_TRY(part_runs(sorted[k], w0, w1, bound_run, &b));
     if (b.lo >= b.hi)
         return HFDCP_OK;
-    HFDCP_TRY(read_range(f, buf, b.lo, b.hi));
+    HFDCP_TRY(range_io(f, false, b.lo, buf, b.hi - b.lo));
     sieved sv = {buf, b.lo};
     for (size_t k = k0; k < k1 && sorted[k]->foff < w1 && rc == HFDCP_OK;
          k++)
@@ -1764,18 +1771,11 @@ static int sieve_pass(hfdcp__mfile *f, npiece *const *sorted, size_t m,
                       uint64_t buf_size, char *buf, uint64_t from,
                       uint64_t to, uint64_t *count)
 {
-    uint64_t idx = 0;
-    size_t i = 0;
+    uint64_t idx = 0, end;
 
-    while (i < m) {
-        /* one span: parts [i, j) */
-        uint64_t end = sorted[i]->fend;
-        size_t j = i + 1, k0 = i;
-        while (j < m && sorted[j]->foff <= end + SIEVE_GAP) {
-            if (sorted[j]->fend > end)
-                end = sorted[j]->fend;
-            j++;
-        }
+    for (size_t i = 0, j; i < m; i = j) {
+        j = span(sorted, m, i, &end);
+        size_t k0 = i;
         for (uint64_t w0 = sorted[i]->foff; w0 < end; w0 += buf_size) {
             uint64_t w1 = end - w0 > buf_size ? w0 + buf_size : end;
             /* parts before k0 end before this window, and the next */
@@ -1785,7 +1785,6 @@ static int sieve_pass(hfdcp__mfile *f, npiece *const *sorted, size_t m,
                 HFDCP_TRY(sieve_window(f, sorted, k0, j, w0, w1, buf));
             idx++;
         }
-        i = j;
     }
     *count = idx;
     return HFDCP_OK;
@@ -1861,9 +1860,10 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
     lmax[2] = (uint64_t)mode;  /* ranks that disagree: "disable" wins */
     lmax[3] = f->agg_buffer;   /* and the largest buffer */
     lmax[4] = (uint64_t)f->sieve; /* "disable" wins, then "enable" */
-    /* ranks that may not sieve in "auto" */
-    lmax[5] = !write && !(f->local && sieve_span(sorted, m) <=
-                                          SIEVE_SPAN_MAX * loc[0]);
+    /* ranks that may not sieve in "auto" (the spans walked only when
+     * that can matter) */
+    lmax[5] = !write && f->sieve == AGG_AUTO &&
+              !(f->local && sieve_span(sorted, m) <= SIEVE_SPAN_MAX * loc[0]);
     mpi_rc = MPI_Allreduce(loc, glob, 2, MPI_UINT64_T, MPI_SUM, f->comm);
     if (mpi_rc == MPI_SUCCESS)
         mpi_rc = MPI_Allreduce(lmax, gmax, 6, MPI_UINT64_T, MPI_MAX,
@@ -1880,12 +1880,7 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
     if (mode == AGG_AUTO && glob[0] / glob[1] >= AGG_RUN_THRESHOLD)
         return HFDCP_OK;
     if (!write && (gmax[4] == AGG_ON || (gmax[4] == AGG_AUTO && !gmax[5]))) {
-        mpi_rc = MPI_File_set_view(f->fh, 0, MPI_BYTE, MPI_BYTE, "native",
-                                   MPI_INFO_NULL);
-        rc = mpi_rc == MPI_SUCCESS
-                 ? HFDCP_OK
-                 : file_error(mpi_rc, "MPI_File_set_view", f->path);
-        if ((rc = hfdcp__agree(f->comm, rc)) == HFDCP_OK)
+        if ((rc = byte_view(f)) == HFDCP_OK)
             rc = sieve_read(f, sorted, m, gmax[3]); /* agreed */
         *done = true;
         f->last_sieved = rc == HFDCP_OK;
@@ -1928,14 +1923,8 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
     if (!g.buf || !g.scount || !g.rcount || !g.sdisp || !g.rdisp ||
         !g.ones_s || !g.ones_r || !g.zeros || !g.stype || !g.rtype)
         rc = hfdcp__nomem("the buffer of an aggregated transfer");
-    if ((rc = hfdcp__agree(f->comm, rc)) == HFDCP_OK) {
-        /* The aggregators' I/O uses explicit offsets in bytes. */
-        mpi_rc = MPI_File_set_view(f->fh, 0, MPI_BYTE, MPI_BYTE, "native",
-                                   MPI_INFO_NULL);
-        if (mpi_rc != MPI_SUCCESS)
-            rc = file_error(mpi_rc, "MPI_File_set_view", f->path);
-        rc = hfdcp__agree(f->comm, rc);
-    }
+    if ((rc = hfdcp__agree(f->comm, rc)) == HFDCP_OK)
+        rc = byte_view(f); /* the aggregators' explicit offsets */
     if (rc == HFDCP_OK) {
         *done = true;
         f->last_rounds = g.rounds;
