@@ -72,7 +72,7 @@ module hfdcp
        HFDCP_I64 = 20, HFDCP_U64 = 21, HFDCP_DTYPE_COUNT = 22
   integer, parameter, public :: HFDCP_MAX_NDIM = 64
 
-  ! ---- 7. Version of these bindings (compare with hfdcp_version()) ----
+  ! ---- 8. Version of these bindings (compare with hfdcp_version()) ----
   integer, parameter, public :: HFDCP_VERSION_MAJOR = 0
   integer, parameter, public :: HFDCP_VERSION_MINOR = 2
   integer, parameter, public :: HFDCP_VERSION_PATCH = 0
@@ -149,7 +149,7 @@ module hfdcp
        hfdcp_file_map_from_reference
   public :: hfdcp_writer_open, hfdcp_writer_add, hfdcp_writer_commit, &
        hfdcp_writer_free
-  public :: hfdcp_consolidate, hfdcp_version
+  public :: hfdcp_consolidate, hfdcp_release_buffers, hfdcp_version
 
   interface hfdcp_reader_open
      module procedure reader_open_f08, reader_open_int
@@ -391,6 +391,9 @@ module hfdcp
        import :: c_ptr
        type(c_ptr) :: p
      end function c_version
+     ! 7. Memory: frees the buffer kept between saves and loads.
+     subroutine hfdcp_release_buffers() bind(C, name="hfdcp_release_buffers")
+     end subroutine hfdcp_release_buffers
   end interface
 
   ! The message of the last error found by this module itself.
@@ -1181,7 +1184,7 @@ contains
     st = consolidate_int(int(comm_f08(comm)), input_dir, output_dir, map, opts)
   end function consolidate_f08
 
-  ! ---- 7. version ----
+  ! ---- 8. version (7. hfdcp_release_buffers is a bind(C) interface above) ----
 
   function hfdcp_version() result(s)
     character(len=:), allocatable :: s

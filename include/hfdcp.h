@@ -9,7 +9,8 @@
  *   5. the writer (one collective commit from rank-held chunks to a
  *      complete checkpoint, or per-rank shard files),
  *   6. consolidation of shard files into a standard checkpoint,
- *   7. the version.
+ *   7. the buffer kept between calls,
+ *   8. the version.
  *
  * Conventions, true of every function below:
  *   - Every fallible function returns an int status: HFDCP_OK (0) on
@@ -209,7 +210,9 @@ typedef struct {
                                      hfdcp_long_runs = auto|collective|
                                      independent, for reads
                                      hfdcp_sieve_reads = auto|enable|
-                                     disable: docs/api.md */
+                                     disable; hfdcp_keep_buffer =
+                                     enable|disable (section 7):
+                                     docs/api.md */
 } hfdcp_load_options;
 
 /*! hfdcp_load_options_init() : Local.  Sets every field to its default. */
@@ -452,7 +455,21 @@ HFDCP_API int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
                                 const hfdcp_consolidate_options *opts);
 
 /* ------------------------------------------------------------------------
- * 7. Version
+ * 7. Memory kept between calls
+ * ---------------------------------------------------------------------- */
+
+/*! hfdcp_release_buffers() : Local.
+ *  Frees the buffer hfdcp keeps between saves and loads.  An aggregated or
+ *  sieved transfer (short runs: column-split and block layouts) moves the
+ *  file through a window of hfdcp_aggregate_buffer_size bytes (32 MiB by
+ *  default); when it ends, the window is kept (one per process, the
+ *  largest) for the next transfer, which then skips the page faults of
+ *  fresh memory.  MPI_Finalize frees it too.  Hint hfdcp_keep_buffer =
+ *  disable makes a save or load neither use nor keep it. */
+HFDCP_API void hfdcp_release_buffers(void);
+
+/* ------------------------------------------------------------------------
+ * 8. Version
  * ---------------------------------------------------------------------- */
 
 #define HFDCP_VERSION_MAJOR 0

@@ -179,6 +179,7 @@ contains
          HFDCP_VERSION_PATCH
     call expect(hfdcp_version() == trim(v), "hfdcp_version() " // hfdcp_version() // &
          " == the module's " // trim(v))
+    call hfdcp_release_buffers()
     call end_case("fortran_should_name_statuses_and_dtypes_as_c")
   end subroutine fortran_should_name_statuses_and_dtypes_as_c
 

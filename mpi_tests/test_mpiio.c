@@ -977,6 +977,76 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     return T_OK;
 }
 
+/* The kept buffer and its figures on this rank, checked against what is
+ * expected. */
+static int check_kept(uint64_t want_bytes, uint64_t want_taken, int line)
+{
+    uint64_t taken = 0, bytes = hfdcp__mpiio_kept_bytes(&taken);
+    if (bytes != want_bytes || taken != want_taken)
+        return hfdcp_test_fail(__FILE__, line,
+                               "kept %llu bytes, taken %llu times; expected "
+                               "%llu bytes, %llu times",
+                               (unsigned long long)bytes,
+                               (unsigned long long)taken,
+                               (unsigned long long)want_bytes,
+                               (unsigned long long)want_taken);
+    return 0;
+}
+
+/* The window of an aggregated or sieved transfer is kept for the next one
+ * (one per process, the largest), unless hfdcp_keep_buffer=disable;
+ * hfdcp_release_buffers() frees it.  (MPI_Finalize freeing it is checked
+ * by the harness after every test program.) */
+static int mpiio_should_keep_the_window_between_transfers(MPI_Comm comm,
+                                                          const char *dir)
+{
+    char *path = array_path(dir);
+    int rank;
+    uint64_t t0 = 0;
+    MPI_Info info;
+    hfdcp__mfile *f = NULL;
+
+    MPI_Comm_rank(comm, &rank);
+    hfdcp_release_buffers();
+    (void)hfdcp__mpiio_kept_bytes(&t0);
+    T_CHECK(check_kept(0, t0, __LINE__) == 0);
+    /* Aggregated on one rank too; one column of 2 bytes or more per rank,
+     * so that every rank has runs to read. */
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "hfdcp_aggregate", "enable");
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
+    tarray a = {.bits = 16, .ndim = 2, .shape = {64, 4}, .header = 3,
+                .halo = {1, 1}, .seed = 300};
+    topts o = {info, -1, -1, 0, 0};
+    /* the write allocates its window and keeps it; the read takes it */
+    T_CHECK(round_trip(comm, dir, &a, cols, cols, &o) == 0);
+    T_CHECK(check_kept(4096, t0 + 1, __LINE__) == 0);
+    /* "disable": neither taken nor replaced */
+    MPI_Info_set(info, "hfdcp_keep_buffer", "disable");
+    T_CHECK(round_trip(comm, dir, &a, cols, cols, &o) == 0);
+    T_CHECK(check_kept(4096, t0 + 1, __LINE__) == 0);
+    /* a larger window: the write's new one replaces the kept one */
+    MPI_Info_set(info, "hfdcp_keep_buffer", "enable");
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "8192");
+    a.seed = 301;
+    T_CHECK(round_trip(comm, dir, &a, cols, rows, &o) == 0);
+    T_CHECK(check_kept(8192, t0 + 2, __LINE__) == 0);
+    /* a smaller one takes the larger kept window, which stays whole */
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "1024");
+    a.seed = 302;
+    T_CHECK(round_trip(comm, dir, &a, cols, cols, &o) == 0);
+    T_CHECK(check_kept(8192, t0 + 4, __LINE__) == 0);
+    hfdcp_release_buffers();
+    T_CHECK(check_kept(0, t0 + 4, __LINE__) == 0);
+
+    MPI_Info_set(info, "hfdcp_keep_buffer", rank == 0 ? "maybe" : "enable");
+    T_STATUS(hfdcp__mfile_open(comm, path, false, info, &f), HFDCP_ERR_ARG,
+             "hfdcp_keep_buffer=maybe");
+    MPI_Info_free(&info);
+    free(path);
+    return T_OK;
+}
+
 /* The default ("auto") aggregates short runs on two ranks or more and
  * leaves long runs to the MPI-IO component; "disable" never aggregates;
  * a bad value is refused on every rank. */
@@ -1256,6 +1326,7 @@ static const hfdcp_test_case cases[] = {
     {"mpiio_should_cap_the_bytes_a_rank_moves_in_one_round", mpiio_should_cap_the_bytes_a_rank_moves_in_one_round, 1},
     {"mpiio_should_aggregate_runs_itself", mpiio_should_aggregate_runs_itself, 1},
     {"mpiio_should_sieve_reads_as_the_hint_says", mpiio_should_sieve_reads_as_the_hint_says, 1},
+    {"mpiio_should_keep_the_window_between_transfers", mpiio_should_keep_the_window_between_transfers, 1},
     {"mpiio_should_choose_aggregation_by_run_length", mpiio_should_choose_aggregation_by_run_length, 1},
     {"mpiio_should_write_long_runs_as_the_hint_says", mpiio_should_write_long_runs_as_the_hint_says, 1},
     {"mpiio_should_move_a_scalar", mpiio_should_move_a_scalar, 1},

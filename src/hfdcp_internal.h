@@ -539,6 +539,12 @@ bool hfdcp__mfile_last_independent(const hfdcp__mfile *f);
  * in mpiio.c).  Its rounds are then 0. */
 bool hfdcp__mfile_last_sieved(const hfdcp__mfile *f);
 
+/* The bytes of the buffer kept between transfers (hfdcp_release_buffers;
+ * "The kept buffer" in mpiio.c), 0 when none is kept, and in *taken (when
+ * not NULL) how many transfers took it so far.  For the benchmark's memory
+ * figures and tests. */
+uint64_t hfdcp__mpiio_kept_bytes(uint64_t *taken);
+
 /* Test hook: the largest count given to one MPI datatype constructor
  * (bytes of a contiguous run, elements of a vector), and the block size a
  * larger count is split into (a vector of blocks plus a remainder).

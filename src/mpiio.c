@@ -45,6 +45,7 @@
  */
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +98,7 @@ struct hfdcp__mfile {
     int sieve;           /* AGG_AUTO, AGG_ON or AGG_OFF (hint) */
     bool local;          /* reading: this rank sees a local file system */
     bool last_sieved;    /* the last transfer was read by sieving */
+    bool keep_buffer;    /* take and keep the kept buffer (hint) */
 };
 
 /* hfdcp's own hints (see "Aggregation" and "Long runs" below). */
@@ -407,8 +409,9 @@ static int tristate_hint(MPI_Info info, const char *key, const char *path,
 
 /* hfdcp's own hints, from the merged info: hfdcp_aggregate (auto, enable,
  * disable), hfdcp_aggregate_buffer_size (bytes, 1 to 1 GiB),
- * hfdcp_long_runs (auto, collective, independent) and hfdcp_sieve_reads
- * (auto, enable, disable). */
+ * hfdcp_long_runs (auto, collective, independent), hfdcp_sieve_reads
+ * (auto, enable, disable) and hfdcp_keep_buffer (enable, disable; auto is
+ * enable). */
 static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
 {
     char v[MPI_MAX_INFO_VAL + 1];
@@ -418,6 +421,7 @@ static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
     f->agg_buffer = AGG_BUFFER_DEFAULT;
     f->long_runs = LONG_AUTO;
     f->sieve = AGG_AUTO;
+    f->keep_buffer = true;
     MPI_TRY(MPI_Info_get(info, "hfdcp_long_runs", MPI_MAX_INFO_VAL, v, &flag),
             path);
     if (flag) {
@@ -435,6 +439,9 @@ static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
     }
     HFDCP_TRY(tristate_hint(info, "hfdcp_aggregate", path, &f->aggregate));
     HFDCP_TRY(tristate_hint(info, "hfdcp_sieve_reads", path, &f->sieve));
+    int keep = AGG_AUTO;
+    HFDCP_TRY(tristate_hint(info, "hfdcp_keep_buffer", path, &keep));
+    f->keep_buffer = keep != AGG_OFF;
     MPI_TRY(MPI_Info_get(info, "hfdcp_aggregate_buffer_size",
                          MPI_MAX_INFO_VAL, v, &flag),
             path);
@@ -1241,6 +1248,107 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
 }
 
 /* ---------------------------------------------------------------------- */
+/* The kept buffer                                                        */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * The window of an aggregated or sieved transfer (32 MiB by default) is
+ * kept when the transfer ends, and the next one takes it: touching fresh
+ * memory costs a page fault per page, and on the development VM 120 ms
+ * per 32 MiB (docs/benchmarks.md, "Fresh buffers"), once per file of
+ * every save and load.  One buffer is kept per process, the largest
+ * given back; it is freed by hfdcp_release_buffers() or at MPI_Finalize
+ * (the delete callback of an attribute on MPI_COMM_SELF, which
+ * MPI_Finalize runs first).  Hint hfdcp_keep_buffer=disable: the
+ * transfer neither takes nor keeps it.  A mutex guards it for callers in
+ * several threads (MPI_THREAD_MULTIPLE).
+ */
+
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *kept;        /* the kept buffer, or NULL */
+static uint64_t kept_size;
+static uint64_t kept_taken; /* times a transfer took it */
+static int kept_keyval = MPI_KEYVAL_INVALID;
+
+static int kept_delete(MPI_Comm comm, int keyval, void *value, void *extra)
+{
+    (void)comm;
+    (void)keyval;
+    (void)value;
+    (void)extra;
+    hfdcp_release_buffers();
+    return MPI_SUCCESS;
+}
+
+void hfdcp_release_buffers(void)
+{
+    pthread_mutex_lock(&kept_lock);
+    free(kept);
+    kept = NULL;
+    kept_size = 0;
+    pthread_mutex_unlock(&kept_lock);
+}
+
+uint64_t hfdcp__mpiio_kept_bytes(uint64_t *taken)
+{
+    pthread_mutex_lock(&kept_lock);
+    uint64_t n = kept_size;
+    if (taken != NULL)
+        *taken = kept_taken;
+    pthread_mutex_unlock(&kept_lock);
+    return n;
+}
+
+/* A buffer of at least *size bytes: the kept one when it is as large and
+ * `keep` allows (*size becomes its size), else a new one (NULL when out of
+ * memory). */
+static void *buffer_take(uint64_t *size, bool keep)
+{
+    void *p = NULL;
+
+    if (keep) {
+        pthread_mutex_lock(&kept_lock);
+        if (kept != NULL && kept_size >= *size) {
+            p = kept;
+            *size = kept_size;
+            kept = NULL;
+            kept_size = 0;
+            kept_taken++;
+        }
+        pthread_mutex_unlock(&kept_lock);
+    }
+    return p != NULL ? p : malloc(*size);
+}
+
+/* Ends the use of `p` (of `size` bytes, as buffer_take left it): kept
+ * when `keep` allows and it is at least as large as the one kept, else
+ * freed. */
+static void buffer_give(void *p, uint64_t size, bool keep)
+{
+    if (p == NULL)
+        return;
+    if (keep) {
+        pthread_mutex_lock(&kept_lock);
+        if (kept_keyval == MPI_KEYVAL_INVALID &&
+            MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, kept_delete,
+                                   &kept_keyval, NULL) == MPI_SUCCESS &&
+            MPI_Comm_set_attr(MPI_COMM_SELF, kept_keyval, NULL) !=
+                MPI_SUCCESS) {
+            MPI_Comm_free_keyval(&kept_keyval);
+            kept_keyval = MPI_KEYVAL_INVALID;
+        }
+        if (kept_keyval != MPI_KEYVAL_INVALID && size >= kept_size) {
+            void *old = kept;
+            kept = p;
+            kept_size = size;
+            p = old;
+        }
+        pthread_mutex_unlock(&kept_lock);
+    }
+    free(p);
+}
+
+/* ---------------------------------------------------------------------- */
 /* Aggregation: hfdcp's own two-phase transfer                            */
 /* ---------------------------------------------------------------------- */
 
@@ -1395,6 +1503,7 @@ typedef struct {
     bool write;
     int nranks, rank;
     uint64_t base, dsize, buf_size; /* domains: base + a * dsize */
+    uint64_t buf_cap;               /* buf's size, buf_size or more */
     int rounds;
     char *buf;                      /* this rank's window */
     runlist mine;                   /* this rank's runs, by aggregator */
@@ -1639,7 +1748,7 @@ cleanup:
 
 static void aggr_free(aggr *g)
 {
-    free(g->buf);
+    buffer_give(g->buf, g->buf_cap, g->f->keep_buffer);
     free(g->mine.meta);
     free(g->mine.addr);
     free(g->scount);
@@ -1802,12 +1911,12 @@ static int sieve_read(hfdcp__mfile *f, npiece *const *sorted, size_t m,
                       uint64_t buf_size)
 {
     char *buf = NULL;
-    uint64_t n = 0, first;
+    uint64_t n = 0, first, cap = buf_size;
     int rc, P = 1;
 
     MPI_Comm_size(f->comm, &P);
     rc = sieve_pass(f, sorted, m, buf_size, NULL, 0, 0, &n);
-    if (n > 0 && (buf = malloc(buf_size)) == NULL)
+    if (n > 0 && (buf = buffer_take(&cap, f->keep_buffer)) == NULL)
         rc = hfdcp__nomem("the buffer of a sieving read");
     first = n / (uint64_t)P * (uint64_t)f->rank +
             n % (uint64_t)P * (uint64_t)f->rank / (uint64_t)P;
@@ -1815,7 +1924,7 @@ static int sieve_read(hfdcp__mfile *f, npiece *const *sorted, size_t m,
         rc = sieve_pass(f, sorted, m, buf_size, buf, first, n, &n);
     if (rc == HFDCP_OK && first > 0)
         rc = sieve_pass(f, sorted, m, buf_size, buf, 0, first, &n);
-    free(buf);
+    buffer_give(buf, cap, f->keep_buffer);
     if (rc == HFDCP_ERR_MPI)
         hfdcp__error_prefix(rc, "sieving read of '%s'", f->path);
     return hfdcp__agree(f->comm, rc);
@@ -1910,7 +2019,8 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
     g.rounds = (int)rounds;
 
     size_t np = (size_t)g.nranks;
-    g.buf = malloc(g.buf_size);
+    g.buf_cap = g.buf_size;
+    g.buf = buffer_take(&g.buf_cap, f->keep_buffer);
     g.scount = calloc(np, sizeof *g.scount);
     g.rcount = calloc(np, sizeof *g.rcount);
     g.sdisp = calloc(np, sizeof *g.sdisp);

@@ -257,6 +257,7 @@ void bench_start(const bench_ctx *c, bench_timer *t)
         fclose(f);
     }
     t->rss0 = proc_status_kb("VmRSS:");
+    t->kept0 = hfdcp__mpiio_kept_bytes(&t->taken0);
     MPI_Barrier(c->comm);
     t->t0 = MPI_Wtime();
 }
@@ -266,6 +267,10 @@ void bench_stop(const bench_ctx *c, const bench_timer *t, uint64_t bytes, bench_
     double mine = MPI_Wtime() - t->t0;
     int64_t hwm = proc_status_kb("VmHWM:");
     int64_t extra = (hwm >= 0 && t->rss0 >= 0 && hwm > t->rss0) ? (hwm - t->rss0) * 1024 : 0;
+    uint64_t taken;
+    (void)hfdcp__mpiio_kept_bytes(&taken);
+    if (taken != t->taken0)
+        extra += (int64_t)t->kept0;
     int64_t r0 = extra;
     MPI_Allreduce(&mine, &out->seconds, 1, MPI_DOUBLE, MPI_MAX, c->comm);
     MPI_Allreduce(&extra, &out->mem_max, 1, MPI_INT64_T, MPI_MAX, c->comm);

@@ -61,7 +61,9 @@ typedef struct {
 /* A peer's outcome: seconds on the slowest rank, bytes moved (the model's
  * unique bytes), extra memory per rank (max over ranks, and rank 0's),
  * measured as VmHWM after minus VmRSS before, with the high-water mark
- * reset before the step (/proc/self/clear_refs "5"). */
+ * reset before the step (/proc/self/clear_refs "5"), plus the buffer hfdcp
+ * kept from an earlier step when the step took it (hfdcp_release_buffers):
+ * resident before the step, it is the step's memory all the same. */
 typedef struct {
     double seconds;
     uint64_t bytes;
@@ -72,6 +74,7 @@ typedef struct {
 typedef struct {
     double t0;
     int64_t rss0;
+    uint64_t kept0, taken0; /* hfdcp's kept buffer: bytes, times taken */
 } bench_timer;
 void bench_start(const bench_ctx *c, bench_timer *t);
 void bench_stop(const bench_ctx *c, const bench_timer *t, uint64_t bytes,
