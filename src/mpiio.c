@@ -1255,7 +1255,7 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
  * The window of an aggregated or sieved transfer (32 MiB by default) is
  * kept when the transfer ends, and the next one takes it: touching fresh
  * memory costs a page fault per page, and on the development VM 120 ms
- * per 32 MiB (docs/benchmarks.md, "Fresh buffers"), once per file of
+ * per 32 MiB (docs/benchmarks.md, "Fresh memory"), once per file of
  * every save and load.  One buffer is kept per process, the largest
  * given back; it is freed by hfdcp_release_buffers() or at MPI_Finalize
  * (the delete callback of an attribute on MPI_COMM_SELF, which
