@@ -726,11 +726,17 @@ int tool_bench(int argc, char **argv)
                 break;
             }
             /* Peers in turn; without verification the first one rotates
-             * from one repetition to the next, so that none always runs
-             * first (with it, hfdcp runs before the peers whose files are
-             * compared with its own). */
+             * from one repetition to the next, and every other
+             * repetition runs them in the reverse order, so that none
+             * always runs first nor always after the same peer (the step
+             * before a measurement moves it on some machines:
+             * docs/benchmarks.md, "Fresh memory").  With verification,
+             * hfdcp runs before the peers whose files are compared with
+             * its own. */
             for (int step = 0; step < 9; step++) {
-                int p = c.verify ? step : (step + rep) % 9;
+                int p = c.verify ? step
+                        : rep % 2 == 0 ? (step + rep) % 9
+                                       : (9 - step + rep) % 9;
                 if (p == 0 && (peers & PEER_PLAIN))
                     r[nr++] = bench_plain(&c, 0);
                 if (p == 1 && (peers & (PEER_HFDCP | PEER_SHARDED | PEER_NAIVE)))
