@@ -912,6 +912,24 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
     return T_OK;
 }
 
+/* Opening a file with hint `key` = `bad` on rank 0 (`good` on the others)
+ * must fail with HFDCP_ERR_ARG on every rank, naming "key=bad". */
+static int refuses_bad_hint(MPI_Comm comm, const char *path, bool write,
+                            MPI_Info info, const char *key, const char *bad,
+                            const char *good)
+{
+    char want[128];
+    int rank;
+    hfdcp__mfile *f = NULL;
+
+    MPI_Comm_rank(comm, &rank);
+    snprintf(want, sizeof want, "%s=%s", key, bad);
+    MPI_Info_set(info, key, rank == 0 ? bad : good);
+    T_STATUS(hfdcp__mfile_open(comm, path, write, info, &f), HFDCP_ERR_ARG,
+             want);
+    return T_OK;
+}
+
 /* Reads of short runs by sieving: every rank reads the spans of its runs
  * and copies them out, whatever the layouts, buffer sizes and overlaps;
  * "auto" sieves where each rank's spans are at most twice its bytes and
@@ -924,7 +942,6 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     char *path = array_path(dir);
     int size, rank, bad = 0;
     MPI_Info info;
-    hfdcp__mfile *f = NULL;
 
     MPI_Comm_size(comm, &size);
     MPI_Comm_rank(comm, &rank);
@@ -969,9 +986,8 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_sieve_reads", rank == 0 ? "disable" : "enable");
     T_CHECK(round_trip(comm, dir, &d, rows, cols, &od) == 0);
 
-    MPI_Info_set(info, "hfdcp_sieve_reads", rank == 0 ? "maybe" : "auto");
-    T_STATUS(hfdcp__mfile_open(comm, path, false, info, &f), HFDCP_ERR_ARG,
-             "hfdcp_sieve_reads=maybe");
+    T_CHECK(refuses_bad_hint(comm, path, false, info, "hfdcp_sieve_reads",
+                             "maybe", "auto") == 0);
     MPI_Info_free(&info);
     free(path);
     return T_OK;
@@ -1001,12 +1017,9 @@ static int mpiio_should_keep_the_window_between_transfers(MPI_Comm comm,
                                                           const char *dir)
 {
     char *path = array_path(dir);
-    int rank;
     uint64_t t0 = 0;
     MPI_Info info;
-    hfdcp__mfile *f = NULL;
 
-    MPI_Comm_rank(comm, &rank);
     hfdcp_release_buffers();
     (void)hfdcp__mpiio_kept_bytes(&t0);
     T_CHECK(check_kept(0, t0, __LINE__) == 0);
@@ -1039,9 +1052,8 @@ static int mpiio_should_keep_the_window_between_transfers(MPI_Comm comm,
     hfdcp_release_buffers();
     T_CHECK(check_kept(0, t0 + 4, __LINE__) == 0);
 
-    MPI_Info_set(info, "hfdcp_keep_buffer", rank == 0 ? "maybe" : "enable");
-    T_STATUS(hfdcp__mfile_open(comm, path, false, info, &f), HFDCP_ERR_ARG,
-             "hfdcp_keep_buffer=maybe");
+    T_CHECK(refuses_bad_hint(comm, path, false, info, "hfdcp_keep_buffer",
+                             "maybe", "enable") == 0);
     MPI_Info_free(&info);
     free(path);
     return T_OK;
@@ -1053,13 +1065,11 @@ static int mpiio_should_keep_the_window_between_transfers(MPI_Comm comm,
 static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
                                                          const char *dir)
 {
-    int size, rank;
+    int size;
     char *path = array_path(dir);
     MPI_Info info;
-    hfdcp__mfile *f = NULL;
 
     MPI_Comm_size(comm, &size);
-    MPI_Comm_rank(comm, &rank);
     /* Three interleaving column blocks of 2 bytes per rank: three rounds
      * through the component, one when aggregated (a 32 MiB window). */
     tarray a = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
@@ -1080,13 +1090,11 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
     topts ob = {info, 1, 1, 0, 0};
     T_CHECK(round_trip(comm, dir, &big, rows, rows, &ob) == 0);
 
-    MPI_Info_set(info, "hfdcp_aggregate", rank == 0 ? "sometimes" : "auto");
-    T_STATUS(hfdcp__mfile_open(comm, path, false, info, &f), HFDCP_ERR_ARG,
-             "hfdcp_aggregate=sometimes");
+    T_CHECK(refuses_bad_hint(comm, path, false, info, "hfdcp_aggregate",
+                             "sometimes", "auto") == 0);
     MPI_Info_set(info, "hfdcp_aggregate", "auto");
-    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "0");
-    T_STATUS(hfdcp__mfile_open(comm, path, false, info, &f), HFDCP_ERR_ARG,
-             "hfdcp_aggregate_buffer_size=0");
+    T_CHECK(refuses_bad_hint(comm, path, false, info,
+                             "hfdcp_aggregate_buffer_size", "0", "0") == 0);
     MPI_Info_free(&info);
     free(path);
     return T_OK;
@@ -1235,12 +1243,10 @@ static int mpiio_should_write_long_runs_as_the_hint_says(MPI_Comm comm,
     const char *io = getenv("OMPI_MCA_io");
     char version[MPI_MAX_LIBRARY_VERSION_STRING + 1] = "";
     char *path = array_path(dir);
-    int size, rank, len;
+    int size, len;
     MPI_Info info;
-    hfdcp__mfile *f = NULL;
 
     MPI_Comm_size(comm, &size);
-    MPI_Comm_rank(comm, &rank);
     MPI_Get_library_version(version, &len);
     /* Rows of 64 KiB (long runs), the ranks' rows interleaved. */
     tarray a = {.bits = 8, .ndim = 2, .shape = {4 * size, 65536},
@@ -1267,9 +1273,8 @@ static int mpiio_should_write_long_runs_as_the_hint_says(MPI_Comm comm,
     topts oc = {info, size > 1 ? 1 : 3, -1, WRITE_COLLECTIVE, 0};
     T_CHECK(round_trip(comm, dir, &c, cols_round_robin, rows, &oc) == 0);
 
-    MPI_Info_set(info, "hfdcp_long_runs", rank == 0 ? "both" : "auto");
-    T_STATUS(hfdcp__mfile_open(comm, path, true, info, &f), HFDCP_ERR_ARG,
-             "hfdcp_long_runs=both");
+    T_CHECK(refuses_bad_hint(comm, path, true, info, "hfdcp_long_runs",
+                             "both", "auto") == 0);
     MPI_Info_free(&info);
     free(path);
     return T_OK;
