@@ -118,7 +118,7 @@ module hfdcp
   ! progress: c_funloc of a bind(C) subroutine with the interface
   ! hfdcp_progress_fn below; called on rank 0 only.
   type, public :: hfdcp_consolidate_options
-     integer(int64) :: buffer_bytes = 0          ! 0: 256 MiB
+     integer(int64) :: buffer_bytes = 0          ! 0: 32 MiB
      logical :: cast = .false.
      integer :: cast_dtype = HFDCP_BF16
      integer :: num_threads = 0

@@ -415,7 +415,7 @@ HFDCP_API void hfdcp_writer_free(hfdcp_writer *w);
  * ---------------------------------------------------------------------- */
 
 typedef struct {
-    uint64_t buffer_bytes; /* staging memory per rank; 0: 256 MiB */
+    uint64_t buffer_bytes; /* staging memory per rank; 0: 32 MiB */
     int cast;              /* 1: convert floating-point tensors (F64, F32,
                               F16, BF16) to cast_dtype; integer, BOOL and
                               FP8 tensors are copied unchanged */

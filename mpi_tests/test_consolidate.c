@@ -762,6 +762,66 @@ static int consolidate_should_report_progress_on_rank0(MPI_Comm comm,
     return T_OK;
 }
 
+/* The output staging buffer is taken from the buffer kept between
+ * transfers when that is large enough, and kept afterwards when it is at
+ * most 32 MiB.  This model is smaller than one slice: rank 0 stages it
+ * all, the other ranks nothing.  Reads and writes are not aggregated
+ * (hfdcp_aggregate=disable), so that no window is kept but this one. */
+static int kept_check(MPI_Comm comm, uint64_t want_taken, uint64_t *kept)
+{
+    int rank, bad = 0, any = 0;
+    uint64_t taken = 0, now = hfdcp__mpiio_kept_bytes(&taken);
+
+    MPI_Comm_rank(comm, &rank);
+    if (rank == 0 && (now == 0 || (*kept != 0 && now != *kept) ||
+                      taken != want_taken))
+        bad = hfdcp_test_fail(__FILE__, __LINE__,
+                              "kept %llu bytes (before: %llu), taken %llu "
+                              "times, expected %llu",
+                              (unsigned long long)now,
+                              (unsigned long long)*kept,
+                              (unsigned long long)taken,
+                              (unsigned long long)want_taken);
+    *kept = now;
+    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
+    return any;
+}
+
+static int consolidate_should_stage_through_the_kept_buffer(MPI_Comm comm,
+                                                           const char *dir)
+{
+    model m;
+    char shards[512], out[512], direct[512];
+    hfdcp_consolidate_options o;
+    uint64_t taken0 = 0, kept = 0;
+
+    T_CHECK(model_make(&m, 4) == T_OK);
+    path_in(shards, sizeof shards, dir, "shards");
+    path_in(out, sizeof out, dir, "out");
+    path_in(direct, sizeof direct, dir, "direct");
+    T_CHECK(direct_save(comm, direct, &m, NULL, NULL, NULL) == T_OK);
+    T_CHECK(shared_dir(comm, shards) == 0);
+    T_CHECK(write_shards(comm, shards, &m, 2) == T_OK);
+    hfdcp_consolidate_options_init(&o);
+    MPI_Info_create(&o.info);
+    MPI_Info_set(o.info, "hfdcp_aggregate", "disable");
+
+    /* Nothing kept: a new buffer, kept afterwards. */
+    hfdcp_release_buffers();
+    (void)hfdcp__mpiio_kept_bytes(&taken0);
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
+    T_CHECK(kept_check(comm, taken0, &kept) == 0);
+    T_CHECK(same_dirs(comm, out, direct) == 0);
+    /* Again: the kept buffer is taken, and kept whole. */
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
+    T_CHECK(kept_check(comm, taken0 + 1, &kept) == 0);
+    T_CHECK(same_dirs(comm, out, direct) == 0);
+    MPI_Info_free(&o.info);
+    hfdcp_release_buffers();
+    model_free(&m);
+    return T_OK;
+}
+
 /* ---- refusals: status, message, and nothing written ---- */
 
 /* Writes one shard file of hand-made entries (sharded or not). */
@@ -1022,6 +1082,8 @@ static const hfdcp_test_case cases[] = {
      consolidate_should_cast_floats_only, 1},
     {"consolidate_should_convert_with_threads",
      consolidate_should_convert_with_threads, 1},
+    {"consolidate_should_stage_through_the_kept_buffer",
+     consolidate_should_stage_through_the_kept_buffer, 1},
     {"consolidate_should_report_progress_on_rank0",
      consolidate_should_report_progress_on_rank0, 1},
     {"consolidate_should_refuse_an_incomplete_shard_set",

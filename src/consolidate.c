@@ -49,7 +49,11 @@
 
 #include "hfdcp_internal.h"
 
-#define DEFAULT_BUFFER ((uint64_t)256 << 20)
+#define DEFAULT_BUFFER ((uint64_t)32 << 20)
+/* The output staging buffer comes from the buffer kept between transfers
+ * (hfdcp_release_buffers) when that is large enough, and is kept after
+ * the consolidation when it is at most this large. */
+#define KEEP_MAX ((uint64_t)32 << 20)
 #define MIN_BUFFER 64
 #define MAX_THREADS 1024
 
@@ -547,6 +551,7 @@ typedef struct {
     hfdcp_reader *rd;
     const hfdcp_consolidate_options *o;
     unsigned char *out_buf, *in_buf;
+    uint64_t out_cap; /* out_buf's size (hfdcp__buffer_take) */
     conversion *jobs;
     size_t n_jobs, cap_jobs;
 } stage;
@@ -678,7 +683,9 @@ static int size_buffers(stage *st, const file_layout *fl, size_t nf,
         return hfdcp__error(HFDCP_ERR_RANGE,
                             "consolidation buffers of %" PRIu64 " bytes",
                             out_max + in_max);
-    if ((out_max > 0 && (st->out_buf = malloc((size_t)out_max)) == NULL) ||
+    st->out_cap = out_max;
+    if ((out_max > 0 &&
+         (st->out_buf = hfdcp__buffer_take(&st->out_cap, true)) == NULL) ||
         (in_max > 0 && (st->in_buf = malloc((size_t)in_max)) == NULL))
         return hfdcp__error(HFDCP_ERR_NOMEM,
                             "out of memory allocating %" PRIu64 " bytes of "
@@ -874,7 +881,7 @@ cleanup:
     }
     if (st.rd != NULL)
         hfdcp_reader_free(st.rd);
-    free(st.out_buf);
+    hfdcp__buffer_give(st.out_buf, st.out_cap, st.out_cap <= KEEP_MAX);
     free(st.in_buf);
     free(st.jobs);
     layouts_free(fl, plan.n_files);

@@ -545,6 +545,14 @@ bool hfdcp__mfile_last_sieved(const hfdcp__mfile *f);
  * figures and tests. */
 uint64_t hfdcp__mpiio_kept_bytes(uint64_t *taken);
 
+/* Local.  A buffer of at least *size bytes: the one kept between
+ * transfers when it is as large and `keep` allows (*size becomes its
+ * size), else a new one; NULL when out of memory.  Give it back with
+ * hfdcp__buffer_give(p, *size, keep), which keeps it (when `keep` allows
+ * and it is at least as large as the one kept) or frees it. */
+void *hfdcp__buffer_take(uint64_t *size, bool keep);
+void hfdcp__buffer_give(void *p, uint64_t size, bool keep);
+
 /* Test hook: the largest count given to one MPI datatype constructor
  * (bytes of a contiguous run, elements of a vector), and the block size a
  * larger count is split into (a vector of blocks plus a remainder).

@@ -1302,7 +1302,7 @@ uint64_t hfdcp__mpiio_kept_bytes(uint64_t *taken)
 /* A buffer of at least *size bytes: the kept one when it is as large and
  * `keep` allows (*size becomes its size), else a new one (NULL when out of
  * memory). */
-static void *buffer_take(uint64_t *size, bool keep)
+void *hfdcp__buffer_take(uint64_t *size, bool keep)
 {
     void *p = NULL;
 
@@ -1320,10 +1320,10 @@ static void *buffer_take(uint64_t *size, bool keep)
     return p != NULL ? p : malloc(*size);
 }
 
-/* Ends the use of `p` (of `size` bytes, as buffer_take left it): kept
- * when `keep` allows and it is at least as large as the one kept, else
- * freed. */
-static void buffer_give(void *p, uint64_t size, bool keep)
+/* Ends the use of `p` (of `size` bytes, as hfdcp__buffer_take left
+ * it): kept when `keep` allows and it is at least as large as the one
+ * kept, else freed. */
+void hfdcp__buffer_give(void *p, uint64_t size, bool keep)
 {
     if (p == NULL)
         return;
@@ -1748,7 +1748,7 @@ cleanup:
 
 static void aggr_free(aggr *g)
 {
-    buffer_give(g->buf, g->buf_cap, g->f->keep_buffer);
+    hfdcp__buffer_give(g->buf, g->buf_cap, g->f->keep_buffer);
     free(g->mine.meta);
     free(g->mine.addr);
     free(g->scount);
@@ -1916,7 +1916,7 @@ static int sieve_read(hfdcp__mfile *f, npiece *const *sorted, size_t m,
 
     MPI_Comm_size(f->comm, &P);
     rc = sieve_pass(f, sorted, m, buf_size, NULL, 0, 0, &n);
-    if (n > 0 && (buf = buffer_take(&cap, f->keep_buffer)) == NULL)
+    if (n > 0 && (buf = hfdcp__buffer_take(&cap, f->keep_buffer)) == NULL)
         rc = hfdcp__nomem("the buffer of a sieving read");
     first = n / (uint64_t)P * (uint64_t)f->rank +
             n % (uint64_t)P * (uint64_t)f->rank / (uint64_t)P;
@@ -1924,7 +1924,7 @@ static int sieve_read(hfdcp__mfile *f, npiece *const *sorted, size_t m,
         rc = sieve_pass(f, sorted, m, buf_size, buf, first, n, &n);
     if (rc == HFDCP_OK && first > 0)
         rc = sieve_pass(f, sorted, m, buf_size, buf, 0, first, &n);
-    buffer_give(buf, cap, f->keep_buffer);
+    hfdcp__buffer_give(buf, cap, f->keep_buffer);
     if (rc == HFDCP_ERR_MPI)
         hfdcp__error_prefix(rc, "sieving read of '%s'", f->path);
     return hfdcp__agree(f->comm, rc);
@@ -2020,7 +2020,7 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
 
     size_t np = (size_t)g.nranks;
     g.buf_cap = g.buf_size;
-    g.buf = buffer_take(&g.buf_cap, f->keep_buffer);
+    g.buf = hfdcp__buffer_take(&g.buf_cap, f->keep_buffer);
     g.scount = calloc(np, sizeof *g.scount);
     g.rcount = calloc(np, sizeof *g.rcount);
     g.sdisp = calloc(np, sizeof *g.sdisp);

@@ -139,7 +139,7 @@ static const struct {
      "    --dtype T        convert the floating-point tensors (F64, F32, F16,\n"
      "                     BF16) to T on the way; integer, BOOL and FP8\n"
      "                     tensors are copied unchanged\n"
-     "    --buffer-mb N    staging memory per rank in MiB (default 256)\n"
+     "    --buffer-mb N    staging memory per rank in MiB (default 32)\n"
      "    --threads N      threads per rank converting the data for --dtype\n"
      "                     (default 1)\n"
      "    --progress M     auto (default: bar if stderr is a terminal, else\n"
