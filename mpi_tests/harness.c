@@ -225,10 +225,11 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
     }
     MPI_Finalize();
     /* MPI_Finalize frees the buffer hfdcp keeps between transfers. */
-    if (hfdcp__mpiio_kept_bytes(NULL) != 0) {
+    uint64_t kept = hfdcp__mpiio_kept_bytes(NULL);
+    if (kept != 0) {
         fprintf(stderr, "FAIL: rank %d: %llu bytes still kept by hfdcp "
                 "after MPI_Finalize\n", world_rank,
-                (unsigned long long)hfdcp__mpiio_kept_bytes(NULL));
+                (unsigned long long)kept);
         failed++;
     }
     return failed ? 1 : 0;

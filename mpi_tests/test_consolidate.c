@@ -762,11 +762,8 @@ static int consolidate_should_report_progress_on_rank0(MPI_Comm comm,
     return T_OK;
 }
 
-/* The output staging buffer is taken from the buffer kept between
- * transfers when that is large enough, and kept afterwards when it is at
- * most 32 MiB.  This model is smaller than one slice: rank 0 stages it
- * all, the other ranks nothing.  Reads and writes are not aggregated
- * (hfdcp_aggregate=disable), so that no window is kept but this one. */
+/* Rank 0's kept buffer: some bytes, the same as *kept when that is not 0,
+ * taken `want_taken` times so far; *kept becomes its size.  Agreed. */
 static int kept_check(MPI_Comm comm, uint64_t want_taken, uint64_t *kept)
 {
     int rank, bad = 0, any = 0;
@@ -787,6 +784,11 @@ static int kept_check(MPI_Comm comm, uint64_t want_taken, uint64_t *kept)
     return any;
 }
 
+/* The output staging buffer is taken from the buffer kept between
+ * transfers when that is large enough, and kept afterwards when it is at
+ * most 32 MiB.  This model is smaller than one slice: rank 0 stages it
+ * all, the other ranks nothing.  Reads and writes are not aggregated
+ * (hfdcp_aggregate=disable), so that no window is kept but this one. */
 static int consolidate_should_stage_through_the_kept_buffer(MPI_Comm comm,
                                                            const char *dir)
 {

@@ -49,11 +49,11 @@
 
 #include "hfdcp_internal.h"
 
+/* buffer_bytes when 0.  The output staging buffer comes from the buffer
+ * kept between transfers (hfdcp_release_buffers) when that is large
+ * enough, and is kept after the consolidation when it is no larger than
+ * this default. */
 #define DEFAULT_BUFFER ((uint64_t)32 << 20)
-/* The output staging buffer comes from the buffer kept between transfers
- * (hfdcp_release_buffers) when that is large enough, and is kept after
- * the consolidation when it is at most this large. */
-#define KEEP_MAX ((uint64_t)32 << 20)
 #define MIN_BUFFER 64
 #define MAX_THREADS 1024
 
@@ -881,7 +881,7 @@ cleanup:
     }
     if (st.rd != NULL)
         hfdcp_reader_free(st.rd);
-    hfdcp__buffer_give(st.out_buf, st.out_cap, st.out_cap <= KEEP_MAX);
+    hfdcp__buffer_give(st.out_buf, st.out_cap, st.out_cap <= DEFAULT_BUFFER);
     free(st.in_buf);
     free(st.jobs);
     layouts_free(fl, plan.n_files);

@@ -1260,8 +1260,9 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
  * given back; it is freed by hfdcp_release_buffers() or at MPI_Finalize
  * (the delete callback of an attribute on MPI_COMM_SELF, which
  * MPI_Finalize runs first).  Hint hfdcp_keep_buffer=disable: the
- * transfer neither takes nor keeps it.  A mutex guards it for callers in
- * several threads (MPI_THREAD_MULTIPLE).
+ * transfer neither takes nor keeps it.  Consolidation stages its output
+ * through it too (hfdcp__buffer_take / give).  A mutex guards it for
+ * callers in several threads (MPI_THREAD_MULTIPLE).
  */
 
 static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
