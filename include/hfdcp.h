@@ -208,7 +208,9 @@ typedef struct {
                                      hfdcp_aggregate_buffer_size (bytes,
                                      default 32 MiB), for writes
                                      hfdcp_long_runs = auto|collective|
-                                     independent, for reads
+                                     independent and
+                                     hfdcp_flush_early = auto|enable|
+                                     disable, for reads
                                      hfdcp_sieve_reads = auto|enable|
                                      disable; hfdcp_keep_buffer =
                                      enable|disable (section 7):
