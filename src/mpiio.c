@@ -1462,7 +1462,9 @@ void hfdcp__buffer_give(void *p, uint64_t size, bool keep)
  *     (MPI_Alltoall + MPI_Alltoallv), then the data itself with ONE
  *     MPI_Alltoallw whose datatypes are built from the runs (hindexed on
  *     the user's memory, at absolute addresses, and on the aggregator's
- *     buffer), so the user's bytes are not staged anywhere else;
+ *     buffer), so the user's bytes are not staged anywhere else; an
+ *     aggregator's own runs are copied between its memory and its window
+ *     directly, not sent to itself;
  *   - each aggregator then writes (or, before the exchange, reads) the
  *     runs' union in its window, a few long contiguous ranges, with
  *     independent MPI_File_write_at / read_at calls: the aggregation, the
@@ -1486,8 +1488,8 @@ void hfdcp__buffer_give(void *p, uint64_t size, bool keep)
 /* The runs one rank moves to or from each aggregator in one round. */
 typedef struct {
     uint64_t *meta; /* pairs (file offset, length), grouped by aggregator */
-    MPI_Aint *addr; /* memory address of each run */
-    size_t n, meta_cap, addr_cap;
+    char **mem;     /* first memory byte of each run */
+    size_t n, meta_cap, mem_cap;
 } runlist;
 
 static int runlist_push(runlist *l, uint64_t off, uint64_t len, char *mem)
@@ -1496,12 +1498,11 @@ static int runlist_push(runlist *l, uint64_t off, uint64_t len, char *mem)
 
     HFDCP_TRY(hfdcp__grow(&l->meta, &l->meta_cap, 2 * l->n + 1,
                           sizeof *l->meta, what));
-    HFDCP_TRY(hfdcp__grow(&l->addr, &l->addr_cap, l->n, sizeof *l->addr,
+    HFDCP_TRY(hfdcp__grow(&l->mem, &l->mem_cap, l->n, sizeof *l->mem,
                           what));
     l->meta[2 * l->n] = off;
     l->meta[2 * l->n + 1] = len;
-    if (MPI_Get_address(mem, &l->addr[l->n]) != MPI_SUCCESS)
-        return hfdcp__error(HFDCP_ERR_MPI, "MPI_Get_address failed");
+    l->mem[l->n] = mem;
     l->n++;
     return HFDCP_OK;
 }
@@ -1568,8 +1569,8 @@ static int cmp_run(const void *a, const void *b)
 }
 
 /* An hindexed datatype of `n` runs: lengths meta[2i+1], displacements
- * meta[2i] - base (or addr[i] when addr is given). */
-static int runs_type(const uint64_t *meta, const MPI_Aint *addr, size_t n,
+ * meta[2i] - base (or the address of mem[i] when mem is given). */
+static int runs_type(const uint64_t *meta, char *const *mem, size_t n,
                      uint64_t base, int *lens, MPI_Aint *disp,
                      MPI_Datatype *out)
 {
@@ -1577,7 +1578,10 @@ static int runs_type(const uint64_t *meta, const MPI_Aint *addr, size_t n,
 
     for (size_t i = 0; i < n; i++) {
         lens[i] = (int)meta[2 * i + 1];
-        disp[i] = addr ? addr[i] : (MPI_Aint)(meta[2 * i] - base);
+        if (mem == NULL)
+            disp[i] = (MPI_Aint)(meta[2 * i] - base);
+        else
+            HFDCP_MPI_CHECK(MPI_Get_address(mem[i], &disp[i]));
     }
     HFDCP_MPI_CHECK(MPI_Type_create_hindexed((int)n, lens, disp, MPI_BYTE,
                                              out));
@@ -1606,6 +1610,8 @@ typedef struct {
     npiece *segs;
     npiece **segp;
     size_t segs_cap, segp_cap;
+    heap_item *heap; /* coverage: one entry per source */
+    size_t heap_cap;
 } aggr;
 
 /* Window r of aggregator a: [*w0, *w1), empty when *w0 >= *w1. */
@@ -1637,21 +1643,50 @@ static int grow_scratch(aggr *g, size_t n)
 }
 
 /* The union of the received runs in window [w0, w1): pieces on g->buf for
- * do_round, sorted and disjoint. */
+ * do_round, sorted and disjoint.  Each source's runs come in file order
+ * unless its parts interleave (two column blocks of one tensor on one
+ * rank), and such a source's list is sorted first; the sources are then
+ * merged through a heap by their next offset, not sorted together. */
 static int coverage(aggr *g, size_t nr, uint64_t w0, size_t *nseg)
 {
-    size_t n = 0;
+    const char *what = "the ranges of an aggregated transfer";
+    size_t n = 0, nh = 0;
 
     *nseg = 0;
     if (nr == 0)
         return HFDCP_OK;
-    qsort(g->rmeta, nr, 2 * sizeof *g->rmeta, cmp_run);
     HFDCP_TRY(hfdcp__grow(&g->segs, &g->segs_cap, nr - 1, sizeof *g->segs,
-                          "the ranges of an aggregated transfer"));
+                          what));
     HFDCP_TRY(hfdcp__grow(&g->segp, &g->segp_cap, nr - 1, sizeof *g->segp,
-                          "the ranges of an aggregated transfer"));
-    for (size_t i = 0; i < nr; i++) {
+                          what));
+    HFDCP_TRY(hfdcp__grow(&g->heap, &g->heap_cap, (size_t)g->nranks - 1,
+                          sizeof *g->heap, what));
+    for (int a = 0; a < g->nranks; a++) {
+        size_t r0 = (size_t)g->rdisp[a] / 2, rn = (size_t)g->rcount[a] / 2;
+        uint64_t *m = g->rmeta + 2 * r0;
+        if (rn == 0)
+            continue;
+        for (size_t i = 1; i < rn; i++)
+            if (m[2 * i] < m[2 * i - 2]) {
+                qsort(m, rn, 2 * sizeof *m, cmp_run);
+                break;
+            }
+        /* end: the source's next offset; bytes: its next run's index */
+        g->heap[nh] = (heap_item){m[0], r0, a};
+        heap_up(g->heap, nh++);
+    }
+    while (nh > 0) {
+        heap_item *h = &g->heap[0];
+        size_t i = (size_t)h->bytes;
+        size_t last = (size_t)(g->rdisp[h->round] + g->rcount[h->round]) / 2;
         uint64_t off = g->rmeta[2 * i], end = off + g->rmeta[2 * i + 1];
+        if (i + 1 < last) {
+            h->bytes = i + 1;
+            h->end = g->rmeta[2 * i + 2];
+        } else {
+            *h = g->heap[--nh];
+        }
+        heap_down(g->heap, nh, 0);
         if (n > 0 && off <= g->segs[n - 1].fend) {
             if (end > g->segs[n - 1].fend)
                 g->segs[n - 1].fend = end;
@@ -1729,6 +1764,25 @@ static int agg_io(aggr *g, size_t nseg)
     return hfdcp__agree(g->f->comm, rc);
 }
 
+/* Local: this rank's own runs in its window [my0, ...), copied between its
+ * memory and the window (into the window before a write, out of it after
+ * a read) rather than sent to itself through MPI_Alltoallw, which would
+ * build datatypes for them and pack and unpack them. */
+static void self_copy(aggr *g, uint64_t my0)
+{
+    size_t s0 = (size_t)g->sdisp[g->rank] / 2;
+    size_t sn = (size_t)g->scount[g->rank] / 2;
+
+    for (size_t i = s0; i < s0 + sn; i++) {
+        char *win = g->buf + (g->mine.meta[2 * i] - my0);
+        size_t len = (size_t)g->mine.meta[2 * i + 1];
+        if (g->write)
+            memcpy(win, g->mine.mem[i], len);
+        else
+            memcpy(g->mine.mem[i], win, len);
+    }
+}
+
 /* One round: runs, exchange of their lists, then read-exchange or
  * exchange-write.  Collective; agreed status. */
 static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
@@ -1784,16 +1838,19 @@ static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
         goto cleanup;
     window(g, g->rank, r, lo, hi, &my0, &my1);
 
-    /* The datatypes: this rank's runs in its memory, for each aggregator;
-     * each source's runs in this rank's window. */
+    /* The datatypes: this rank's runs in its memory, for each other
+     * aggregator; each other source's runs in this rank's window.  Its
+     * own runs are copied directly (self_copy). */
     rc = grow_scratch(g, g->mine.n > nr ? g->mine.n : nr);
     for (int a = 0; a < P && rc == HFDCP_OK; a++) {
         size_t s0 = (size_t)g->sdisp[a] / 2, sn = (size_t)g->scount[a] / 2;
         size_t r0 = (size_t)g->rdisp[a] / 2, rn = (size_t)g->rcount[a] / 2;
+        if (a == g->rank)
+            sn = rn = 0;
         g->ones_s[a] = sn > 0;
         g->ones_r[a] = rn > 0;
         if (sn > 0)
-            rc = runs_type(g->mine.meta + 2 * s0, g->mine.addr + s0, sn, 0,
+            rc = runs_type(g->mine.meta + 2 * s0, g->mine.mem + s0, sn, 0,
                            g->lens, g->disp, &g->stype[a]);
         if (rc == HFDCP_OK && rn > 0)
             rc = runs_type(g->rmeta + 2 * r0, NULL, rn, my0, g->lens,
@@ -1811,6 +1868,7 @@ static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
         goto cleanup;
 
     if (g->write) {
+        self_copy(g, my0);
         mpi_rc = MPI_Alltoallw(MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
                                g->buf, g->ones_r, g->zeros, g->rtype, comm);
         if (mpi_rc != MPI_SUCCESS)
@@ -1820,6 +1878,7 @@ static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
     } else {
         if ((rc = agg_io(g, nseg)) != HFDCP_OK)
             goto cleanup;
+        self_copy(g, my0);
         mpi_rc = MPI_Alltoallw(g->buf, g->ones_r, g->zeros, g->rtype,
                                MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
                                comm);
@@ -1842,7 +1901,7 @@ static void aggr_free(aggr *g)
 {
     hfdcp__buffer_give(g->buf, g->buf_cap, g->f->keep_buffer);
     free(g->mine.meta);
-    free(g->mine.addr);
+    free(g->mine.mem);
     free(g->scount);
     free(g->rcount);
     free(g->sdisp);
@@ -1857,6 +1916,7 @@ static void aggr_free(aggr *g)
     free(g->disp);
     free(g->segs);
     free(g->segp);
+    free(g->heap);
 }
 
 /* ---------------------------------------------------------------------- */
