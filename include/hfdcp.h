@@ -208,9 +208,7 @@ typedef struct {
                                      hfdcp_aggregate_buffer_size (bytes,
                                      default 32 MiB), for writes
                                      hfdcp_long_runs = auto|collective|
-                                     independent and
-                                     hfdcp_flush_early = auto|enable|
-                                     disable, for reads
+                                     independent, for reads
                                      hfdcp_sieve_reads = auto|enable|
                                      disable; hfdcp_keep_buffer =
                                      enable|disable (section 7):

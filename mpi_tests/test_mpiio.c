@@ -1059,83 +1059,6 @@ static int mpiio_should_keep_the_window_between_transfers(MPI_Comm comm,
     return T_OK;
 }
 
-/* This rank's early write-backs since `before`, and whether every rank
- * saw an increase (all) or none did (none). */
-static void flush_calls_since(MPI_Comm comm, uint64_t before, uint64_t *mine,
-                              int *all, int *none)
-{
-    int up, n_up = 0, size;
-
-    MPI_Comm_size(comm, &size);
-    *mine = hfdcp__mpiio_flush_calls() - before;
-    up = *mine > 0;
-    MPI_Allreduce(&up, &n_up, 1, MPI_INT, MPI_SUM, comm);
-    *all = n_up == size;
-    *none = n_up == 0;
-}
-
-/* hfdcp_flush_early=enable starts the write-back of each range a save has
- * just written (sync_file_range): every written range of an aggregation
- * window, the span of a rank's pieces after each round of the
- * component's path; "disable" never does; a bad value is refused on every
- * rank.  The bytes are checked either way.  (Outside Linux nothing is
- * ever started.) */
-static int mpiio_should_start_write_back_as_the_hint_says(MPI_Comm comm,
-                                                          const char *dir)
-{
-#ifdef __linux__
-    const int linux_only = 1;
-#else
-    const int linux_only = 0;
-#endif
-    char *path = array_path(dir);
-    uint64_t t0, mine;
-    int size, all, none;
-    MPI_Info info;
-
-    MPI_Comm_size(comm, &size);
-    MPI_Info_create(&info);
-    /* Aggregated, 4 KiB windows: 64 columns of 2 bytes per rank after a
-     * 4 KiB header, so that every rank's domain holds 8 KiB of data. */
-    MPI_Info_set(info, "hfdcp_aggregate", "enable");
-    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
-    MPI_Info_set(info, "hfdcp_flush_early", "enable");
-    tarray a = {.bits = 16, .ndim = 2, .shape = {64, 64 * size},
-                .header = 4096, .halo = {1, 1}, .seed = 310};
-    topts o = {info, -1, -1, 0, 0};
-    t0 = hfdcp__mpiio_flush_calls();
-    T_CHECK(round_trip(comm, dir, &a, cols, rows, &o) == 0);
-    flush_calls_since(comm, t0, &mine, &all, &none);
-    T_CHECKF(linux_only ? all : none, "aggregated, enable: %llu write-backs "
-             "started on this rank", (unsigned long long)mine);
-
-    MPI_Info_set(info, "hfdcp_flush_early", "disable");
-    a.seed = 311;
-    t0 = hfdcp__mpiio_flush_calls();
-    T_CHECK(round_trip(comm, dir, &a, cols, rows, &o) == 0);
-    flush_calls_since(comm, t0, &mine, &all, &none);
-    T_CHECKF(none, "aggregated, disable: %llu write-backs started on this "
-             "rank", (unsigned long long)mine);
-
-    /* The component's path: one round, every rank with pieces. */
-    MPI_Info_set(info, "hfdcp_aggregate", "disable");
-    MPI_Info_set(info, "hfdcp_flush_early", "enable");
-    o.write_rounds = 1;
-    a.seed = 312;
-    t0 = hfdcp__mpiio_flush_calls();
-    T_CHECK(round_trip(comm, dir, &a, rows, cols, &o) == 0);
-    flush_calls_since(comm, t0, &mine, &all, &none);
-    T_CHECKF(mine == (uint64_t)linux_only, "component path, enable: %llu "
-             "write-backs started on this rank, expected %d",
-             (unsigned long long)mine, linux_only);
-
-    T_CHECK(refuses_bad_hint(comm, path, true, info, "hfdcp_flush_early",
-                             "soon", "enable") == 0);
-    MPI_Info_free(&info);
-    free(path);
-    return T_OK;
-}
-
 /* The default ("auto") aggregates short runs on two ranks or more and
  * leaves long runs to the MPI-IO component; "disable" never aggregates;
  * a bad value is refused on every rank. */
@@ -1409,7 +1332,6 @@ static const hfdcp_test_case cases[] = {
     {"mpiio_should_aggregate_runs_itself", mpiio_should_aggregate_runs_itself, 1},
     {"mpiio_should_sieve_reads_as_the_hint_says", mpiio_should_sieve_reads_as_the_hint_says, 1},
     {"mpiio_should_keep_the_window_between_transfers", mpiio_should_keep_the_window_between_transfers, 1},
-    {"mpiio_should_start_write_back_as_the_hint_says", mpiio_should_start_write_back_as_the_hint_says, 1},
     {"mpiio_should_choose_aggregation_by_run_length", mpiio_should_choose_aggregation_by_run_length, 1},
     {"mpiio_should_write_long_runs_as_the_hint_says", mpiio_should_write_long_runs_as_the_hint_says, 1},
     {"mpiio_should_move_a_scalar", mpiio_should_move_a_scalar, 1},

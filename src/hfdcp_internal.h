@@ -545,10 +545,6 @@ bool hfdcp__mfile_last_sieved(const hfdcp__mfile *f);
  * figures and tests. */
 uint64_t hfdcp__mpiio_kept_bytes(uint64_t *taken);
 
-/* How many early write-backs (sync_file_range calls, "Early write-back"
- * in mpiio.c) this process has started so far.  For tests. */
-uint64_t hfdcp__mpiio_flush_calls(void);
-
 /* Local.  A buffer of at least *size bytes: the one kept between
  * transfers when it is as large and `keep` allows (*size becomes its
  * size), else a new one; NULL when out of memory.  Give it back with

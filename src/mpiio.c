@@ -43,8 +43,6 @@
  * 2^31 bytes if hfdcp__mpiio_round_max is raised: its types are checked with
  * MPI_Type_size_x and the bytes moved with MPI_Get_elements_x.
  */
-#define _GNU_SOURCE /* sync_file_range() */
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -52,7 +50,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #ifdef __linux__
 #include <sys/vfs.h>
 #endif
@@ -102,8 +99,6 @@ struct hfdcp__mfile {
     bool local;          /* reading: this rank sees a local file system */
     bool last_sieved;    /* the last transfer was read by sieving */
     bool keep_buffer;    /* take and keep the kept buffer (hint) */
-    int flush_early;     /* AGG_AUTO, AGG_ON or AGG_OFF (hint) */
-    int flush_fd;        /* writing: for early write-back, or -1 */
 };
 
 /* hfdcp's own hints (see "Aggregation" and "Long runs" below). */
@@ -386,73 +381,6 @@ static int independent_long_writes(MPI_Comm comm, const char *path, int mode)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Early write-back                                                       */
-/* ---------------------------------------------------------------------- */
-
-/*
- * A save is durable when MPI_File_sync returns.  Left to itself, Linux
- * starts writing a file's dirty pages back only when dirty memory passes
- * its background threshold (dirty_background_ratio: 10% of memory) or
- * after 30 seconds, so a checkpoint of a few GB waits whole in the page
- * cache for the sync while the disk idles through the exchange and the
- * copies.  So each rank starts the write-back of each range it has just
- * written -- every written range of an aggregation window, and the span of
- * its pieces after each collective round -- with sync_file_range(
- * SYNC_FILE_RANGE_WRITE), which queues the pages for writing and returns
- * without waiting for them: the disk writes window r while the ranks fill
- * window r + 1, and the sync waits for less.  (Measured: a Llama-shaped
- * 1 GB save on two ranks, alternating with the same save without it:
- * sync 0.59 s against 0.71 s, transfer 0.43 s against 0.34 s; medians
- * of 6 and 5, docs/benchmarks.md "Early write-back".)
- *
- * Hint hfdcp_flush_early: "auto" (the default) does it when the file lies
- * on a local file system (see local_fs), "enable" on any, "disable" never;
- * not at all where sync_file_range does not exist (outside Linux).  The
- * call goes through a read-only descriptor of the rank's own, opened with
- * the file: it is advice, so a failure to open the descriptor or of the
- * call is ignored, and a write-back error is still reported by the sync
- * (Linux reports it to every open description of the file).
- */
-
-static atomic_uint_fast64_t flush_calls; /* successful, for tests */
-
-uint64_t hfdcp__mpiio_flush_calls(void)
-{
-    return (uint64_t)atomic_load(&flush_calls);
-}
-
-/* The descriptor for early write-back of `path`, just opened for writing,
- * under the hint's mode; -1 for none. */
-static int flush_open(const char *path, int mode)
-{
-#ifdef __linux__
-    if (mode == AGG_OFF || (mode == AGG_AUTO && !local_fs(path)))
-        return -1;
-    return open(path, O_RDONLY | O_CLOEXEC);
-#else
-    (void)path;
-    (void)mode;
-    return -1;
-#endif
-}
-
-/* Starts the write-back of the file's bytes [off, off + len). */
-static void flush_range(const hfdcp__mfile *f, uint64_t off, uint64_t len)
-{
-#ifdef __linux__
-    if (f->flush_fd >= 0 && len > 0 && off <= (uint64_t)INT64_MAX &&
-        len <= (uint64_t)INT64_MAX - off &&
-        sync_file_range(f->flush_fd, (off_t)off, (off_t)len,
-                        SYNC_FILE_RANGE_WRITE) == 0)
-        atomic_fetch_add(&flush_calls, 1);
-#else
-    (void)f;
-    (void)off;
-    (void)len;
-#endif
-}
-
-/* ---------------------------------------------------------------------- */
 /* Open, close, sync, set_size                                            */
 /* ---------------------------------------------------------------------- */
 
@@ -482,8 +410,8 @@ static int tristate_hint(MPI_Info info, const char *key, const char *path,
 /* hfdcp's own hints, from the merged info: hfdcp_aggregate (auto, enable,
  * disable), hfdcp_aggregate_buffer_size (bytes, 1 to 1 GiB),
  * hfdcp_long_runs (auto, collective, independent), hfdcp_sieve_reads
- * (auto, enable, disable), hfdcp_keep_buffer (enable, disable; auto is
- * enable) and hfdcp_flush_early (auto, enable, disable). */
+ * (auto, enable, disable) and hfdcp_keep_buffer (enable, disable; auto is
+ * enable). */
 static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
 {
     char v[MPI_MAX_INFO_VAL + 1];
@@ -494,7 +422,6 @@ static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
     f->long_runs = LONG_AUTO;
     f->sieve = AGG_AUTO;
     f->keep_buffer = true;
-    f->flush_early = AGG_AUTO;
     MPI_TRY(MPI_Info_get(info, "hfdcp_long_runs", MPI_MAX_INFO_VAL, v, &flag),
             path);
     if (flag) {
@@ -515,7 +442,6 @@ static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
     int keep = AGG_AUTO;
     HFDCP_TRY(tristate_hint(info, "hfdcp_keep_buffer", path, &keep));
     f->keep_buffer = keep != AGG_OFF;
-    HFDCP_TRY(tristate_hint(info, "hfdcp_flush_early", path, &f->flush_early));
     MPI_TRY(MPI_Info_get(info, "hfdcp_aggregate_buffer_size",
                          MPI_MAX_INFO_VAL, v, &flag),
             path);
@@ -548,7 +474,6 @@ int hfdcp__mfile_open(MPI_Comm comm, const char *path, bool write,
         rc = hfdcp__nomem("an MPI-IO file handle");
     } else {
         f->fh = MPI_FILE_NULL;
-        f->flush_fd = -1;
         f->comm = comm;
         f->write = write;
         if ((mpi_rc = MPI_Comm_rank(comm, &f->rank)) != MPI_SUCCESS)
@@ -585,8 +510,6 @@ int hfdcp__mfile_open(MPI_Comm comm, const char *path, bool write,
             rc = hfdcp__mpi_error(mpi_rc, "MPI_Allreduce opening '%s'", path);
         f->independent_long = all != 0;
     }
-    if (rc == HFDCP_OK && write)
-        f->flush_fd = flush_open(path, f->flush_early);
     rc = hfdcp__agree(comm, rc);
     /* Note: MPI_File_open is collective and fails everywhere or nowhere in
      * the implementations we know; should it succeed on some ranks only,
@@ -596,11 +519,8 @@ cleanup:
     if (merged != MPI_INFO_NULL)
         MPI_Info_free(&merged);
     if (rc != HFDCP_OK) {
-        if (f != NULL) {
-            if (f->flush_fd >= 0)
-                close(f->flush_fd);
+        if (f != NULL)
             free(f->path);
-        }
         free(f);
         return rc;
     }
@@ -621,8 +541,6 @@ int hfdcp__mfile_close(hfdcp__mfile *f)
         if (mpi_rc != MPI_SUCCESS)
             rc = file_error(mpi_rc, "MPI_File_close", f->path);
     }
-    if (f->flush_fd >= 0)
-        close(f->flush_fd); /* read-only: nothing to lose */
     free(f->path);
     free(f);
     return hfdcp__agree(comm, rc);
@@ -1300,12 +1218,6 @@ static int do_round(hfdcp__mfile *f, bool write, bool indep,
                               write ? "short write"
                                     : "short read: the file ends early");
     }
-    if (rc == HFDCP_OK && write && n > 0) {
-        uint64_t lo = round[0]->foff, hi = 0; /* sorted by first byte */
-        for (size_t i = 0; i < n; i++)
-            hi = round[i]->fend > hi ? round[i]->fend : hi;
-        flush_range(f, lo, hi - lo);
-    }
     rc = hfdcp__agree(f->comm, rc);
 cleanup:
     free_type(&ftype);
@@ -1755,12 +1667,9 @@ static int agg_io(aggr *g, size_t nseg)
 {
     int rc = HFDCP_OK;
 
-    for (size_t i = 0; i < nseg && rc == HFDCP_OK; i++) {
+    for (size_t i = 0; i < nseg && rc == HFDCP_OK; i++)
         rc = range_io(g->f, g->write, g->segp[i]->foff, g->segp[i]->maddr,
                       g->segp[i]->bytes);
-        if (rc == HFDCP_OK && g->write)
-            flush_range(g->f, g->segp[i]->foff, g->segp[i]->bytes);
-    }
     return hfdcp__agree(g->f->comm, rc);
 }
 
