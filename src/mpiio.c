@@ -1070,7 +1070,9 @@ static int split_piece(const npiece *q, uint64_t lim, parts *ps)
     return HFDCP_OK;
 }
 
-/* A min-heap of open rounds by the end of their last piece. */
+/* A min-heap of open rounds by the end of their last piece (and, in an
+ * aggregation window's coverage, of sources by their next run's offset:
+ * end = that offset, bytes = the run's index, round = the source). */
 typedef struct {
     uint64_t end;
     uint64_t bytes;
