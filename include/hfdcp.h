@@ -464,9 +464,10 @@ HFDCP_API int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
  *  file through a window of hfdcp_aggregate_buffer_size bytes (32 MiB by
  *  default); when it ends, the window is kept (one per process, the
  *  largest) for the next transfer, which then skips the page faults of
- *  fresh memory.  Consolidation stages through it too (and keeps its
- *  staging buffer when it is at most 32 MiB).  MPI_Finalize frees it
- *  too.  Hint hfdcp_keep_buffer = disable makes a save or load neither
+ *  fresh memory; with every rank on one node, so are the node-shared
+ *  windows of the aggregation (this rank's mapping is unmapped).
+ *  Consolidation stages through it too (and keeps its staging buffer
+ *  when it is at most 32 MiB).  MPI_Finalize frees them too.  Hint hfdcp_keep_buffer = disable makes a save or load neither
  *  use nor keep it. */
 HFDCP_API void hfdcp_release_buffers(void);
 

@@ -288,11 +288,14 @@ typedef struct {
                        * 0: not checked */
     int read_sieved;  /* READ_SIEVED or READ_NOT_SIEVED expected; 0: not
                        * checked */
+    int exchange;     /* EXCH_SHARED or EXCH_ALLTOALLW expected of both
+                       * transfers (aggregated); 0: not checked */
 } topts;
 
 enum { READ_SIEVED = 1, READ_NOT_SIEVED = 2 };
 
 enum { WRITE_INDEPENDENT = 1, WRITE_COLLECTIVE = 2 };
+enum { EXCH_SHARED = 1, EXCH_ALLTOALLW = 2 };
 
 static char *array_path(const char *dir)
 {
@@ -411,10 +414,10 @@ static int check_file(MPI_Comm comm, const char *path, const tarray *a,
 
 static int transfer(MPI_Comm comm, const char *path, const tarray *a,
                     boxes_fn fn, bool write, MPI_Info info, int want_rounds,
-                    int want_calls, int want_sieved)
+                    int want_calls, int want_sieved, int want_exchange)
 {
     int rank, size, n, rounds, bad = 0;
-    bool indep, sieved;
+    bool indep, sieved, shared;
     tbox b[MAXBOX];
     unsigned char *mem[MAXBOX] = {0};
     int64_t mshape[MAXBOX][MAXD], mstart[MAXBOX][MAXD];
@@ -431,6 +434,7 @@ static int transfer(MPI_Comm comm, const char *path, const tarray *a,
     rounds = hfdcp__mfile_last_rounds(f);
     indep = hfdcp__mfile_last_independent(f);
     sieved = hfdcp__mfile_last_sieved(f);
+    shared = hfdcp__mfile_last_shared(f);
     if (write)
         T_OKCALL(hfdcp__mfile_sync(f));
     T_OKCALL(hfdcp__mfile_close(f));
@@ -445,6 +449,10 @@ static int transfer(MPI_Comm comm, const char *path, const tarray *a,
         T_CHECKF(sieved == (want_sieved == READ_SIEVED), "%s %s",
                  write ? "a write" : "a read",
                  sieved ? "sieved" : "not sieved");
+    if (want_exchange != 0)
+        T_CHECKF(shared == (want_exchange == EXCH_SHARED),
+                 "%s exchanged %s", write ? "a write" : "a read",
+                 shared ? "through shared windows" : "with MPI_Alltoallw");
     for (int i = 0; i < n; i++) {
         if (!write && !bad)
             bad = check_mem(a, &b[i], mem[i], mshape[i], mstart[i], i);
@@ -475,14 +483,16 @@ static int round_trip(MPI_Comm comm, const char *dir, const tarray *a,
         bad = agreed(comm, transfer(comm, path, a, wfn, true, info,
                                     o ? o->write_rounds : -1,
                                     o ? o->write_calls : 0,
-                                    o ? READ_NOT_SIEVED : 0));
+                                    o ? READ_NOT_SIEVED : 0,
+                                    o ? o->exchange : 0));
     if (!bad)
         bad = check_file(comm, path, a, wfn);
     if (!bad)
         bad = agreed(comm, transfer(comm, path, a, rfn, false, info,
                                     o ? o->read_rounds : -1,
                                     o ? WRITE_COLLECTIVE : 0,
-                                    o ? o->read_sieved : 0));
+                                    o ? o->read_sieved : 0,
+                                    o ? o->exchange : 0));
     free(path);
     return bad;
 }
@@ -615,11 +625,11 @@ static int mpiio_should_split_interleaving_pieces_into_rounds(MPI_Comm comm,
                 .halo = {1, 1}, .seed = 11};
     /* Three interleaving column blocks each: three rounds; reading the
      * whole array twice plus an inner box: three rounds too. */
-    topts o = {MPI_INFO_NULL, 3, 3, 0, 0};
+    topts o = {MPI_INFO_NULL, 3, 3, 0, 0, 0};
     bad |= round_trip(comm, dir, &a, cols_round_robin, whole_twice_and_inner,
                       &o);
     /* Disjoint row blocks given in reverse order: one round. */
-    topts one = {MPI_INFO_NULL, 1, 3, 0, 0};
+    topts one = {MPI_INFO_NULL, 1, 3, 0, 0, 0};
     a.seed = 12;
     bad |= round_trip(comm, dir, &a, rows_two_each, cols_round_robin, &one);
     /* Sub-byte interleaving columns. */
@@ -642,7 +652,7 @@ static int mpiio_should_let_ranks_with_nothing_join(MPI_Comm comm,
      * nothing take part. */
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_sieve_reads", "disable");
-    topts o = {info, 1, 1, 0, 0};
+    topts o = {info, 1, 1, 0, 0, 0};
     int bad = round_trip(comm, dir, &a, whole_on_rank0, rows_on_last_rank,
                          &o);
     MPI_Info_free(&info);
@@ -664,7 +674,7 @@ static int mpiio_should_take_many_rounds_with_tiny_cb_buffer(MPI_Comm comm,
     MPI_Info info;
     tarray a = {.bits = 8, .ndim = 2, .shape = {40, 300}, .header = 21,
                 .halo = {1, 3}, .seed = 15};
-    topts o = {MPI_INFO_NULL, -1, -1, 0, 0};
+    topts o = {MPI_INFO_NULL, -1, -1, 0, 0, 0};
     char *path = array_path(dir);
     hfdcp__mfile *f = NULL;
     char value[64];
@@ -818,7 +828,7 @@ static int mpiio_should_cap_the_bytes_a_rank_moves_in_one_round(
         uint64_t row = (uint64_t)a.shape[1] * 4, rows = (uint64_t)a.shape[0];
         uint64_t want = lim >= row ? (rows + lim / row - 1) / (lim / row)
                                    : rows * ((row + lim - 1) / lim);
-        topts o = {MPI_INFO_NULL, -1, (int)want, 0, 0};
+        topts o = {MPI_INFO_NULL, -1, (int)want, 0, 0, 0};
         bad |= round_trip(comm, dir, &a, small_and_large, whole, &o);
         if (lim > 1) {
             /* Interleaving and overlapping pieces, several arrays. */
@@ -880,9 +890,14 @@ static int short_run_round_trips(MPI_Comm comm, const char *dir,
     return bad;
 }
 
+/* Aggregated transfers, bytes checked, with windows of a few bytes to
+ * 32 MiB, exchanged through node-shared windows (every rank of the tests
+ * is on one node; each window a P-th of the buffer) and with
+ * MPI_Alltoallw. */
 static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
 {
     static const char *buffers[] = {"5", "64", "33554432"};
+    static const char *exchanges[] = {"auto", "alltoallw"};
     int size, bad = 0;
     MPI_Info info;
 
@@ -890,22 +905,27 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_aggregate", "enable");
     MPI_Info_set(info, "hfdcp_sieve_reads", "disable"); /* below */
-    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0] && !bad; i++) {
-        uint64_t b = strtoull(buffers[i], NULL, 10);
+    for (size_t j = 0; j < 2 * (sizeof buffers / sizeof buffers[0]) && !bad;
+         j++) {
+        size_t k = j / 3, i = j % 3; /* exchange, buffer */
+        uint64_t b = strtoull(buffers[i], NULL, 10), P = (uint64_t)size;
+        if (k == 0)
+            b = (b + P - 1) / P; /* a rank's share of the buffer */
+        MPI_Info_set(info, "hfdcp_exchange", exchanges[k]);
         MPI_Info_set(info, "hfdcp_aggregate_buffer_size", buffers[i]);
         tarray a = {.bits = 32, .ndim = 2, .shape = {12, 10}, .header = 13,
-                    .halo = {1, 2}, .seed = 200 + i};
+                    .halo = {1, 2}, .seed = 200 + i + 20 * k};
         uint64_t end = a.header + 12 * 10 * 4, align = b < 1048576 ? b : 1048576;
         uint64_t base = a.header - a.header % align;
-        uint64_t dom = ((end - base + (uint64_t)size - 1) / (uint64_t)size +
-                        align - 1) / align * align;
+        uint64_t dom = ((end - base + P - 1) / P + align - 1) / align * align;
         /* Every rank writes whole rows: the whole array moves; the
          * rounds are those of one domain. */
-        topts o = {info, (int)((dom + b - 1) / b), -1, 0, 0};
-        bad |= short_run_round_trips(comm, dir, &a, &o, 210 + i);
+        topts o = {info, (int)((dom + b - 1) / b), -1, 0, 0,
+                   k == 0 ? EXCH_SHARED : EXCH_ALLTOALLW};
+        bad |= short_run_round_trips(comm, dir, &a, &o, 210 + i + 20 * k);
         if (bad)
-            hfdcp_test_fail(__FILE__, __LINE__, "with a buffer of %s bytes",
-                            buffers[i]);
+            hfdcp_test_fail(__FILE__, __LINE__, "with a buffer of %s bytes, "
+                            "hfdcp_exchange=%s", buffers[i], exchanges[k]);
     }
     MPI_Info_free(&info);
     T_CHECK(bad == 0);
@@ -952,7 +972,7 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_sieve_reads", "enable");
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0] && !bad; i++) {
         MPI_Info_set(info, "hfdcp_aggregate_buffer_size", buffers[i]);
-        topts o = {info, -1, 0, 0, READ_SIEVED};
+        topts o = {info, -1, 0, 0, READ_SIEVED, 0};
         tarray a = {.bits = 32, .ndim = 2, .shape = {12, 10}, .header = 13,
                     .halo = {1, 2}, .seed = 250 + i};
         bad |= short_run_round_trips(comm, dir, &a, &o, 260 + i);
@@ -972,7 +992,8 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
     tarray d = {.bits = 16, .ndim = 2, .shape = {64, 2 * size}, .header = 3,
                 .halo = {1, 1}, .seed = 280};
-    topts oa = {info, -1, -1, 0, size == 2 ? READ_SIEVED : READ_NOT_SIEVED};
+    topts oa = {info, -1, -1, 0, size == 2 ? READ_SIEVED : READ_NOT_SIEVED,
+                0};
     T_CHECK(round_trip(comm, dir, &d, rows, cols, &oa) == 0);
     tarray e = {.bits = 16, .ndim = 2, .shape = {64, 4}, .header = 3,
                 .halo = {0, 1}, .seed = 281};
@@ -980,7 +1001,7 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     T_CHECK(round_trip(comm, dir, &e, rows, blocks, &oa) == 0);
     /* "disable": aggregated (one round: 260 bytes in 4 KiB windows). */
     MPI_Info_set(info, "hfdcp_sieve_reads", "disable");
-    topts od = {info, -1, size > 1 ? 1 : -1, 0, READ_NOT_SIEVED};
+    topts od = {info, -1, size > 1 ? 1 : -1, 0, READ_NOT_SIEVED, 0};
     T_CHECK(round_trip(comm, dir, &d, rows, cols, &od) == 0);
     /* a disagreement: "disable" wins */
     MPI_Info_set(info, "hfdcp_sieve_reads", rank == 0 ? "disable" : "enable");
@@ -1028,9 +1049,11 @@ static int mpiio_should_keep_the_window_between_transfers(MPI_Comm comm,
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_aggregate", "enable");
     MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
+    /* the windows of MPI_Alltoallw (shared windows: the test below) */
+    MPI_Info_set(info, "hfdcp_exchange", "alltoallw");
     tarray a = {.bits = 16, .ndim = 2, .shape = {64, 4}, .header = 3,
                 .halo = {1, 1}, .seed = 300};
-    topts o = {info, -1, -1, 0, 0};
+    topts o = {info, -1, -1, 0, 0, 0};
     /* the write allocates its window and keeps it; the read takes it */
     T_CHECK(round_trip(comm, dir, &a, cols, cols, &o) == 0);
     T_CHECK(check_kept(4096, t0 + 1, __LINE__) == 0);
@@ -1059,6 +1082,83 @@ static int mpiio_should_keep_the_window_between_transfers(MPI_Comm comm,
     return T_OK;
 }
 
+/* Node-shared windows (hint hfdcp_exchange): "auto" shares them (every
+ * rank of the tests is on one node), on one rank too; the segment is kept
+ * for the next transfer (unless hfdcp_keep_buffer=disable), replaced by a
+ * larger one, reused by a smaller one, freed by hfdcp_release_buffers();
+ * "alltoallw", ranks that disagree and a rank that cannot map the segment
+ * exchange with MPI_Alltoallw; bytes checked each time; a bad value is
+ * refused on every rank. */
+static int mpiio_should_share_windows_on_one_node(MPI_Comm comm,
+                                                   const char *dir)
+{
+    char *path = array_path(dir);
+    int size, rank;
+    MPI_Info info;
+
+    MPI_Comm_size(comm, &size);
+    MPI_Comm_rank(comm, &rank);
+    uint64_t P = (uint64_t)size;
+    hfdcp_release_buffers();
+    T_CHECK(hfdcp__mpiio_kept_shared_bytes() == 0);
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "hfdcp_aggregate", "enable");
+    MPI_Info_set(info, "hfdcp_sieve_reads", "disable");
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
+    tarray a = {.bits = 16, .ndim = 2, .shape = {64, 4 * size}, .header = 3,
+                .halo = {1, 1}, .seed = 420};
+    topts o = {info, -1, -1, 0, 0, EXCH_SHARED};
+    /* kept: P windows of a P-th of 4096 bytes each */
+    T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
+    T_CHECK(hfdcp__mpiio_kept_shared_bytes() == P * ((4096 + P - 1) / P));
+    /* a larger buffer: a new segment replaces the kept one */
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "65536");
+    a.seed = 421;
+    T_CHECK(round_trip(comm, dir, &a, cols, blocks, &o) == 0);
+    T_CHECK(hfdcp__mpiio_kept_shared_bytes() == P * ((65536 + P - 1) / P));
+    /* a smaller one reuses it, whole */
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "1000");
+    a.seed = 422;
+    T_CHECK(round_trip(comm, dir, &a, cols_round_robin, cols, &o) == 0);
+    T_CHECK(hfdcp__mpiio_kept_shared_bytes() == P * ((65536 + P - 1) / P));
+    /* keep disabled: shared, nothing kept */
+    hfdcp_release_buffers();
+    MPI_Info_set(info, "hfdcp_keep_buffer", "disable");
+    a.seed = 423;
+    T_CHECK(round_trip(comm, dir, &a, cols, rows, &o) == 0);
+    T_CHECK(hfdcp__mpiio_kept_shared_bytes() == 0);
+    MPI_Info_set(info, "hfdcp_keep_buffer", "enable");
+
+    /* alltoallw, ranks that disagree, a rank that cannot map */
+    MPI_Info_set(info, "hfdcp_exchange", "alltoallw");
+    o.exchange = EXCH_ALLTOALLW;
+    a.seed = 424;
+    T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
+    if (size > 1) {
+        MPI_Info_set(info, "hfdcp_exchange", rank == 1 ? "alltoallw" : "auto");
+        a.seed = 425;
+        T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
+    }
+    MPI_Info_set(info, "hfdcp_exchange", "auto");
+    hfdcp__mpiio_shared_fault = size - 1;
+    a.seed = 426;
+    int bad = round_trip(comm, dir, &a, cols_round_robin, cols, &o);
+    hfdcp__mpiio_shared_fault = -1;
+    T_CHECK(bad == 0);
+    /* and the next transfer shares again */
+    o.exchange = EXCH_SHARED;
+    a.seed = 427;
+    T_CHECK(round_trip(comm, dir, &a, cols, rows, &o) == 0);
+
+    T_CHECK(refuses_bad_hint(comm, path, true, info, "hfdcp_exchange", "shm",
+                             "auto") == 0);
+    MPI_Info_free(&info);
+    hfdcp_release_buffers();
+    T_CHECK(hfdcp__mpiio_kept_shared_bytes() == 0);
+    free(path);
+    return T_OK;
+}
+
 /* The default ("auto") aggregates short runs on two ranks or more and
  * leaves long runs to the MPI-IO component; "disable" never aggregates;
  * a bad value is refused on every rank. */
@@ -1074,7 +1174,7 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
      * through the component, one when aggregated (a 32 MiB window). */
     tarray a = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
                 .seed = 230};
-    topts o = {MPI_INFO_NULL, size > 1 ? 1 : 3, -1, 0, 0};
+    topts o = {MPI_INFO_NULL, size > 1 ? 1 : 3, -1, 0, 0, 0};
     T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_aggregate", "disable");
@@ -1087,7 +1187,7 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
     tarray big = {.bits = 8, .ndim = 2, .shape = {2 * size, 262144},
                   .header = 3, .seed = 231};
-    topts ob = {info, 1, 1, 0, 0};
+    topts ob = {info, 1, 1, 0, 0, 0};
     T_CHECK(round_trip(comm, dir, &big, rows, rows, &ob) == 0);
 
     T_CHECK(refuses_bad_hint(comm, path, false, info, "hfdcp_aggregate",
@@ -1253,7 +1353,7 @@ static int mpiio_should_write_long_runs_as_the_hint_says(MPI_Comm comm,
                 .header = 5, .halo = {1, 3}, .seed = 240};
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_long_runs", "independent");
-    topts o = {info, -1, -1, WRITE_INDEPENDENT, 0};
+    topts o = {info, -1, -1, WRITE_INDEPENDENT, 0, 0};
     T_CHECK(round_trip(comm, dir, &a, rows_round_robin, cols, &o) == 0);
     T_CHECK(round_trip(comm, dir, &a, whole_on_rank0, blocks, &o) == 0);
     MPI_Info_set(info, "hfdcp_long_runs", "collective");
@@ -1270,7 +1370,7 @@ static int mpiio_should_write_long_runs_as_the_hint_says(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_long_runs", "independent");
     tarray c = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
                 .seed = 241};
-    topts oc = {info, size > 1 ? 1 : 3, -1, WRITE_COLLECTIVE, 0};
+    topts oc = {info, size > 1 ? 1 : 3, -1, WRITE_COLLECTIVE, 0, 0};
     T_CHECK(round_trip(comm, dir, &c, cols_round_robin, rows, &oc) == 0);
 
     T_CHECK(refuses_bad_hint(comm, path, true, info, "hfdcp_long_runs",
@@ -1332,6 +1432,7 @@ static const hfdcp_test_case cases[] = {
     {"mpiio_should_aggregate_runs_itself", mpiio_should_aggregate_runs_itself, 1},
     {"mpiio_should_sieve_reads_as_the_hint_says", mpiio_should_sieve_reads_as_the_hint_says, 1},
     {"mpiio_should_keep_the_window_between_transfers", mpiio_should_keep_the_window_between_transfers, 1},
+    {"mpiio_should_share_windows_on_one_node", mpiio_should_share_windows_on_one_node, 1},
     {"mpiio_should_choose_aggregation_by_run_length", mpiio_should_choose_aggregation_by_run_length, 1},
     {"mpiio_should_write_long_runs_as_the_hint_says", mpiio_should_write_long_runs_as_the_hint_says, 1},
     {"mpiio_should_move_a_scalar", mpiio_should_move_a_scalar, 1},

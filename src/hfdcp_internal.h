@@ -539,11 +539,20 @@ bool hfdcp__mfile_last_independent(const hfdcp__mfile *f);
  * in mpiio.c).  Its rounds are then 0. */
 bool hfdcp__mfile_last_sieved(const hfdcp__mfile *f);
 
+/* Whether the last transfer on `f` was aggregated through node-shared
+ * windows rather than MPI_Alltoallw ("Aggregation" in mpiio.c; the hint
+ * hfdcp_exchange). */
+bool hfdcp__mfile_last_shared(const hfdcp__mfile *f);
+
 /* The bytes of the buffer kept between transfers (hfdcp_release_buffers;
  * "The kept buffer" in mpiio.c), 0 when none is kept, and in *taken (when
  * not NULL) how many transfers took it so far.  For the benchmark's memory
  * figures and tests. */
 uint64_t hfdcp__mpiio_kept_bytes(uint64_t *taken);
+
+/* The bytes of the node-shared windows kept between aggregated transfers
+ * ("Aggregation" in mpiio.c), 0 when none are kept.  For tests. */
+uint64_t hfdcp__mpiio_kept_shared_bytes(void);
 
 /* Local.  A buffer of at least *size bytes: the one kept between
  * transfers when it is as large and `keep` allows (*size becomes its
@@ -573,6 +582,12 @@ extern uint64_t hfdcp__mpiio_round_max;
  * default), 1 always, 2 never.  Set it only between transfers, from one
  * thread, to the same value on every rank. */
 extern int hfdcp__mpiio_aggregate_default;
+
+/* Test hook: the rank (of the transfer's communicator) that fails to map
+ * the shared windows of an aggregated transfer, as if it could not (see
+ * "Aggregation" in mpiio.c); -1, the default, for none.  Set it only
+ * between transfers, from one thread, to the same value on every rank. */
+extern int hfdcp__mpiio_shared_fault;
 
 /* ------------------------------------------------------------------------
  * convert.c

@@ -43,6 +43,7 @@
  * 2^31 bytes if hfdcp__mpiio_round_max is raised: its types are checked with
  * MPI_Type_size_x and the bytes moved with MPI_Get_elements_x.
  */
+#define _GNU_SOURCE /* fallocate() */
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -51,7 +52,11 @@
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 #endif
 
 #include "hfdcp_internal.h"
@@ -99,6 +104,8 @@ struct hfdcp__mfile {
     bool local;          /* reading: this rank sees a local file system */
     bool last_sieved;    /* the last transfer was read by sieving */
     bool keep_buffer;    /* take and keep the kept buffer (hint) */
+    bool shared_exchange; /* aggregate through node-shared memory (agreed) */
+    bool last_shared;     /* the last transfer did */
 };
 
 /* hfdcp's own hints (see "Aggregation" and "Long runs" below). */
@@ -107,6 +114,7 @@ enum { LONG_AUTO = 0, LONG_COLLECTIVE = 1, LONG_INDEPENDENT = 2 };
 #define AGG_BUFFER_DEFAULT ((uint64_t)32 << 20)
 #define AGG_BUFFER_MAX ((uint64_t)1 << 30)
 int hfdcp__mpiio_aggregate_default = AGG_AUTO;
+int hfdcp__mpiio_shared_fault = -1;
 
 /* ---------------------------------------------------------------------- */
 /* Errors                                                                 */
@@ -380,6 +388,25 @@ static int independent_long_writes(MPI_Comm comm, const char *path, int mode)
     return (detected() & DETECT_OMPIO) != 0 && local_fs(path);
 }
 
+/* Collective: whether every rank of `comm` is on this node (*out, the
+ * same on every rank).  An MPI status. */
+static int one_node(MPI_Comm comm, int *out)
+{
+    MPI_Comm node = MPI_COMM_NULL;
+    int size = 0, node_size = 0, mpi_rc;
+
+    *out = 0;
+    mpi_rc = MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL,
+                                 &node);
+    if (mpi_rc != MPI_SUCCESS)
+        return mpi_rc;
+    if ((mpi_rc = MPI_Comm_size(comm, &size)) == MPI_SUCCESS)
+        mpi_rc = MPI_Comm_size(node, &node_size);
+    MPI_Comm_free(&node);
+    *out = mpi_rc == MPI_SUCCESS && size == node_size;
+    return mpi_rc;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Open, close, sync, set_size                                            */
 /* ---------------------------------------------------------------------- */
@@ -410,8 +437,8 @@ static int tristate_hint(MPI_Info info, const char *key, const char *path,
 /* hfdcp's own hints, from the merged info: hfdcp_aggregate (auto, enable,
  * disable), hfdcp_aggregate_buffer_size (bytes, 1 to 1 GiB),
  * hfdcp_long_runs (auto, collective, independent), hfdcp_sieve_reads
- * (auto, enable, disable) and hfdcp_keep_buffer (enable, disable; auto is
- * enable). */
+ * (auto, enable, disable), hfdcp_keep_buffer (enable, disable; auto is
+ * enable) and hfdcp_exchange (auto, alltoallw). */
 static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
 {
     char v[MPI_MAX_INFO_VAL + 1];
@@ -439,6 +466,14 @@ static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
     }
     HFDCP_TRY(tristate_hint(info, "hfdcp_aggregate", path, &f->aggregate));
     HFDCP_TRY(tristate_hint(info, "hfdcp_sieve_reads", path, &f->sieve));
+    MPI_TRY(MPI_Info_get(info, "hfdcp_exchange", MPI_MAX_INFO_VAL, v, &flag),
+            path);
+    f->shared_exchange = true; /* until the ranks agree at open */
+    if (flag && strcmp(v, "alltoallw") == 0)
+        f->shared_exchange = false;
+    else if (flag && strcmp(v, "auto") != 0)
+        return hfdcp__error(HFDCP_ERR_ARG, "'%s': hint hfdcp_exchange=%s: "
+                            "expected auto or alltoallw", path, v);
     int keep = AGG_AUTO;
     HFDCP_TRY(tristate_hint(info, "hfdcp_keep_buffer", path, &keep));
     f->keep_buffer = keep != AGG_OFF;
@@ -509,6 +544,17 @@ int hfdcp__mfile_open(MPI_Comm comm, const char *path, bool write,
         if (mpi_rc != MPI_SUCCESS)
             rc = hfdcp__mpi_error(mpi_rc, "MPI_Allreduce opening '%s'", path);
         f->independent_long = all != 0;
+    }
+    if (rc == HFDCP_OK) {
+        int mine = 0, all = 0;
+        mpi_rc = one_node(comm, &mine);
+        mine = mine && f->shared_exchange;
+        if (mpi_rc == MPI_SUCCESS)
+            mpi_rc = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = hfdcp__mpi_error(mpi_rc, "agreeing on the exchange of '%s'",
+                                  path);
+        f->shared_exchange = all != 0;
     }
     rc = hfdcp__agree(comm, rc);
     /* Note: MPI_File_open is collective and fails everywhere or nowhere in
@@ -622,6 +668,11 @@ bool hfdcp__mfile_last_independent(const hfdcp__mfile *f)
 bool hfdcp__mfile_last_sieved(const hfdcp__mfile *f)
 {
     return f->last_sieved;
+}
+
+bool hfdcp__mfile_last_shared(const hfdcp__mfile *f)
+{
+    return f->last_shared;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1272,6 +1323,16 @@ static void *kept;        /* the kept buffer, or NULL */
 static uint64_t kept_size;
 static uint64_t kept_taken; /* times a transfer took it */
 static int kept_keyval = MPI_KEYVAL_INVALID;
+/* The kept shared windows (see "Aggregation"): a segment mapped here and
+ * in the other ranks of the group that made it, `id` its maker's (rank
+ * 0's pid and serial number), `nranks` the group's size and `rank` this
+ * rank's place in it. */
+static struct {
+    char *base;
+    uint64_t size;
+    uint64_t id[2];
+    int nranks, rank;
+} kept_shm;
 
 static int kept_delete(MPI_Comm comm, int keyval, void *value, void *extra)
 {
@@ -1289,7 +1350,35 @@ void hfdcp_release_buffers(void)
     free(kept);
     kept = NULL;
     kept_size = 0;
+#ifdef __linux__
+    if (kept_shm.base != NULL)
+        (void)munmap(kept_shm.base, (size_t)kept_shm.size);
+#endif
+    memset(&kept_shm, 0, sizeof kept_shm);
     pthread_mutex_unlock(&kept_lock);
+}
+
+uint64_t hfdcp__mpiio_kept_shared_bytes(void)
+{
+    pthread_mutex_lock(&kept_lock);
+    uint64_t n = kept_shm.size;
+    pthread_mutex_unlock(&kept_lock);
+    return n;
+}
+
+/* Whether the kept buffers are freed at MPI_Finalize (an attribute of
+ * MPI_COMM_SELF whose deletion frees them), registering that once; the
+ * caller holds kept_lock.  Nothing is kept when it cannot be. */
+static bool kept_registered(void)
+{
+    if (kept_keyval == MPI_KEYVAL_INVALID &&
+        MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, kept_delete,
+                               &kept_keyval, NULL) == MPI_SUCCESS &&
+        MPI_Comm_set_attr(MPI_COMM_SELF, kept_keyval, NULL) != MPI_SUCCESS) {
+        MPI_Comm_free_keyval(&kept_keyval);
+        kept_keyval = MPI_KEYVAL_INVALID;
+    }
+    return kept_keyval != MPI_KEYVAL_INVALID;
 }
 
 uint64_t hfdcp__mpiio_kept_bytes(uint64_t *taken)
@@ -1332,15 +1421,7 @@ void hfdcp__buffer_give(void *p, uint64_t size, bool keep)
         return;
     if (keep) {
         pthread_mutex_lock(&kept_lock);
-        if (kept_keyval == MPI_KEYVAL_INVALID &&
-            MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, kept_delete,
-                                   &kept_keyval, NULL) == MPI_SUCCESS &&
-            MPI_Comm_set_attr(MPI_COMM_SELF, kept_keyval, NULL) !=
-                MPI_SUCCESS) {
-            MPI_Comm_free_keyval(&kept_keyval);
-            kept_keyval = MPI_KEYVAL_INVALID;
-        }
-        if (kept_keyval != MPI_KEYVAL_INVALID && size >= kept_size) {
+        if (kept_registered() && size >= kept_size) {
             void *old = kept;
             kept = p;
             kept_size = size;
@@ -1526,6 +1607,9 @@ typedef struct {
     size_t segs_cap, segp_cap;
     heap_item *heap; /* coverage: one entry per source */
     size_t heap_cap;
+    char *shm;         /* node-shared windows (rank a's at a * buf_size), */
+    uint64_t shm_size; /* or NULL: the exchange is MPI_Alltoallw */
+    uint64_t shm_id[2]; /* its maker's pid and serial (kept_shm) */
 } aggr;
 
 /* Window r of aggregator a: [*w0, *w1), empty when *w0 >= *w1. */
@@ -1675,23 +1759,49 @@ static int agg_io(aggr *g, size_t nseg)
     return hfdcp__agree(g->f->comm, rc);
 }
 
-/* Local: this rank's own runs in its window [my0, ...), copied between its
- * memory and the window (into the window before a write, out of it after
- * a read) rather than sent to itself through MPI_Alltoallw, which would
- * build datatypes for them and pack and unpack them. */
-static void self_copy(aggr *g, uint64_t my0)
+/* Local: this rank's runs in aggregator a's window, which starts at file
+ * offset w0 and at `buf` in memory, copied between its memory and the
+ * window (into the window before a write, out of it after a read).  For
+ * its own window, rather than sending them to itself through
+ * MPI_Alltoallw, which would build datatypes for them and pack and unpack
+ * them; for every window when they are shared. */
+static void copy_runs(aggr *g, int a, char *buf, uint64_t w0)
 {
-    size_t s0 = (size_t)g->sdisp[g->rank] / 2;
-    size_t sn = (size_t)g->scount[g->rank] / 2;
+    size_t s0 = (size_t)g->sdisp[a] / 2;
+    size_t sn = (size_t)g->scount[a] / 2;
 
     for (size_t i = s0; i < s0 + sn; i++) {
-        char *win = g->buf + (g->mine.meta[2 * i] - my0);
+        char *win = buf + (g->mine.meta[2 * i] - w0);
         size_t len = (size_t)g->mine.meta[2 * i + 1];
         if (g->write)
             memcpy(win, g->mine.mem[i], len);
         else
             memcpy(g->mine.mem[i], win, len);
     }
+}
+
+/* Local: this rank's runs of round r copied into (write) or out of (read)
+ * every aggregator's shared window. */
+static void shared_copy(aggr *g, int r, uint64_t lo, uint64_t hi)
+{
+    for (int a = 0; a < g->nranks; a++) {
+        uint64_t w0, w1;
+        window(g, a, r, lo, hi, &w0, &w1);
+        if (w0 < w1)
+            copy_runs(g, a, g->shm + (uint64_t)a * g->buf_size, w0);
+    }
+}
+
+/* Collective: hfdcp__agree between full memory fences, so that the stores
+ * one rank made into the shared windows before it are seen by every rank
+ * after it (the MPI call synchronizes the ranks, the fences order the
+ * stores around it). */
+static int shared_agree(MPI_Comm comm, int rc)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    rc = hfdcp__agree(comm, rc);
+    atomic_thread_fence(memory_order_seq_cst);
+    return rc;
 }
 
 /* One round: runs, exchange of their lists, then read-exchange or
@@ -1751,9 +1861,11 @@ static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
 
     /* The datatypes: this rank's runs in its memory, for each other
      * aggregator; each other source's runs in this rank's window.  Its
-     * own runs are copied directly (self_copy). */
-    rc = grow_scratch(g, g->mine.n > nr ? g->mine.n : nr);
-    for (int a = 0; a < P && rc == HFDCP_OK; a++) {
+     * own runs are copied directly (copy_runs), and so are all of them
+     * when the windows are shared. */
+    if (g->shm == NULL)
+        rc = grow_scratch(g, g->mine.n > nr ? g->mine.n : nr);
+    for (int a = 0; a < P && rc == HFDCP_OK && g->shm == NULL; a++) {
         size_t s0 = (size_t)g->sdisp[a] / 2, sn = (size_t)g->scount[a] / 2;
         size_t r0 = (size_t)g->rdisp[a] / 2, rn = (size_t)g->rcount[a] / 2;
         if (a == g->rank)
@@ -1779,17 +1891,33 @@ static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
         goto cleanup;
 
     if (g->write) {
-        self_copy(g, my0);
-        mpi_rc = MPI_Alltoallw(MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
-                               g->buf, g->ones_r, g->zeros, g->rtype, comm);
-        if (mpi_rc != MPI_SUCCESS)
-            rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoallw");
-        if ((rc = hfdcp__agree(comm, rc)) == HFDCP_OK)
+        if (g->shm != NULL) {
+            shared_copy(g, r, lo, hi);
+            rc = shared_agree(comm, HFDCP_OK);
+        } else {
+            copy_runs(g, g->rank, g->buf, my0);
+            mpi_rc = MPI_Alltoallw(MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
+                                   g->buf, g->ones_r, g->zeros, g->rtype,
+                                   comm);
+            if (mpi_rc != MPI_SUCCESS)
+                rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoallw");
+            rc = hfdcp__agree(comm, rc);
+        }
+        if (rc == HFDCP_OK)
             rc = agg_io(g, nseg); /* agreed */
+    } else if (g->shm != NULL) {
+        /* every window read (agg_io agrees) before any is copied out; the
+         * next round's exchange of run lists waits for every rank */
+        if ((rc = agg_io(g, nseg)) != HFDCP_OK)
+            goto cleanup;
+        if ((rc = shared_agree(comm, HFDCP_OK)) != HFDCP_OK)
+            goto cleanup;
+        shared_copy(g, r, lo, hi);
+        rc = shared_agree(comm, HFDCP_OK);
     } else {
         if ((rc = agg_io(g, nseg)) != HFDCP_OK)
             goto cleanup;
-        self_copy(g, my0);
+        copy_runs(g, g->rank, g->buf, my0);
         mpi_rc = MPI_Alltoallw(g->buf, g->ones_r, g->zeros, g->rtype,
                                MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
                                comm);
@@ -1808,9 +1936,146 @@ cleanup:
     return rc;
 }
 
+/* Local: the shared windows kept for the next transfer (with the hint
+ * hfdcp_keep_buffer, and when they can be freed at MPI_Finalize), in
+ * place of the ones kept before, or unmapped. */
+static void shared_give(aggr *g)
+{
+#ifdef __linux__
+    char *old = g->shm;
+    uint64_t old_size = g->shm_size;
+
+    if (g->f->keep_buffer) {
+        pthread_mutex_lock(&kept_lock);
+        if (kept_registered()) {
+            old = kept_shm.base;
+            old_size = kept_shm.size;
+            kept_shm.base = g->shm;
+            kept_shm.size = g->shm_size;
+            memcpy(kept_shm.id, g->shm_id, sizeof kept_shm.id);
+            kept_shm.nranks = g->nranks;
+            kept_shm.rank = g->rank;
+        }
+        pthread_mutex_unlock(&kept_lock);
+    }
+    if (old != NULL)
+        (void)munmap(old, (size_t)old_size);
+#else
+    (void)g;
+#endif
+}
+
+/*
+ * Collective: node-shared memory for the windows of every rank (all on
+ * one node, f->shared_exchange), rank a's at g->shm + a * g->buf_size.
+ * The segment kept by the last transfer is taken when every rank holds
+ * the same one (the same maker, group size and place in it) and it is
+ * large enough.  Otherwise rank 0 creates a POSIX shared memory object
+ * and reserves its pages (fallocate: a full /dev/shm is a refusal here,
+ * not a SIGBUS at the first store), every rank maps it, then rank 0
+ * unlinks its name: the mappings hold it until aggr_free unmaps it or
+ * keeps it.  When any rank cannot have it, g->shm stays NULL on every
+ * rank and the exchange is MPI_Alltoallw: not an error.  Agreed status
+ * (an error only when MPI fails).
+ */
+static int shared_windows(aggr *g)
+{
+#ifdef __linux__
+    static atomic_uint serial;
+    MPI_Comm comm = g->f->comm;
+    uint64_t total = (uint64_t)g->nranks * g->buf_size;
+    struct {
+        uint64_t id[2]; /* rank 0's kept segment, then the new one */
+        int ok;
+        char name[60];
+    } shared;
+    int fd = -1, mine = 0, all = 0, mpi_rc, rc = HFDCP_OK;
+    bool created = false;
+    void *p = MAP_FAILED;
+
+    memset(&shared, 0, sizeof shared);
+    pthread_mutex_lock(&kept_lock);
+    if (g->rank == 0 && kept_shm.base != NULL)
+        memcpy(shared.id, kept_shm.id, sizeof shared.id);
+    pthread_mutex_unlock(&kept_lock);
+    mpi_rc = MPI_Bcast(shared.id, 2, MPI_UINT64_T, 0, comm);
+    /* taken at once, so that no other thread takes it meanwhile; given
+     * back when some rank has no match */
+    if (mpi_rc == MPI_SUCCESS && g->f->keep_buffer) {
+        pthread_mutex_lock(&kept_lock);
+        if (kept_shm.base != NULL && kept_shm.id[0] == shared.id[0] &&
+            kept_shm.id[1] == shared.id[1] && kept_shm.nranks == g->nranks &&
+            kept_shm.rank == g->rank && kept_shm.size >= total) {
+            g->shm = kept_shm.base;
+            g->shm_size = kept_shm.size;
+            memcpy(g->shm_id, kept_shm.id, sizeof g->shm_id);
+            memset(&kept_shm, 0, sizeof kept_shm);
+        }
+        pthread_mutex_unlock(&kept_lock);
+    }
+    mine = g->shm != NULL;
+    if (mpi_rc == MPI_SUCCESS)
+        mpi_rc = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
+    if (mpi_rc == MPI_SUCCESS && all)
+        return hfdcp__agree(comm, HFDCP_OK);
+    if (g->shm != NULL) {
+        shared_give(g);
+        g->shm = NULL;
+    }
+
+    if (mpi_rc == MPI_SUCCESS && g->rank == 0 &&
+        total <= (uint64_t)INT64_MAX / 2) {
+        shared.id[0] = (uint64_t)getpid();
+        shared.id[1] = atomic_fetch_add(&serial, 1u);
+        snprintf(shared.name, sizeof shared.name, "/hfdcp-%" PRIu64 "-%" PRIu64,
+                 shared.id[0], shared.id[1]);
+        fd = shm_open(shared.name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+                      0600);
+        created = fd >= 0;
+        shared.ok = created && ftruncate(fd, (off_t)total) == 0 &&
+                    fallocate(fd, 0, 0, (off_t)total) == 0;
+    }
+    mine = 0;
+    if (mpi_rc == MPI_SUCCESS)
+        mpi_rc = MPI_Bcast(&shared, (int)sizeof shared, MPI_BYTE, 0, comm);
+    if (mpi_rc == MPI_SUCCESS && shared.ok) {
+        if (g->rank != 0)
+            fd = shm_open(shared.name, O_RDWR | O_CLOEXEC, 0);
+        if (fd >= 0 && g->rank != hfdcp__mpiio_shared_fault)
+            p = mmap(NULL, (size_t)total, PROT_READ | PROT_WRITE, MAP_SHARED,
+                     fd, 0);
+        mine = p != MAP_FAILED;
+    }
+    if (mpi_rc == MPI_SUCCESS)
+        mpi_rc = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
+    if (fd >= 0)
+        (void)close(fd);
+    if (created)
+        (void)shm_unlink(shared.name); /* every rank has opened it */
+    if (mpi_rc != MPI_SUCCESS)
+        rc = hfdcp__mpi_error(mpi_rc, "sharing the windows of '%s'",
+                              g->f->path);
+    if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK || !all) {
+        if (p != MAP_FAILED)
+            (void)munmap(p, (size_t)total);
+        return rc;
+    }
+    g->shm = p;
+    g->shm_size = total;
+    memcpy(g->shm_id, shared.id, sizeof g->shm_id);
+    return HFDCP_OK;
+#else
+    (void)g;
+    return HFDCP_OK;
+#endif
+}
+
 static void aggr_free(aggr *g)
 {
-    hfdcp__buffer_give(g->buf, g->buf_cap, g->f->keep_buffer);
+    if (g->shm != NULL)
+        shared_give(g);
+    else
+        hfdcp__buffer_give(g->buf, g->buf_cap, g->f->keep_buffer);
     free(g->mine.meta);
     free(g->mine.mem);
     free(g->scount);
@@ -2068,8 +2333,13 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
         if (buf < AGG_BUFFER_MIN)
             buf = AGG_BUFFER_MIN < gmax[3] ? AGG_BUFFER_MIN : gmax[3];
     }
-    uint64_t align = buf < AGG_ALIGN ? buf : AGG_ALIGN;
     uint64_t P = (uint64_t)g.nranks;
+    /* Shared windows (below): each is a P-th of the buffer, so that the
+     * node holds one buffer in all, and a rank's resident set, which
+     * counts every window it stores into, holds one buffer too. */
+    if (f->shared_exchange)
+        buf = (buf + P - 1) / P;
+    uint64_t align = buf < AGG_ALIGN ? buf : AGG_ALIGN;
     g.buf_size = buf;
     g.base = lo - lo % align;
     g.dsize = (hi - g.base + P - 1) / P;
@@ -2082,8 +2352,15 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
     g.rounds = (int)rounds;
 
     size_t np = (size_t)g.nranks;
-    g.buf_cap = g.buf_size;
-    g.buf = hfdcp__buffer_take(&g.buf_cap, f->keep_buffer);
+    if (f->shared_exchange && (rc = shared_windows(&g)) != HFDCP_OK)
+        return rc; /* agreed */
+    if (g.shm != NULL) {
+        g.buf = g.shm + (uint64_t)g.rank * g.buf_size;
+        g.buf_cap = g.buf_size;
+    } else {
+        g.buf_cap = g.buf_size;
+        g.buf = hfdcp__buffer_take(&g.buf_cap, f->keep_buffer);
+    }
     g.scount = calloc(np, sizeof *g.scount);
     g.rcount = calloc(np, sizeof *g.rcount);
     g.sdisp = calloc(np, sizeof *g.sdisp);
@@ -2101,6 +2378,7 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
     if (rc == HFDCP_OK) {
         *done = true;
         f->last_rounds = g.rounds;
+        f->last_shared = g.shm != NULL;
         for (int r = 0; r < g.rounds && rc == HFDCP_OK; r++)
             rc = aggr_round(&g, sorted, m, r, lo, hi);
     }
@@ -2123,6 +2401,7 @@ int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
     f->last_rounds = 0;
     f->last_independent = false;
     f->last_sieved = false;
+    f->last_shared = false;
     if (n > 0 && pieces == NULL)
         HFDCP_FAIL(HFDCP_ERR_ARG, "'%s': %zu pieces but a NULL array",
                    f->path, n);
