@@ -226,7 +226,7 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
     MPI_Finalize();
     /* MPI_Finalize frees the buffer hfdcp keeps between transfers. */
     uint64_t kept = hfdcp__mpiio_kept_bytes(NULL) +
-                    hfdcp__mpiio_kept_shared_bytes();
+                    hfdcp__mpiio_kept_shared_bytes(NULL);
     if (kept != 0) {
         fprintf(stderr, "FAIL: rank %d: %llu bytes still kept by hfdcp "
                 "after MPI_Finalize\n", world_rank,

@@ -551,8 +551,11 @@ bool hfdcp__mfile_last_shared(const hfdcp__mfile *f);
 uint64_t hfdcp__mpiio_kept_bytes(uint64_t *taken);
 
 /* The bytes of the node-shared windows kept between aggregated transfers
- * ("Aggregation" in mpiio.c), 0 when none are kept.  For tests. */
-uint64_t hfdcp__mpiio_kept_shared_bytes(void);
+ * ("Aggregation" in mpiio.c; all the ranks' windows, mapped on this
+ * rank), 0 when none are kept, and in *taken (when not NULL) how many
+ * transfers took them so far.  For the benchmark's memory figures and
+ * tests. */
+uint64_t hfdcp__mpiio_kept_shared_bytes(uint64_t *taken);
 
 /* Local.  A buffer of at least *size bytes: the one kept between
  * transfers when it is as large and `keep` allows (*size becomes its

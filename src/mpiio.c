@@ -1333,6 +1333,7 @@ static struct {
     uint64_t id[2];
     int nranks, rank;
 } kept_shm;
+static uint64_t kept_shm_taken; /* times a transfer took it */
 
 static int kept_delete(MPI_Comm comm, int keyval, void *value, void *extra)
 {
@@ -1358,10 +1359,12 @@ void hfdcp_release_buffers(void)
     pthread_mutex_unlock(&kept_lock);
 }
 
-uint64_t hfdcp__mpiio_kept_shared_bytes(void)
+uint64_t hfdcp__mpiio_kept_shared_bytes(uint64_t *taken)
 {
     pthread_mutex_lock(&kept_lock);
     uint64_t n = kept_shm.size;
+    if (taken != NULL)
+        *taken = kept_shm_taken;
     pthread_mutex_unlock(&kept_lock);
     return n;
 }
@@ -2016,8 +2019,12 @@ static int shared_windows(aggr *g)
     mine = g->shm != NULL;
     if (mpi_rc == MPI_SUCCESS)
         mpi_rc = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
-    if (mpi_rc == MPI_SUCCESS && all)
+    if (mpi_rc == MPI_SUCCESS && all) {
+        pthread_mutex_lock(&kept_lock);
+        kept_shm_taken++;
+        pthread_mutex_unlock(&kept_lock);
         return hfdcp__agree(comm, HFDCP_OK);
+    }
     if (g->shm != NULL) {
         shared_give(g);
         g->shm = NULL;

@@ -258,6 +258,7 @@ void bench_start(const bench_ctx *c, bench_timer *t)
     }
     t->rss0 = proc_status_kb("VmRSS:");
     t->kept0 = hfdcp__mpiio_kept_bytes(&t->taken0);
+    t->shm0 = hfdcp__mpiio_kept_shared_bytes(&t->shm_taken0);
     MPI_Barrier(c->comm);
     t->t0 = MPI_Wtime();
 }
@@ -271,6 +272,10 @@ void bench_stop(const bench_ctx *c, const bench_timer *t, uint64_t bytes, bench_
     (void)hfdcp__mpiio_kept_bytes(&taken);
     if (taken != t->taken0)
         extra += (int64_t)t->kept0;
+    /* the shared windows this rank mapped and stored into before */
+    (void)hfdcp__mpiio_kept_shared_bytes(&taken);
+    if (taken != t->shm_taken0)
+        extra += (int64_t)t->shm0;
     int64_t r0 = extra;
     MPI_Allreduce(&mine, &out->seconds, 1, MPI_DOUBLE, MPI_MAX, c->comm);
     MPI_Allreduce(&extra, &out->mem_max, 1, MPI_INT64_T, MPI_MAX, c->comm);

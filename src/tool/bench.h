@@ -75,6 +75,7 @@ typedef struct {
     double t0;
     int64_t rss0;
     uint64_t kept0, taken0; /* hfdcp's kept buffer: bytes, times taken */
+    uint64_t shm0, shm_taken0; /* its kept shared windows: the same */
 } bench_timer;
 void bench_start(const bench_ctx *c, bench_timer *t);
 void bench_stop(const bench_ctx *c, const bench_timer *t, uint64_t bytes,
