@@ -890,6 +890,17 @@ static int short_run_round_trips(MPI_Comm comm, const char *dir,
     return bad;
 }
 
+/* The rounds of an aggregated transfer of file bytes [lo, hi) on P ranks
+ * with windows of w bytes (mpiio.c's domains: one per rank, aligned to
+ * min(w, 1 MiB)). */
+static int agg_rounds(uint64_t lo, uint64_t hi, uint64_t w, uint64_t P)
+{
+    uint64_t align = w < 1048576 ? w : 1048576;
+    uint64_t base = lo - lo % align;
+    uint64_t dom = ((hi - base + P - 1) / P + align - 1) / align * align;
+    return (int)((dom + w - 1) / w);
+}
+
 /* Aggregated transfers, bytes checked, with windows of a few bytes to
  * 32 MiB, exchanged through node-shared windows (every rank of the tests
  * is on one node; each window a P-th of the buffer) and with
@@ -915,13 +926,10 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
         MPI_Info_set(info, "hfdcp_aggregate_buffer_size", buffers[i]);
         tarray a = {.bits = 32, .ndim = 2, .shape = {12, 10}, .header = 13,
                     .halo = {1, 2}, .seed = 200 + i + 20 * k};
-        uint64_t end = a.header + 12 * 10 * 4, align = b < 1048576 ? b : 1048576;
-        uint64_t base = a.header - a.header % align;
-        uint64_t dom = ((end - base + P - 1) / P + align - 1) / align * align;
         /* Every rank writes whole rows: the whole array moves; the
          * rounds are those of one domain. */
-        topts o = {info, (int)((dom + b - 1) / b), -1, 0, 0,
-                   k == 0 ? EXCH_SHARED : EXCH_ALLTOALLW};
+        topts o = {info, agg_rounds(a.header, a.header + 12 * 10 * 4, b, P),
+                   -1, 0, 0, k == 0 ? EXCH_SHARED : EXCH_ALLTOALLW};
         bad |= short_run_round_trips(comm, dir, &a, &o, 210 + i + 20 * k);
         if (bad)
             hfdcp_test_fail(__FILE__, __LINE__, "with a buffer of %s bytes, "
@@ -1143,16 +1151,23 @@ static int mpiio_should_share_windows_on_one_node(MPI_Comm comm,
         a.seed = 425;
         T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
     }
+    /* the fallback's windows are the whole buffer (64 bytes), shared
+     * ones a P-th of it: the rounds tell */
+    uint64_t end = a.header + 64 * 4 * P * 2;
     MPI_Info_set(info, "hfdcp_exchange", "auto");
+    MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "64");
     hfdcp__mpiio_shared_fault = size - 1;
     a.seed = 426;
+    o.write_rounds = o.read_rounds = agg_rounds(a.header, end, 64, P);
     int bad = round_trip(comm, dir, &a, cols_round_robin, cols, &o);
     hfdcp__mpiio_shared_fault = -1;
     T_CHECK(bad == 0);
     /* and the next transfer shares again */
     o.exchange = EXCH_SHARED;
+    o.write_rounds = o.read_rounds =
+        agg_rounds(a.header, end, (64 + P - 1) / P, P);
     a.seed = 427;
-    T_CHECK(round_trip(comm, dir, &a, cols, rows, &o) == 0);
+    T_CHECK(round_trip(comm, dir, &a, cols_round_robin, cols, &o) == 0);
 
     T_CHECK(refuses_bad_hint(comm, path, true, info, "hfdcp_exchange", "shm",
                              "auto") == 0);

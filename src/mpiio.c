@@ -2341,26 +2341,30 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
             buf = AGG_BUFFER_MIN < gmax[3] ? AGG_BUFFER_MIN : gmax[3];
     }
     uint64_t P = (uint64_t)g.nranks;
-    /* Shared windows (below): each is a P-th of the buffer, so that the
-     * node holds one buffer in all, and a rank's resident set, which
-     * counts every window it stores into, holds one buffer too. */
-    if (f->shared_exchange)
-        buf = (buf + P - 1) / P;
+    /* Shared windows (shared_windows): each is a P-th of the buffer, so
+     * that the node holds one buffer in all, and a rank's resident set,
+     * which counts every window it stores into, holds one buffer too.
+     * Without them (MPI_Alltoallw) each rank's window is the buffer. */
+    g.buf_size = (buf + P - 1) / P;
+    if (f->shared_exchange && (rc = shared_windows(&g)) != HFDCP_OK)
+        return rc; /* agreed */
+    if (g.shm == NULL)
+        g.buf_size = buf;
+    buf = g.buf_size;
     uint64_t align = buf < AGG_ALIGN ? buf : AGG_ALIGN;
-    g.buf_size = buf;
     g.base = lo - lo % align;
     g.dsize = (hi - g.base + P - 1) / P;
     g.dsize = (g.dsize + align - 1) / align * align;
     uint64_t rounds = (g.dsize + g.buf_size - 1) / g.buf_size;
-    if (rounds > (uint64_t)INT_MAX)
+    if (rounds > (uint64_t)INT_MAX) {
+        aggr_free(&g);
         return hfdcp__agree(f->comm, hfdcp__error(
             HFDCP_ERR_UNSUPPORTED, "'%s': %" PRIu64 " aggregation rounds "
             "(raise hfdcp_aggregate_buffer_size)", f->path, rounds));
+    }
     g.rounds = (int)rounds;
 
     size_t np = (size_t)g.nranks;
-    if (f->shared_exchange && (rc = shared_windows(&g)) != HFDCP_OK)
-        return rc; /* agreed */
     if (g.shm != NULL) {
         g.buf = g.shm + (uint64_t)g.rank * g.buf_size;
         g.buf_cap = g.buf_size;
