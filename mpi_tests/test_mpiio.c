@@ -916,9 +916,9 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_aggregate", "enable");
     MPI_Info_set(info, "hfdcp_sieve_reads", "disable"); /* below */
-    for (size_t j = 0; j < 2 * (sizeof buffers / sizeof buffers[0]) && !bad;
-         j++) {
-        size_t k = j / 3, i = j % 3; /* exchange, buffer */
+    size_t nb = sizeof buffers / sizeof buffers[0];
+    for (size_t j = 0; j < 2 * nb && !bad; j++) {
+        size_t k = j / nb, i = j % nb; /* exchange, buffer */
         uint64_t b = strtoull(buffers[i], NULL, 10), P = (uint64_t)size;
         if (k == 0)
             b = (b + P - 1) / P; /* a rank's share of the buffer */

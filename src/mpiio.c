@@ -1749,9 +1749,22 @@ static int byte_view(hfdcp__mfile *f)
     return hfdcp__agree(f->comm, rc);
 }
 
+/* Collective: hfdcp__agree between full memory fences, so that the stores
+ * one rank made into the shared windows before it are seen by every rank
+ * after it (the MPI call synchronizes the ranks, the fences order the
+ * stores around it). */
+static int shared_agree(MPI_Comm comm, int rc)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    rc = hfdcp__agree(comm, rc);
+    atomic_thread_fence(memory_order_seq_cst);
+    return rc;
+}
+
 /* The aggregator's I/O of one round: each covered range of its window
  * (contiguous on both sides: the collective part, the exchange, is
- * done).  Collective only in its agreement. */
+ * done).  Collective only in its agreement, which is fenced: after a
+ * read, the other ranks copy their runs out of a shared window. */
 static int agg_io(aggr *g, size_t nseg)
 {
     int rc = HFDCP_OK;
@@ -1759,7 +1772,7 @@ static int agg_io(aggr *g, size_t nseg)
     for (size_t i = 0; i < nseg && rc == HFDCP_OK; i++)
         rc = range_io(g->f, g->write, g->segp[i]->foff, g->segp[i]->maddr,
                       g->segp[i]->bytes);
-    return hfdcp__agree(g->f->comm, rc);
+    return shared_agree(g->f->comm, rc);
 }
 
 /* Local: this rank's runs in aggregator a's window, which starts at file
@@ -1795,16 +1808,62 @@ static void shared_copy(aggr *g, int r, uint64_t lo, uint64_t hi)
     }
 }
 
-/* Collective: hfdcp__agree between full memory fences, so that the stores
- * one rank made into the shared windows before it are seen by every rank
- * after it (the MPI call synchronizes the ranks, the fences order the
- * stores around it). */
-static int shared_agree(MPI_Comm comm, int rc)
+/* Local: the datatypes of a round's MPI_Alltoallw: this rank's runs in
+ * its memory, for each other aggregator; each other source's runs in this
+ * rank's window, which starts at file offset my0 (its own runs are
+ * copied directly: copy_runs); MPI_BYTE with a count of 0 where there is
+ * nothing. */
+static int exchange_types(aggr *g, size_t nr, uint64_t my0)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    rc = hfdcp__agree(comm, rc);
-    atomic_thread_fence(memory_order_seq_cst);
+    int rc = grow_scratch(g, g->mine.n > nr ? g->mine.n : nr);
+
+    for (int a = 0; a < g->nranks && rc == HFDCP_OK; a++) {
+        size_t s0 = (size_t)g->sdisp[a] / 2, sn = (size_t)g->scount[a] / 2;
+        size_t r0 = (size_t)g->rdisp[a] / 2, rn = (size_t)g->rcount[a] / 2;
+        if (a == g->rank)
+            sn = rn = 0;
+        g->ones_s[a] = sn > 0;
+        g->ones_r[a] = rn > 0;
+        if (sn > 0)
+            rc = runs_type(g->mine.meta + 2 * s0, g->mine.mem + s0, sn, 0,
+                           g->lens, g->disp, &g->stype[a]);
+        if (rc == HFDCP_OK && rn > 0)
+            rc = runs_type(g->rmeta + 2 * r0, NULL, rn, my0, g->lens,
+                           g->disp, &g->rtype[a]);
+    }
+    for (int a = 0; a < g->nranks; a++) {
+        if (g->stype[a] == MPI_DATATYPE_NULL)
+            g->stype[a] = MPI_BYTE;
+        if (g->rtype[a] == MPI_DATATYPE_NULL)
+            g->rtype[a] = MPI_BYTE;
+    }
     return rc;
+}
+
+/* Collective: the data of round r between the ranks' memory and the
+ * aggregators' windows, into them before a write, out of them after a
+ * read: copied straight through the shared windows, or MPI_Alltoallw
+ * (this rank's own window copied directly).  Agreed status. */
+static int exchange(aggr *g, int r, uint64_t lo, uint64_t hi, uint64_t my0)
+{
+    MPI_Comm comm = g->f->comm;
+    int rc = HFDCP_OK, mpi_rc;
+
+    if (g->shm != NULL) {
+        shared_copy(g, r, lo, hi);
+        return shared_agree(comm, HFDCP_OK);
+    }
+    copy_runs(g, g->rank, g->buf, my0);
+    if (g->write)
+        mpi_rc = MPI_Alltoallw(MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
+                               g->buf, g->ones_r, g->zeros, g->rtype, comm);
+    else
+        mpi_rc = MPI_Alltoallw(g->buf, g->ones_r, g->zeros, g->rtype,
+                               MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
+                               comm);
+    if (mpi_rc != MPI_SUCCESS)
+        rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoallw");
+    return hfdcp__agree(comm, rc);
 }
 
 /* One round: runs, exchange of their lists, then read-exchange or
@@ -1862,71 +1921,23 @@ static int aggr_round(aggr *g, npiece *const *sorted, size_t m, int r,
         goto cleanup;
     window(g, g->rank, r, lo, hi, &my0, &my1);
 
-    /* The datatypes: this rank's runs in its memory, for each other
-     * aggregator; each other source's runs in this rank's window.  Its
-     * own runs are copied directly (copy_runs), and so are all of them
-     * when the windows are shared. */
+    /* The datatypes of MPI_Alltoallw; none through shared windows. */
     if (g->shm == NULL)
-        rc = grow_scratch(g, g->mine.n > nr ? g->mine.n : nr);
-    for (int a = 0; a < P && rc == HFDCP_OK && g->shm == NULL; a++) {
-        size_t s0 = (size_t)g->sdisp[a] / 2, sn = (size_t)g->scount[a] / 2;
-        size_t r0 = (size_t)g->rdisp[a] / 2, rn = (size_t)g->rcount[a] / 2;
-        if (a == g->rank)
-            sn = rn = 0;
-        g->ones_s[a] = sn > 0;
-        g->ones_r[a] = rn > 0;
-        if (sn > 0)
-            rc = runs_type(g->mine.meta + 2 * s0, g->mine.mem + s0, sn, 0,
-                           g->lens, g->disp, &g->stype[a]);
-        if (rc == HFDCP_OK && rn > 0)
-            rc = runs_type(g->rmeta + 2 * r0, NULL, rn, my0, g->lens,
-                           g->disp, &g->rtype[a]);
-    }
-    for (int a = 0; a < P; a++) {
-        if (g->stype[a] == MPI_DATATYPE_NULL)
-            g->stype[a] = MPI_BYTE;
-        if (g->rtype[a] == MPI_DATATYPE_NULL)
-            g->rtype[a] = MPI_BYTE;
-    }
+        rc = exchange_types(g, nr, my0);
     if (rc == HFDCP_OK)
         rc = coverage(g, nr, my0, &nseg);
     if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK)
         goto cleanup;
 
+    /* A window is read (agg_io's agreement) before any rank copies runs
+     * out of it; the next round's exchange of run lists waits for every
+     * rank before any window is read or written again. */
     if (g->write) {
-        if (g->shm != NULL) {
-            shared_copy(g, r, lo, hi);
-            rc = shared_agree(comm, HFDCP_OK);
-        } else {
-            copy_runs(g, g->rank, g->buf, my0);
-            mpi_rc = MPI_Alltoallw(MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
-                                   g->buf, g->ones_r, g->zeros, g->rtype,
-                                   comm);
-            if (mpi_rc != MPI_SUCCESS)
-                rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoallw");
-            rc = hfdcp__agree(comm, rc);
-        }
-        if (rc == HFDCP_OK)
+        if ((rc = exchange(g, r, lo, hi, my0)) == HFDCP_OK)
             rc = agg_io(g, nseg); /* agreed */
-    } else if (g->shm != NULL) {
-        /* every window read (agg_io agrees) before any is copied out; the
-         * next round's exchange of run lists waits for every rank */
-        if ((rc = agg_io(g, nseg)) != HFDCP_OK)
-            goto cleanup;
-        if ((rc = shared_agree(comm, HFDCP_OK)) != HFDCP_OK)
-            goto cleanup;
-        shared_copy(g, r, lo, hi);
-        rc = shared_agree(comm, HFDCP_OK);
     } else {
-        if ((rc = agg_io(g, nseg)) != HFDCP_OK)
-            goto cleanup;
-        copy_runs(g, g->rank, g->buf, my0);
-        mpi_rc = MPI_Alltoallw(g->buf, g->ones_r, g->zeros, g->rtype,
-                               MPI_BOTTOM, g->ones_s, g->zeros, g->stype,
-                               comm);
-        if (mpi_rc != MPI_SUCCESS)
-            rc = hfdcp__mpi_error(mpi_rc, "MPI_Alltoallw");
-        rc = hfdcp__agree(comm, rc);
+        if ((rc = agg_io(g, nseg)) == HFDCP_OK)
+            rc = exchange(g, r, lo, hi, my0); /* agreed */
     }
 cleanup:
     for (int a = 0; a < P; a++) {

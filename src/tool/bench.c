@@ -176,6 +176,14 @@ static int make_model(bench_model *m, int layout, uint64_t bytes, uint64_t tenso
     return HFDCP_OK;
 }
 
+/* Collective: `path` removed with what it holds and made again, empty;
+ * nonzero (on every rank) when it cannot be made. */
+static int empty_dir(const bench_ctx *c, const char *path)
+{
+    bench_rmtree(c, path);
+    return bench_mkdir(c, path);
+}
+
 int bench_fewer(int nranks)
 {
     return nranks / 2 > 0 ? nranks / 2 : 1;
@@ -725,8 +733,7 @@ int tool_bench(int argc, char **argv)
             snprintf(path, sizeof path, "%s/%s-rep%d", dir, layout_names[l], rep);
             c.dir = path;
             c.rep = rep;
-            bench_rmtree(&c, path);
-            if (bench_mkdir(&c, path) != 0) {
+            if (empty_dir(&c, path) != 0) {
                 code = TOOL_EXIT_ERROR;
                 break;
             }
@@ -766,12 +773,10 @@ int tool_bench(int argc, char **argv)
                  * memory they free just freed, as the first step of the
                  * repetition does (docs/benchmarks.md, "The step after
                  * another peer's loads"). */
-                if (!c.verify && nr > ran && r[nr - 1] != TOOL_EXIT_ERROR) {
-                    bench_rmtree(&c, path);
-                    if (bench_mkdir(&c, path) != 0) {
-                        r[nr++] = TOOL_EXIT_ERROR;
-                        break;
-                    }
+                if (!c.verify && nr > ran && r[nr - 1] != TOOL_EXIT_ERROR &&
+                    empty_dir(&c, path) != 0) {
+                    r[nr++] = TOOL_EXIT_ERROR;
+                    break;
                 }
             }
             for (int i = 0; i < nr; i++)
