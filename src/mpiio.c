@@ -1462,7 +1462,9 @@ void hfdcp__buffer_give(void *p, uint64_t size, bool keep)
  *     the user's memory, at absolute addresses, and on the aggregator's
  *     buffer), so the user's bytes are not staged anywhere else; an
  *     aggregator's own runs are copied between its memory and its window
- *     directly, not sent to itself;
+ *     directly, not sent to itself; with every rank on one node the
+ *     windows are shared and every run is copied so, with no
+ *     MPI_Alltoallw (shared_windows, below; hint hfdcp_exchange);
  *   - each aggregator then writes (or, before the exchange, reads) the
  *     runs' union in its window, a few long contiguous ranges, with
  *     independent MPI_File_write_at / read_at calls: the aggregation, the
