@@ -1037,6 +1037,19 @@ static int consolidate_should_refuse_bad_arguments(MPI_Comm comm,
     o.num_threads = -1;
     T_STATUS(hfdcp_consolidate(comm, shards, out, NULL, &o), HFDCP_ERR_ARG,
              "num_threads -1");
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "hfdcp_data_alignment", "1000");
+    hfdcp_consolidate_options_init(&o);
+    o.info = info;
+    T_STATUS(hfdcp_consolidate(comm, shards, out, NULL, &o), HFDCP_ERR_ARG,
+             "hint hfdcp_data_alignment=1000: expected a power of two");
+    if (size > 1) { /* the last rank aligns the data to 4 KiB, the others to 8 */
+        MPI_Info_set(info, "hfdcp_data_alignment", rank == size - 1 ? "4096" : "8");
+        T_STATUS(hfdcp_consolidate(comm, shards, out, NULL, &o),
+                 HFDCP_ERR_MISMATCH, "or the hint hfdcp_data_alignment) differ");
+    }
+    MPI_Info_free(&info);
     /* One rank with other options, another with another map. */
     if (size > 1) {
         hfdcp_consolidate_options_init(&o);

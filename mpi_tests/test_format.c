@@ -787,7 +787,7 @@ static int sample_file(unsigned char **file, size_t *size)
         {"q\"uote", HFDCP_U8, 3, s4, o4, 68, 76},
     };
     hfdcp__kv meta[] = {{"k", "v"}, {"format", "pt"}};
-    hfdcp__header h = {e, 4, meta, 2, false, true, 0, 0};
+    hfdcp__header h = {e, 4, meta, 2, false, true, 0, 0, 0};
     char *out;
     size_t len;
     int rc = hfdcp__header_serialize(&h, &out, &len);
@@ -844,7 +844,7 @@ static int format_should_round_trip_serialized_headers(MPI_Comm comm, const char
         {"/slash", HFDCP_F8_E4M3, 1, s_b, NULL, 86, 91},
     };
     hfdcp__kv meta[] = {{"note", "a \"quoted\" \\ value\n"}, {"\xC3\xA9", "\xF0\x9F\x98\x80"}};
-    hfdcp__header h = {e, 7, meta, 2, false, false, 0, 0}, p, p2;
+    hfdcp__header h = {e, 7, meta, 2, false, false, 0, 0, 0}, p, p2;
     char *out = NULL, *out2 = NULL, *path, *args, *got = NULL;
     size_t len, len2;
     uint64_t n = 0;
@@ -902,7 +902,7 @@ static int format_should_round_trip_serialized_headers(MPI_Comm comm, const char
     /* a caller "format" replaces pt, in first place */
     {
         hfdcp__kv m2[] = {{"a", "1"}, {"format", "mlx"}};
-        hfdcp__header h2 = {e, 1, m2, 2, false, false, 0, 0};
+        hfdcp__header h2 = {e, 1, m2, 2, false, false, 0, 0, 0};
         T_OKCALL(hfdcp__header_serialize(&h2, &out2, &len2));
         {
             const char *pre = "{\"__metadata__\":{\"format\":\"mlx\",\"a\":\"1\"},\"plain.weight\":";
@@ -915,7 +915,7 @@ static int format_should_round_trip_serialized_headers(MPI_Comm comm, const char
     }
     /* no entries at all */
     {
-        hfdcp__header h3 = {NULL, 0, NULL, 0, false, false, 0, 0};
+        hfdcp__header h3 = {NULL, 0, NULL, 0, false, false, 0, 0, 0};
         T_OKCALL(hfdcp__header_serialize(&h3, &out2, &len2));
         T_CHECK(len2 == 8 + 32 && memcmp(out2 + 8, "{\"__metadata__\":{\"format\":\"pt\"}}", 32) == 0);
         T_CHECK(out2[0] == 32 && out2[1] == 0);
@@ -933,7 +933,7 @@ static int format_should_write_sharding_info_as_python_does(MPI_Comm comm, const
         {"a", HFDCP_F32, 2, s1, o1, 0, 16},
         {"b", HFDCP_I64, 0, NULL, NULL, 16, 24},
     };
-    hfdcp__header h = {e, 2, NULL, 0, false, true, 0, 0}, p;
+    hfdcp__header h = {e, 2, NULL, 0, false, true, 0, 0, 0}, p;
     const char *want = "{\"__metadata__\":{\"format\":\"pt\",\"DCP_SHARDING_INFO\":"
                        "\"{\\\"a\\\": {\\\"saved_offsets\\\": [4, 0]}, \\\"b\\\": "
                        "{\\\"saved_offsets\\\": []}}\",\"DCP_VERSION\":\"1.0\"},"
@@ -966,7 +966,7 @@ static int format_should_write_sharding_info_as_python_does(MPI_Comm comm, const
             {"\xF0\x9F\x98\x80\xE6\x97\xA5", HFDCP_U8, 1, s, o, 4, 6},
         };
         hfdcp__kv m[] = {{"DCP_VERSION", "1.0"}, {"x", "y"}};
-        hfdcp__header h2 = {e2, 3, m, 2, false, true, 0, 0};
+        hfdcp__header h2 = {e2, 3, m, 2, false, true, 0, 0, 0};
         T_OKCALL(hfdcp__header_serialize(&h2, &out, &len));
         T_CHECK(contains(out, len, "\\\\u00e9t\\\\u00e9"));
         T_CHECK(contains(out, len, "\\\\ud83d\\\\ude00\\\\u65e5"));
@@ -999,7 +999,7 @@ static int format_should_refuse_bad_serialize_input(MPI_Comm comm, const char *d
     static int64_t s[1] = {4}, neg[1] = {-1};
     hfdcp__entry e[2] = {{"a", HFDCP_U8, 1, s, NULL, 0, 4}, {"b", HFDCP_U8, 1, s, NULL, 4, 8}};
     hfdcp__kv m[2] = {{"k", "v"}, {"k", "w"}};
-    hfdcp__header h = {e, 2, NULL, 0, false, false, 0, 0};
+    hfdcp__header h = {e, 2, NULL, 0, false, false, 0, 0, 0};
     char *out = NULL;
     size_t len;
     (void)comm;
@@ -1044,6 +1044,51 @@ static int format_should_refuse_bad_serialize_input(MPI_Comm comm, const char *d
     return T_OK;
 }
 
+/* h.align: 8 + N a multiple of it, N a multiple of 8, the JSON the same
+ * as unaligned with only spaces after it (fewer than the alignment), and
+ * the parser reads it back; a bad alignment is refused. */
+static int format_should_pad_to_the_data_alignment(MPI_Comm comm, const char *dir)
+{
+    static int64_t s[1] = {5};
+    static const uint64_t ok[] = {0, 8, 16, 4096, 65536, (uint64_t)1 << 24};
+    static const uint64_t bad[] = {4, 12, 4000, (uint64_t)1 << 25};
+    hfdcp__entry e[2] = {{"x", HFDCP_F32, 1, s, NULL, 0, 20}, {"y", HFDCP_U8, 1, s, NULL, 20, 25}};
+    hfdcp__header h = {e, 2, NULL, 0, false, false, 0, 25, 0}, p;
+    char *plain = NULL, *out = NULL;
+    size_t plain_len, len;
+    (void)comm;
+    (void)dir;
+    T_OKCALL(hfdcp__header_serialize(&h, &plain, &plain_len));
+    size_t json = plain_len; /* the JSON's end, before its padding */
+    while (plain[json - 1] == ' ')
+        json--;
+    for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++) {
+        uint64_t a = ok[k] ? ok[k] : 8, n;
+        h.align = ok[k];
+        T_OKCALL(hfdcp__header_serialize(&h, &out, &len));
+        T_CHECKF(len % a == 0 && (len - 8) % 8 == 0 && len - json < a,
+                 "align %" PRIu64 ": %zu bytes", a, len);
+        T_CHECK(memcmp(out + 8, plain + 8, json - 8) == 0);
+        for (size_t i = json; i < len; i++)
+            T_CHECKF(out[i] == ' ', "align %" PRIu64 ": byte %zu", a, i);
+        T_OKCALL(hfdcp__header_len((const unsigned char *)out, len + 25, "f", &n));
+        T_CHECK(n == len - 8);
+        T_OKCALL(hfdcp__header_parse(out + 8, n, len + 25, "f", &p));
+        T_CHECK(p.n_entries == 2 && p.header_len == n &&
+                strcmp(p.entries[1].name, "y") == 0 && p.entries[1].begin == 20);
+        hfdcp__header_free(&p);
+        free(out);
+        out = NULL;
+    }
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        h.align = bad[k];
+        T_STATUS(hfdcp__header_serialize(&h, &out, &len), HFDCP_ERR_ARG,
+                 "is not a power of two from 8 to 16777216");
+    }
+    free(plain);
+    return T_OK;
+}
+
 static int format_should_refuse_headers_above_the_write_limit(MPI_Comm comm, const char *dir)
 {
     static int64_t s[1] = {0};
@@ -1051,7 +1096,7 @@ static int format_should_refuse_headers_above_the_write_limit(MPI_Comm comm, con
     char *name, *out = NULL;
     size_t len;
     hfdcp__entry e = {"x", HFDCP_U8, 1, s, NULL, 0, 0};
-    hfdcp__header h = {&e, 1, NULL, 0, false, false, 0, 0};
+    hfdcp__header h = {&e, 1, NULL, 0, false, false, 0, 0, 0};
     (void)comm;
     (void)dir;
     /* JSON length without padding = base + strlen(name) */
@@ -1083,7 +1128,7 @@ static int format_should_refuse_headers_above_the_write_limit(MPI_Comm comm, con
             snprintf(names[i], sizeof names[i], "a.rather.long.tensor.name.to.fill.the.header.quickly.%zu", i);
             many[i] = (hfdcp__entry){names[i], HFDCP_U8, 1, s, NULL, 0, 0};
         }
-        hfdcp__header hm = {many, n, NULL, 0, false, false, 0, 0};
+        hfdcp__header hm = {many, n, NULL, 0, false, false, 0, 0, 0};
         T_STATUS(hfdcp__header_serialize(&hm, &out, &len), HFDCP_ERR_RANGE, "at least");
         free(many);
         free(names);
@@ -1131,7 +1176,7 @@ static int format_should_handle_100000_entries_quickly(MPI_Comm comm, const char
     char (*names)[48] = malloc(n * sizeof *names);
     int64_t (*shapes)[2] = malloc(n * sizeof *shapes);
     uint64_t pos = 0;
-    hfdcp__header h = {e, n, NULL, 0, false, false, 0, 0}, p;
+    hfdcp__header h = {e, n, NULL, 0, false, false, 0, 0, 0}, p;
     char *out;
     size_t len;
     double t0, t1, t2, c0, c1, c2;
@@ -1341,6 +1386,7 @@ static const hfdcp_test_case cases[] = {
     {"format_should_round_trip_serialized_headers", format_should_round_trip_serialized_headers, 1},
     {"format_should_write_sharding_info_as_python_does", format_should_write_sharding_info_as_python_does, 1},
     {"format_should_refuse_bad_serialize_input", format_should_refuse_bad_serialize_input, 1},
+    {"format_should_pad_to_the_data_alignment", format_should_pad_to_the_data_alignment, 1},
     {"format_should_refuse_headers_above_the_write_limit", format_should_refuse_headers_above_the_write_limit, 1},
     {"format_should_order_entries_for_alignment", format_should_order_entries_for_alignment, 1},
     {"format_should_handle_100000_entries_quickly", format_should_handle_100000_entries_quickly, 1},

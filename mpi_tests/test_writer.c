@@ -439,6 +439,10 @@ static const tspec *find_spec(const tspec *ts, size_t nt, const char *name)
     return NULL;
 }
 
+/* The data alignment check_files expects (hint hfdcp_data_alignment):
+ * 8 + N a multiple of it, and no more padding than that needs. */
+static uint64_t expect_align = 8;
+
 /* Rank 0 only: the checkpoint at `path` holds exactly `ts` (and the
  * `extra` non-checkpoint files), by the format rules: the index, every
  * file's header (hfdcp__header_parse checks contiguity and size), the
@@ -482,6 +486,15 @@ static int check_files(const char *path, const tspec *ts, size_t nt,
         T_OKCALL(hfdcp__header_len(buf, len, p, &hl));
         T_OKCALL(hfdcp__header_parse((const char *)buf + 8, hl, len, p, &h));
         T_CHECKF(hl % 8 == 0 && buf[8] == '{', "%s: N = %" PRIu64, fn, hl);
+        T_CHECKF((8 + hl) % expect_align == 0, "%s: data at %" PRIu64
+                 ", not a multiple of %" PRIu64, fn, 8 + hl, expect_align);
+        {
+            uint64_t pad = 0;
+            while (pad < hl && buf[8 + hl - 1 - pad] == ' ')
+                pad++;
+            T_CHECKF(pad < expect_align, "%s: %" PRIu64 " spaces of padding "
+                     "for an alignment of %" PRIu64, fn, pad, expect_align);
+        }
         T_CHECKF(h.n_meta == 1 && strcmp(h.meta[0].key, "format") == 0 &&
                      strcmp(h.meta[0].value, "pt") == 0,
                  "%s: metadata", fn);
@@ -745,11 +758,38 @@ static int write_spec(const char *path, const tspec *ts, size_t nt)
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* Saves `ts` into `path` with `o`, then runs the numpy script (rank 0) on
+ * the files.  Agreed result. */
+static int numpy_check(MPI_Comm comm, const char *path, const char *specp,
+                       const tspec *ts, size_t n, const hfdcp_save_options *o)
+{
+    int st = HFDCP_ERR_INTERNAL, bad = 0;
+
+    T_OKCALL(save_specs(comm, path, ts, n, o, 6, &st));
+    T_CHECK(all_ok(comm, st == HFDCP_OK));
+    if (comm_rank(comm) == 0) {
+        char cmd[2048], *out = NULL;
+        T_CHECK(write_spec(specp, ts, n) == 0);
+        snprintf(cmd, sizeof cmd, "%s %s/writer_np_check.py %s %s 2>&1",
+                 hfdcp_test_python(), hfdcp_test_scripts(), path, specp);
+        int ex = hfdcp_test_run(cmd, &out);
+        if (ex != 0 || out == NULL || strncmp(out, "ok ", 3) != 0) {
+            fprintf(stderr, "numpy check of %s (exit %d): %s\n", path, ex,
+                    out ? out : "(no output)");
+            bad = 1;
+        }
+        free(out);
+    }
+    T_CHECK(all_ok(comm, bad == 0));
+    return T_OK;
+}
+
 static int writer_should_pass_the_numpy_check(MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm), st = HFDCP_ERR_INTERNAL, bad = 0;
+    int P = comm_size(comm);
     tspec ts[HFDCP_DTYPE_COUNT + 4];
     hfdcp_save_options o;
+    MPI_Info info;
     char path[600], specp[600], name[64];
     size_t n = 0;
 
@@ -767,24 +807,18 @@ static int writer_should_pass_the_numpy_check(MPI_Comm comm, const char *dir)
     spec(&ts[n++], "empty", HFDCP_F16, 2, e, ROWS, REPL);
     hfdcp_save_options_init(&o);
     o.max_shard_bytes = 400;
-    snprintf(path, sizeof path, "%s/ckpt", dir);
     snprintf(specp, sizeof specp, "%s/spec.json", dir);
-    T_OKCALL(save_specs(comm, path, ts, n, &o, 6, &st));
-    T_CHECK(all_ok(comm, st == HFDCP_OK));
-    if (comm_rank(comm) == 0) {
-        char cmd[2048], *out = NULL;
-        T_CHECK(write_spec(specp, ts, n) == 0);
-        snprintf(cmd, sizeof cmd, "%s %s/writer_np_check.py %s %s 2>&1",
-                 hfdcp_test_python(), hfdcp_test_scripts(), path, specp);
-        int ex = hfdcp_test_run(cmd, &out);
-        if (ex != 0 || out == NULL || strncmp(out, "ok ", 3) != 0) {
-            fprintf(stderr, "numpy check (exit %d): %s\n", ex,
-                    out ? out : "(no output)");
-            bad = 1;
-        }
-        free(out);
-    }
-    T_CHECK(all_ok(comm, bad == 0));
+    /* Padded as the reference pads, then with the data aligned to 4 KiB
+     * (hint hfdcp_data_alignment). */
+    snprintf(path, sizeof path, "%s/ckpt", dir);
+    T_OKCALL(numpy_check(comm, path, specp, ts, n, &o));
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "hfdcp_data_alignment", "4096");
+    o.info = info;
+    snprintf(path, sizeof path, "%s/ckpt_aligned", dir);
+    int rc = numpy_check(comm, path, specp, ts, n, &o);
+    MPI_Info_free(&info);
+    T_CHECK(rc == T_OK);
     return T_OK;
 }
 
@@ -1357,6 +1391,101 @@ static int writer_should_write_the_same_files_at_any_thread_count(
     return T_OK;
 }
 
+/* Hint hfdcp_data_alignment: every file's data buffer starts at a
+ * multiple of it (the header padded with spaces, no more than needed),
+ * the bytes load back in another decomposition; a sharded save with
+ * consolidation gives the same files as the direct save; bad values and
+ * ranks that disagree are refused on every rank at open. */
+static int writer_should_align_the_data_as_the_hint_says(MPI_Comm comm,
+                                                          const char *dir)
+{
+    int rank = comm_rank(comm), P = comm_size(comm), nf = 0;
+    static const int both[] = {1, 2};
+    static const char *const bad[] = {"4000", "4", "0", "abc", "-4096",
+                                      "33554432", "4096x"};
+    tspec ts[5];
+    hfdcp_save_options o;
+    hfdcp_writer *w = NULL;
+    MPI_Info info;
+    char path[600], shards[600];
+    int rc = T_OK;
+
+    for (int i = 0; i < 5; i++) {
+        int64_t m[2] = {3 * P + i, 17 + i};
+        char name[32];
+        snprintf(name, sizeof name, "w%d", i);
+        spec(&ts[i], name, i % 2 ? HFDCP_F32 : HFDCP_BF16, 2, m,
+             i == 0 ? COLS : i == 1 ? REPL : i == 2 ? ROWS : BLOCKS, GRID);
+    }
+    MPI_Info_create(&info);
+    hfdcp_save_options_init(&o);
+    o.max_shard_bytes = 600; /* several files */
+    o.info = info;
+    for (int k = 0; k < 3 && rc == T_OK; k++) {
+        static const char *const align[] = {"4096", "65536", "8"};
+        MPI_Info_set(info, "hfdcp_data_alignment", align[k]);
+        expect_align = strtoull(align[k], NULL, 10);
+        snprintf(path, sizeof path, "%s/a%s", dir, align[k]);
+        rc = round_trip(comm, path, ts, 5, &o, 21, &nf);
+        if (rc == T_OK && nf < 2)
+            rc = 1;
+    }
+    /* The direct save (ckpt1) and a sharded save consolidated (ckpt2),
+     * both aligned to 4 KiB. */
+    MPI_Info_set(info, "hfdcp_data_alignment", "4096");
+    expect_align = 4096;
+    if (rc == T_OK) {
+        snprintf(path, sizeof path, "%s/ckpt1", dir);
+        rc = round_trip(comm, path, ts, 5, &o, 22, &nf);
+    }
+    if (rc == T_OK) {
+        int st = HFDCP_ERR_INTERNAL;
+        snprintf(shards, sizeof shards, "%s/shards", dir);
+        snprintf(path, sizeof path, "%s/ckpt2", dir);
+        o.save_sharded = 1;
+        o.consolidated_output_path = path;
+        rc = save_specs(comm, shards, ts, 5, &o, 22, &st);
+        o.save_sharded = 0;
+        o.consolidated_output_path = NULL;
+        if (st != HFDCP_OK)
+            fprintf(stderr, "[rank %d] sharded save: %s\n", rank,
+                    hfdcp_last_error());
+        if (rc == T_OK && !all_ok(comm, st == HFDCP_OK))
+            rc = 1;
+    }
+    if (rc == T_OK && !files_ok(comm, path, ts, 5, 0, NULL))
+        rc = 1;
+    if (rc == T_OK && !all_ok(comm, rank != 0 || same_files(dir, both, 2) == T_OK))
+        rc = 1;
+    expect_align = 8;
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0] && rc == T_OK; k++) {
+        char want[64];
+        MPI_Info_set(info, "hfdcp_data_alignment", bad[k]);
+        snprintf(want, sizeof want, "hfdcp_data_alignment=%s: expected a "
+                 "power of two", bad[k]);
+        rc = hfdcp_test_status(__FILE__, __LINE__, "writer_open",
+                               hfdcp_writer_open(comm, path, &o, &w),
+                               HFDCP_ERR_ARG, want);
+        if (rc == T_OK && w != NULL)
+            rc = 1;
+    }
+    if (rc == T_OK && P > 1) {
+        /* Rank 0 aligns to 8 (the default), the others to 4096. */
+        if (rank == 0)
+            MPI_Info_delete(info, "hfdcp_data_alignment");
+        else
+            MPI_Info_set(info, "hfdcp_data_alignment", "4096");
+        rc = hfdcp_test_status(__FILE__, __LINE__, "writer_open",
+                               hfdcp_writer_open(comm, path, &o, &w),
+                               HFDCP_ERR_MISMATCH,
+                               "hint hfdcp_data_alignment gives 4096 bytes, "
+                               "rank 0's 8");
+    }
+    MPI_Info_free(&info);
+    T_CHECK(rc == T_OK);
+    return T_OK;
+}
+
 /* A failed flush in a helper thread (thread_count > 1) on the last rank
  * only: every rank returns HFDCP_ERR_IO with its message (the file and the
  * rank), no file is left, and the writer works again afterwards. */
@@ -1572,6 +1701,8 @@ static const hfdcp_test_case cases[] = {
     {"writer_should_follow_a_file_map", writer_should_follow_a_file_map, 1},
     {"writer_should_write_the_same_files_at_any_thread_count",
      writer_should_write_the_same_files_at_any_thread_count, 1},
+    {"writer_should_align_the_data_as_the_hint_says",
+     writer_should_align_the_data_as_the_hint_says, 1},
     {"writer_should_agree_on_a_failed_flush",
      writer_should_agree_on_a_failed_flush, 1},
     {"writer_should_write_more_than_2_gib_per_rank",

@@ -120,8 +120,8 @@ static int cmp_entry_name(const void *a, const void *b)
  * options, and the map's entries sorted by name (so that maps built in
  * another order compare equal). */
 static int pack_args(const char *in, const char *out, const hfdcp_file_map *map,
-                     const hfdcp_consolidate_options *o, hfdcp__buf *b,
-                     size_t *opts_end)
+                     const hfdcp_consolidate_options *o, uint64_t align,
+                     hfdcp__buf *b, size_t *opts_end)
 {
     size_t n = map ? hfdcp_file_map_size(map) : 0;
     const char **names = NULL, ***order = NULL;
@@ -134,6 +134,7 @@ static int pack_args(const char *in, const char *out, const hfdcp_file_map *map,
     hfdcp__buf_put_i64(b, o->cast ? (int64_t)o->cast_dtype : -1);
     hfdcp__buf_put_i64(b, o->num_threads > 1 ? o->num_threads : 1);
     hfdcp__buf_put_i64(b, map != NULL);
+    hfdcp__buf_put_u64(b, align);
     *opts_end = b->len;
     hfdcp__buf_put_u64(b, n);
     if (n == 0)
@@ -164,7 +165,7 @@ cleanup:
  * Agreed status. */
 static int compare_args(MPI_Comm comm, int rank, const char *in,
                         const char *out, const hfdcp_file_map *map,
-                        const hfdcp_consolidate_options *o)
+                        const hfdcp_consolidate_options *o, uint64_t align)
 {
     hfdcp__buf mine;
     void *root = NULL;
@@ -172,7 +173,7 @@ static int compare_args(MPI_Comm comm, int rank, const char *in,
     int rc;
 
     hfdcp__buf_init(&mine);
-    rc = pack_args(in, out, map, o, &mine, &opts_end);
+    rc = pack_args(in, out, map, o, align, &mine, &opts_end);
     HFDCP_CHECK(hfdcp__agree(comm, rc));
     if (rank == 0) {
         root = mine.data;
@@ -195,9 +196,9 @@ static int compare_args(MPI_Comm comm, int rank, const char *in,
         else if (len < opts_end || memcmp(root, mine.data, opts_end) != 0)
             rc = hfdcp__error(HFDCP_ERR_MISMATCH,
                               "hfdcp_consolidate: the options of rank %d "
-                              "(buffer_bytes, cast, cast_dtype, num_threads "
-                              "or whether a file map is given) differ from "
-                              "rank 0's",
+                              "(buffer_bytes, cast, cast_dtype, num_threads, "
+                              "whether a file map is given, or the hint "
+                              "hfdcp_data_alignment) differ from rank 0's",
                               rank);
         else if (len != mine.len || memcmp(root, mine.data, len) != 0)
             rc = hfdcp__error(HFDCP_ERR_MISMATCH,
@@ -265,7 +266,8 @@ static hfdcp_dtype out_dtype(const hfdcp__tensor *t,
 /* The writer's plan for one rank holding every tensor whole.  Local and
  * deterministic: every rank computes the same plan. */
 static int make_plan(const hfdcp__catalog *cat, const hfdcp_file_map *map,
-                     const hfdcp_consolidate_options *o, hfdcp__wplan *plan)
+                     const hfdcp_consolidate_options *o, uint64_t align,
+                     hfdcp__wplan *plan)
 {
     size_t n = cat->n_tensors;
     hfdcp__wchunk *ch = calloc(n ? n : 1, sizeof *ch);
@@ -294,7 +296,7 @@ static int make_plan(const hfdcp__catalog *cat, const hfdcp_file_map *map,
     }
     HFDCP_CHECK(hfdcp__wplan_pack(ch, n, &packed));
     part = packed.data;
-    rc = hfdcp__wplan_global(1, &part, &packed.len, 0, plan);
+    rc = hfdcp__wplan_global(1, &part, &packed.len, 0, align, plan);
 cleanup:
     hfdcp__buf_free(&packed);
     free(ch);
@@ -702,6 +704,7 @@ typedef struct {
     const hfdcp__paths *paths;
     const file_layout *fl;
     uint64_t s;           /* slice bytes */
+    uint64_t align;       /* the files' data alignment (hint) */
     uint64_t done, total; /* progress */
     stage *st;
 } job;
@@ -820,8 +823,11 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
         rc = hfdcp__mpi_error(mpi_rc, "hfdcp_consolidate");
     if (rc == HFDCP_OK)
         rc = check_args(input_dir, output_dir, opts);
+    if (rc == HFDCP_OK)
+        rc = hfdcp__align_hint(opts->info, "hfdcp_consolidate", &J.align);
     HFDCP_CHECK(hfdcp__agree(dup, rc));
-    HFDCP_CHECK(compare_args(dup, J.rank, input_dir, output_dir, map, opts));
+    HFDCP_CHECK(compare_args(dup, J.rank, input_dir, output_dir, map, opts,
+                             J.align));
 
     /* 2. The input, checked whole before anything is written. */
     HFDCP_CHECK(hfdcp__agree(dup, J.rank == 0
@@ -831,7 +837,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     HFDCP_CHECK(hfdcp__catalog_open_shards(dup, input_dir, &cat));
 
     /* 3. The plan, the same on every rank. */
-    rc = make_plan(cat, map, opts, &plan);
+    rc = make_plan(cat, map, opts, J.align, &plan);
     if (rc == HFDCP_OK)
         rc = make_layouts(cat, &plan, opts, &fl);
     HFDCP_CHECK(hfdcp__agree(dup, rc));

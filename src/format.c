@@ -1553,6 +1553,12 @@ int hfdcp__header_serialize(const hfdcp__header *h, char **out,
     hfdcp__buf_init(&sh);
     if (h == NULL || out == NULL || out_len == NULL)
         return hfdcp__error(HFDCP_ERR_ARG, WHERE_W ": NULL argument");
+    uint64_t align = h->align ? h->align : 8;
+    if (align < 8 || align > HFDCP_ALIGN_MAX || (align & (align - 1)) != 0)
+        return hfdcp__error(HFDCP_ERR_ARG,
+                            WHERE_W ": data alignment %" PRIu64 " is not a "
+                            "power of two from 8 to %" PRIu64,
+                            align, HFDCP_ALIGN_MAX);
     HFDCP_TRY(check_meta_for_write(h));
     HFDCP_TRY(check_entries_for_write(h));
     for (size_t i = 0; i < h->n_meta; i++) {
@@ -1573,6 +1579,7 @@ int hfdcp__header_serialize(const hfdcp__header *h, char **out,
                     12 * (size_t)h->entries[i].ndim) * (h->sharded ? 2 : 1);
         if (est > (size_t)HFDCP_HEADER_MAX_WRITE + 4096)
             est = (size_t)HFDCP_HEADER_MAX_WRITE + 4096;
+        est += (size_t)align;
         if ((b.data = malloc(est)) == NULL)
             HFDCP_FAIL(HFDCP_ERR_NOMEM, WHERE_W ": out of memory for %zu "
                        "bytes", est);
@@ -1622,8 +1629,15 @@ int hfdcp__header_serialize(const hfdcp__header *h, char **out,
         put_lit(&b, "]}");
     }
     put_lit(&b, "}");
-    while ((b.len - 8) % 8 != 0)
-        put_lit(&b, " ");
+    /* Spaces up to the alignment: 8 + N a multiple of it, so N is a
+     * multiple of 8 as the reference writers make it. */
+    while (b.len % align != 0) {
+        static const char spaces[] = "                                ";
+        size_t k = (size_t)(align - b.len % align);
+        hfdcp__buf_put(&b, spaces, k < sizeof spaces - 1 ? k : sizeof spaces - 1);
+        if (hfdcp__buf_status(&b) != HFDCP_OK)
+            break;
+    }
     HFDCP_CHECK(hfdcp__buf_status(&b));
     n = b.len - 8;
     if (n > HFDCP_HEADER_MAX_WRITE)

@@ -226,6 +226,10 @@ int hfdcp__tiling_check(int status, const char *tensor, int ndim,
  * writing (the Hub's metadata parser limit). */
 #define HFDCP_HEADER_MAX_READ 100000000u
 #define HFDCP_HEADER_MAX_WRITE 25000000u
+/* The data buffer's alignment in the files hfdcp writes (hint
+ * hfdcp_data_alignment, docs/format.md): the default and the largest. */
+#define HFDCP_ALIGN_DEFAULT ((uint64_t)8)
+#define HFDCP_ALIGN_MAX ((uint64_t)16 << 20)
 
 typedef struct {
     char *name;        /* NUL-terminated UTF-8, as stored */
@@ -260,6 +264,9 @@ typedef struct {
                               stays in meta */
     uint64_t header_len;   /* N, the JSON length (padding included) */
     uint64_t data_size;    /* bytes of the data buffer (= last end) */
+    uint64_t align;        /* serializing: the data buffer starts at a
+                              multiple of this (a power of two from 8 to
+                              HFDCP_ALIGN_MAX); 0 is 8 */
 } hfdcp__header;
 
 /* Reads the 8-byte little-endian prefix `prefix` of a file of `file_size`
@@ -288,12 +295,14 @@ void hfdcp__header_free(hfdcp__header *h);
  * Python's json.dumps gives for {name: {"saved_offsets": [..]}}, entries
  * in the given order) and DCP_VERSION ("1.0", or h->meta's value, which
  * is then written here instead of in its place); then the entries in the
- * given order with their begin/end as given; padded with spaces to a
- * multiple of 8.  So serialize(parse(serialize(h))) == serialize(h).
+ * given order with their begin/end as given; padded with spaces so that
+ * 8 + N is a multiple of h->align (8 when 0; N is then a multiple of 8
+ * too).  So serialize(parse(serialize(h))) == serialize(h) when h->align
+ * is 0 (a parsed header has align 0).
  * Refused with HFDCP_ERR_ARG (never writing a file the parser would
  * refuse): invalid UTF-8, a duplicate or reserved name, a size not
  * matching dtype x shape, data not tiling [0, end) exactly, a duplicate
- * meta key, DCP_SHARDING_INFO in h->meta.  Refused (HFDCP_ERR_RANGE)
+ * meta key, DCP_SHARDING_INFO in h->meta, an invalid h->align.  Refused (HFDCP_ERR_RANGE)
  * above HFDCP_HEADER_MAX_WRITE.  *out is malloc'd, *out_len = 8 + N. */
 int hfdcp__header_serialize(const hfdcp__header *h, char **out,
                             size_t *out_len);
@@ -516,6 +525,12 @@ int hfdcp__mfile_close(hfdcp__mfile *f);
 /* Collective: sets the file size (MPI_File_set_size).  Agreed status. */
 int hfdcp__mfile_set_size(hfdcp__mfile *f, uint64_t size);
 
+/* Local: the data alignment of the files a save or a consolidation
+ * writes, from the hint hfdcp_data_alignment of `info` (may be
+ * MPI_INFO_NULL): a power of two from 8 to HFDCP_ALIGN_MAX, else
+ * HFDCP_ALIGN_DEFAULT.  HFDCP_ERR_ARG naming `who` and the value. */
+int hfdcp__align_hint(MPI_Info info, const char *who, uint64_t *align);
+
 /* Local: the value of hint `key` as the open file reports it
  * (MPI_File_get_info); *found tells whether it is set.  The value is
  * truncated to `size` bytes with its NUL.  For tests and diagnostics. */
@@ -666,18 +681,20 @@ int hfdcp__wplan_pack(const hfdcp__wchunk *chunks, size_t n, hfdcp__buf *out);
  * dtype, shape and file map entry, chunks inside their tensor, exact
  * tiling, replicated boxes written once (balanced over their holders),
  * file assignment (file map, else HF's greedy split under
- * `max_shard_bytes` in registration order, else one file) and layout.
+ * `max_shard_bytes` in registration order, else one file) and layout
+ * (each file's data buffer at a multiple of `align`, as hfdcp__header's).
  * HFDCP_ERR_PLAN / HFDCP_ERR_MISMATCH name the tensor, ranks and values.
  * No communication. */
 int hfdcp__wplan_global(int nranks, const void *const *packed,
                         const size_t *lens, uint64_t max_shard_bytes,
-                        hfdcp__wplan *out);
+                        uint64_t align, hfdcp__wplan *out);
 
 /* Collective: packs this rank's chunks, gathers them on rank 0, which
  * computes the global plan, and gives every rank its part.  Same status
  * on every rank. */
 int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
-                      uint64_t max_shard_bytes, hfdcp__wplan *out);
+                      uint64_t max_shard_bytes, uint64_t align,
+                      hfdcp__wplan *out);
 
 void hfdcp__wplan_free(hfdcp__wplan *p);
 

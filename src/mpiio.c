@@ -621,6 +621,32 @@ int hfdcp__mfile_set_size(hfdcp__mfile *f, uint64_t size)
     return hfdcp__agree(f->comm, rc);
 }
 
+int hfdcp__align_hint(MPI_Info info, const char *who, uint64_t *align)
+{
+    char v[MPI_MAX_INFO_VAL + 1];
+    int flag = 0, mpi_rc;
+
+    *align = HFDCP_ALIGN_DEFAULT;
+    if (info == MPI_INFO_NULL)
+        return HFDCP_OK;
+    mpi_rc = MPI_Info_get(info, "hfdcp_data_alignment", MPI_MAX_INFO_VAL, v,
+                          &flag);
+    if (mpi_rc != MPI_SUCCESS)
+        return hfdcp__mpi_error(mpi_rc, "%s: reading the hint "
+                                "hfdcp_data_alignment", who);
+    if (!flag)
+        return HFDCP_OK;
+    char *end = NULL;
+    unsigned long long a = strtoull(v, &end, 10);
+    if (end == v || *end != '\0' || v[0] == '-' || a < 8 ||
+        a > HFDCP_ALIGN_MAX || (a & (a - 1)) != 0)
+        return hfdcp__error(HFDCP_ERR_ARG, "%s: hint hfdcp_data_alignment=%s: "
+                            "expected a power of two from 8 to %" PRIu64,
+                            who, v, HFDCP_ALIGN_MAX);
+    *align = (uint64_t)a;
+    return HFDCP_OK;
+}
+
 int hfdcp__mfile_get_hint(hfdcp__mfile *f, const char *key, char *value,
                           size_t size, bool *found)
 {

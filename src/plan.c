@@ -129,6 +129,7 @@ typedef struct {
     uint32_t *order;     /* chunk indices sorted by (tensor, box, rank) */
     tensor_t *tensors;
     hfdcp__strmap *by_name;
+    uint64_t align;      /* the data buffers' alignment (hfdcp__header) */
 } planner;
 
 static void format_shape(char *buf, size_t size, int ndim,
@@ -654,6 +655,7 @@ static int lay_out(planner *p, hfdcp__wplan *out)
         h.entries = ent;
         h.n_entries = n;
         h.data_size = at;
+        h.align = p->align;
         rc = hfdcp__header_serialize(&h, &out->headers[f],
                                      &out->header_lens[f]);
         if (rc != HFDCP_OK) {
@@ -712,7 +714,7 @@ cleanup:
 
 int hfdcp__wplan_global(int nranks, const void *const *packed,
                         const size_t *lens, uint64_t max_shard_bytes,
-                        hfdcp__wplan *out)
+                        uint64_t align, hfdcp__wplan *out)
 {
     planner p;
     size_t total_chunks = 0, *first = NULL;
@@ -723,6 +725,7 @@ int hfdcp__wplan_global(int nranks, const void *const *packed,
     if (nranks < 1)
         return hfdcp__error(HFDCP_ERR_ARG, "planning for %d ranks", nranks);
     p.nranks = nranks;
+    p.align = align;
     for (int r = 0; r < nranks; r++) {
         uint64_t count;
         if (lens[r] < 8)
@@ -986,7 +989,8 @@ static int share_files(MPI_Comm comm, int rank, hfdcp__wplan *g,
 }
 
 int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
-                      uint64_t max_shard_bytes, hfdcp__wplan *out)
+                      uint64_t max_shard_bytes, uint64_t align,
+                      hfdcp__wplan *out)
 {
     int rank, size, rc, mpi_rc;
     hfdcp__buf packed;
@@ -1021,7 +1025,8 @@ int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
         } else {
             for (int r = 0; r < size; r++)
                 parts[r] = gathered + displs[r];
-            rc = hfdcp__wplan_global(size, parts, lens, max_shard_bytes, &g);
+            rc = hfdcp__wplan_global(size, parts, lens, max_shard_bytes,
+                                     align, &g);
         }
         free(gathered);
         gathered = NULL;

@@ -67,6 +67,7 @@ struct hfdcp_writer_s {
     char *path;
     hfdcp_file_map *file_map; /* the writer's copy, or NULL */
     uint64_t max_shard_bytes;
+    uint64_t align; /* data buffers' alignment (hint hfdcp_data_alignment) */
     MPI_Info info;            /* the writer's copy, or MPI_INFO_NULL */
     hfdcp__wchunk *chunks;    /* names and shapes owned */
     size_t n, cap;
@@ -146,7 +147,7 @@ static int compare_with_rank0(hfdcp_writer *w, const char *path,
     hfdcp__rbuf r;
     char *p0 = NULL, *c0 = NULL;
     const char *cons = o->consolidated_output_path;
-    uint64_t max0 = 0;
+    uint64_t max0 = 0, align0 = 0;
     int32_t v[5] = {o->file_map != NULL, o->thread_count,
                     o->save_sharded != 0, o->num_threads_consolidation,
                     cons != NULL},
@@ -157,6 +158,7 @@ static int compare_with_rank0(hfdcp_writer *w, const char *path,
     if (w->rank == 0) {
         hfdcp__buf_put_str(&b, path);
         hfdcp__buf_put_u64(&b, o->max_shard_bytes);
+        hfdcp__buf_put_u64(&b, w->align);
         hfdcp__buf_put(&b, v, sizeof v);
         hfdcp__buf_put_str(&b, cons ? cons : "");
         data = b.data;
@@ -169,6 +171,7 @@ static int compare_with_rank0(hfdcp_writer *w, const char *path,
     if (rc == HFDCP_OK) {
         hfdcp__rbuf_init(&r, data, len);
         if (!hfdcp__rbuf_get_str(&r, &p0) || !hfdcp__rbuf_get_u64(&r, &max0) ||
+            !hfdcp__rbuf_get_u64(&r, &align0) ||
             !hfdcp__rbuf_get(&r, v0, sizeof v0) ||
             !hfdcp__rbuf_get_str(&r, &c0))
             rc = hfdcp__error(HFDCP_ERR_INTERNAL, "malformed options message");
@@ -182,6 +185,11 @@ static int compare_with_rank0(hfdcp_writer *w, const char *path,
                               "hfdcp_writer_open: max_shard_bytes %" PRIu64
                               " differs from rank 0's %" PRIu64,
                               o->max_shard_bytes, max0);
+        else if (align0 != w->align)
+            rc = hfdcp__error(HFDCP_ERR_MISMATCH,
+                              "hfdcp_writer_open: hint hfdcp_data_alignment "
+                              "gives %" PRIu64 " bytes, rank 0's %" PRIu64,
+                              w->align, align0);
         else if (v0[0] != v[0])
             rc = hfdcp__error(HFDCP_ERR_MISMATCH,
                               "hfdcp_writer_open: this rank %s a file map but "
@@ -270,6 +278,8 @@ int hfdcp_writer_open(MPI_Comm comm, const char *path,
         rc = hfdcp__mpi_error(mpi_rc, "hfdcp_writer_open");
     if (rc == HFDCP_OK)
         rc = check_options(path, opts);
+    if (rc == HFDCP_OK)
+        rc = hfdcp__align_hint(opts->info, "hfdcp_writer_open", &w->align);
     if (rc == HFDCP_OK) {
         w->max_shard_bytes = opts->max_shard_bytes;
         w->thread_count = opts->thread_count > 1 ? opts->thread_count : 1;
@@ -1196,6 +1206,7 @@ static int make_shard(const hfdcp_writer *w, const hfdcp__wplan *plan,
     h.n_entries = n;
     h.sharded = true;
     h.data_size = at;
+    h.align = w->align;
     if ((name = hfdcp__asprintf("shard-%05d-model-%05d-of-%05d.safetensors",
                                 w->rank + 1, idx, max)) == NULL ||
         (tmp = hfdcp__asprintf(TMP_PREFIX "%s-%s.tmp", tag, name)) == NULL ||
@@ -1719,7 +1730,7 @@ int hfdcp_writer_commit(hfdcp_writer *w)
 
     /* 1. Plan. */
     HFDCP_CHECK(hfdcp__wplan_make(w->comm, w->chunks, w->n,
-                                  w->max_shard_bytes, &plan));
+                                  w->max_shard_bytes, w->align, &plan));
 
     /* 2. Names (and, sharded, this rank's headers: a chunk a shard file
      * cannot hold is refused here, before anything is written), then the
