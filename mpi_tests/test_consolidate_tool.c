@@ -231,6 +231,32 @@ static int same_file(const char *a, const char *b)
     return same;
 }
 
+/* `a` has the data of `b` after a header padded to a multiple of `align`
+ * (8 + N), and the same JSON before the padding. */
+static int same_but_aligned(const char *a, const char *b, uint64_t align)
+{
+    size_t la, lb;
+    unsigned char *da = hfdcp_test_read_file(a, &la);
+    unsigned char *db = hfdcp_test_read_file(b, &lb);
+    uint64_t na = 0, nb = 0, ja, jb;
+    int ok = da && db && la >= 8 && lb >= 8;
+    for (int i = 0; ok && i < 8; i++) {
+        na |= (uint64_t)da[i] << (8 * i);
+        nb |= (uint64_t)db[i] << (8 * i);
+    }
+    ok = ok && 8 + na <= la && 8 + nb <= lb && (8 + na) % align == 0 &&
+         la - na == lb - nb &&
+         memcmp(da + 8 + na, db + 8 + nb, la - 8 - na) == 0;
+    for (ja = na; ok && ja > 0 && da[8 + ja - 1] == ' '; ja--)
+        ;
+    for (jb = nb; ok && jb > 0 && db[8 + jb - 1] == ' '; jb--)
+        ;
+    ok = ok && ja == jb && memcmp(da + 8, db + 8, ja) == 0 && na - ja < align;
+    free(da);
+    free(db);
+    return ok;
+}
+
 static int consolidate_tool_should_copy_a_reference_layout(MPI_Comm comm,
                                                            const char *dir)
 {
@@ -273,6 +299,19 @@ static int consolidate_tool_should_copy_a_reference_layout(MPI_Comm comm,
     snprintf(a, sizeof a, "%s/%s", out, HFDCP_INDEX_NAME);
     snprintf(b, sizeof b, "%s/%s", direct, HFDCP_INDEX_NAME);
     T_CHECK(same_file(a, b));
+
+    /* Hints: the data aligned to 4 KiB, the rest of each file the same. */
+    snprintf(args, sizeof args, "%s %s/aligned --map-from %s --progress none "
+             "--hint hfdcp_data_alignment=4096 --hint cb_buffer_size=1048576",
+             shards, dir, ref);
+    T_CHECKF(consolidate(2, args, &text) == 0, "%s", text ? text : "");
+    free(text);
+    for (int i = 1; i <= 6; i++) {
+        snprintf(a, sizeof a, "%s/aligned/model-%05d-of-00006.safetensors",
+                 dir, i);
+        snprintf(b, sizeof b, "%s/model-%05d-of-00006.safetensors", ref, i);
+        T_CHECKF(same_but_aligned(a, b, 4096), "%s vs %s", a, b);
+    }
 
     /* The bar, forced (a rank's stderr is a pipe under mpirun), and a cast:
      * every floating-point tensor becomes F32, the others stay. */
@@ -332,6 +371,21 @@ static int consolidate_tool_should_report_errors(MPI_Comm comm,
     free(text);
     snprintf(args, sizeof args, "%s %s/out --progress sometimes", dir, dir);
     T_CHECK(consolidate(0, args, &text) == 2);
+    free(text);
+    snprintf(args, sizeof args, "%s %s/out --hint novalue", dir, dir);
+    T_CHECK(consolidate(0, args, &text) == 2);
+    free(text);
+    snprintf(args, sizeof args, "%s %s/out --hint", dir, dir);
+    T_CHECK(consolidate(0, args, &text) == 2);
+    free(text);
+    /* A bad value of hfdcp's own hint: the library refuses it. */
+    snprintf(args, sizeof args, "%s %s/out --hint hfdcp_data_alignment=3",
+             dir, dir);
+    T_CHECK(consolidate(2, args, &text) == 3);
+    T_CHECKF(text && strstr(text, "hfdcp consolidate: HFDCP_ERR_ARG: ") &&
+                 strstr(text, "hfdcp_consolidate: hint hfdcp_data_alignment=3: "
+                              "expected a power of two from 8 to 16777216"),
+             "%s", text ? text : "");
     free(text);
     snprintf(args, sizeof args, "%s %s/out --bogus", dir, dir);
     T_CHECK(consolidate(0, args, &text) == 2);

@@ -524,19 +524,6 @@ static const char usage_text[] =
 
 /* Sets KEY=VALUE of `arg` in *info (created on first use); 0 when the
  * argument is not KEY=VALUE. */
-static int add_hint(MPI_Info *info, const char *arg)
-{
-    const char *eq = strchr(arg, '=');
-    char key[256];
-    if (eq == NULL || eq == arg || (size_t)(eq - arg) >= sizeof key)
-        return 0;
-    snprintf(key, sizeof key, "%.*s", (int)(eq - arg), arg);
-    if (*info == MPI_INFO_NULL)
-        MPI_Info_create(info);
-    MPI_Info_set(*info, key, eq + 1);
-    return 1;
-}
-
 /* *out = `base`'s hints with `over`'s set over them (MPI_INFO_NULL when
  * `over` is). */
 static void merge_alt(MPI_Info base, MPI_Info over, MPI_Info *out)
@@ -627,9 +614,9 @@ int tool_bench(int argc, char **argv)
         } else if (strcmp(a, "--inject-fault") == 0) {
             fault = v;
         } else if (strcmp(a, "--hint") == 0) {
-            ok = add_hint(&info, v);
+            ok = tool_add_hint(&info, v);
         } else if (strcmp(a, "--alt-hint") == 0) {
-            ok = add_hint(&alt, v);
+            ok = tool_add_hint(&alt, v);
         } else {
             ok = 0;
         }

@@ -123,8 +123,17 @@ static int usage(void)
                 "[--dtype bf16|f16|f32|f64]\n"
                 "                         [--buffer-mb N] [--threads N] "
                 "[--progress auto|bar|lines|none]\n"
+                "                         [--hint KEY=VALUE]...\n"
                 "(see hfdcp help consolidate)\n");
     return TOOL_EXIT_USAGE;
+}
+
+/* usage(), freeing the hints given so far. */
+static int usage_free(MPI_Info info)
+{
+    if (info != MPI_INFO_NULL)
+        MPI_Info_free(&info);
+    return usage();
 }
 
 static bool parse_count(const char *s, long min, long max, long *out)
@@ -191,43 +200,49 @@ int tool_consolidate(int argc, char **argv)
         } else if (strcmp(a, "--progress") == 0) {
             if (val == NULL || (strcmp(val, "auto") && strcmp(val, "bar") &&
                                 strcmp(val, "lines") && strcmp(val, "none")))
-                return usage();
+                return usage_free(o.info);
             mode = val;
             i++;
         } else if (strcmp(a, "--dtype") == 0) {
             if (!parse_dtype(val, &o.cast_dtype))
-                return usage();
+                return usage_free(o.info);
             o.cast = 1;
             i++;
         } else if (strcmp(a, "--buffer-mb") == 0) {
             if (!parse_count(val, 1, 1L << 30, &v))
-                return usage();
+                return usage_free(o.info);
             o.buffer_bytes = (uint64_t)v << 20;
             i++;
         } else if (strcmp(a, "--threads") == 0) {
             if (!parse_count(val, 0, 1024, &v))
-                return usage();
+                return usage_free(o.info);
             o.num_threads = (int)v;
+            i++;
+        } else if (strcmp(a, "--hint") == 0) {
+            if (!tool_add_hint(&o.info, val))
+                return usage_free(o.info);
             i++;
         } else if (a[0] == '-' && a[1] != '\0') {
             if (tool_rank() == 0)
                 fprintf(stderr, "hfdcp consolidate: unknown option '%s'\n",
                         a);
-            return usage();
+            return usage_free(o.info);
         } else if (in == NULL) {
             in = a;
         } else if (out == NULL) {
             out = a;
         } else {
-            return usage();
+            return usage_free(o.info);
         }
     }
     if (in == NULL || out == NULL)
-        return usage();
+        return usage_free(o.info);
 
     if (ref != NULL) {
         if ((rc = map_from(ref, &map)) != HFDCP_OK) {
             tool_report_error("consolidate", rc);
+            if (o.info != MPI_INFO_NULL)
+                MPI_Info_free(&o.info);
             return TOOL_EXIT_ERROR;
         }
         if (tool_rank() == 0 && hfdcp_file_map_warning(map)[0] != '\0')
@@ -246,6 +261,8 @@ int tool_consolidate(int argc, char **argv)
     }
     rc = hfdcp_consolidate(MPI_COMM_WORLD, in, out, map, &o);
     hfdcp_file_map_free(map);
+    if (o.info != MPI_INFO_NULL)
+        MPI_Info_free(&o.info);
     if (rc != HFDCP_OK) {
         if (tool_rank() == 0 && p.bar && p.done > 0)
             fputc('\n', stderr);

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tool.h"
 
@@ -96,4 +97,17 @@ int tool_parse_size(const char *s, double max, uint64_t *out)
         return -1;
     *out = (uint64_t)v;
     return 0;
+}
+
+int tool_add_hint(MPI_Info *info, const char *arg)
+{
+    const char *eq = arg ? strchr(arg, '=') : NULL;
+    char key[256];
+    if (eq == NULL || eq == arg || (size_t)(eq - arg) >= sizeof key)
+        return 0;
+    snprintf(key, sizeof key, "%.*s", (int)(eq - arg), arg);
+    if (*info == MPI_INFO_NULL)
+        MPI_Info_create(info);
+    MPI_Info_set(*info, key, eq + 1);
+    return 1;
 }

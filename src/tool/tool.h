@@ -43,6 +43,10 @@ int tool_llama_model(double params, tool_add_tensor_fn add, void *ctx);
  * 0, or -1 when `s` is not such a number or is above `max`. */
 int tool_parse_size(const char *s, double max, uint64_t *out);
 
+/* Sets the hint of `arg`, "KEY=VALUE", in *info (created when it is
+ * MPI_INFO_NULL): 1, or 0 when `arg` is not of that form. */
+int tool_add_hint(MPI_Info *info, const char *arg);
+
 /* Part `k` of `n` of [0, len): the first len % n parts are one longer. */
 void tool_split_range(int64_t len, int n, int k, int64_t *off, int64_t *size);
 
