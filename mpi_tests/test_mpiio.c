@@ -990,14 +990,16 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     }
     T_CHECK(bad == 0);
 
-    /* "auto" (this test runs on a local file system, CMake's build tree):
-     * columns of 2 bytes read by columns are sieved on two ranks (spans
-     * twice the bytes), aggregated from three; blocks are sieved (a
-     * 2 x 2 grid on four ranks, row blocks on two and three); one rank
-     * never aggregates, so never sieves. */
+    /* "auto" (this test runs on a local file system, CMake's build tree),
+     * with the windows not shared (hfdcp_exchange=alltoallw: as for ranks
+     * on several nodes): columns of 2 bytes read by columns are sieved on
+     * two ranks (spans twice the bytes), aggregated from three; blocks
+     * are sieved (a 2 x 2 grid on four ranks, row blocks on two and
+     * three); one rank never aggregates, so never sieves. */
     MPI_Info_set(info, "hfdcp_aggregate", "auto");
     MPI_Info_set(info, "hfdcp_sieve_reads", "auto");
     MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
+    MPI_Info_set(info, "hfdcp_exchange", "alltoallw");
     tarray d = {.bits = 16, .ndim = 2, .shape = {64, 2 * size}, .header = 3,
                 .halo = {1, 1}, .seed = 280};
     topts oa = {info, -1, -1, 0, size == 2 ? READ_SIEVED : READ_NOT_SIEVED,
@@ -1006,6 +1008,12 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     tarray e = {.bits = 16, .ndim = 2, .shape = {64, 4}, .header = 3,
                 .halo = {0, 1}, .seed = 281};
     oa.read_sieved = size > 1 ? READ_SIEVED : READ_NOT_SIEVED;
+    T_CHECK(round_trip(comm, dir, &e, rows, blocks, &oa) == 0);
+    /* With the windows shared (every rank here is on one node), "auto"
+     * aggregates the same reads through them instead. */
+    MPI_Info_set(info, "hfdcp_exchange", "auto");
+    oa.read_sieved = READ_NOT_SIEVED;
+    T_CHECK(round_trip(comm, dir, &d, rows, cols, &oa) == 0);
     T_CHECK(round_trip(comm, dir, &e, rows, blocks, &oa) == 0);
     /* "disable": aggregated (one round: 260 bytes in 4 KiB windows). */
     MPI_Info_set(info, "hfdcp_sieve_reads", "disable");

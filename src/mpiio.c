@@ -2157,15 +2157,26 @@ static void aggr_free(aggr *g)
  * but on a local file system the ranks that read the same blocks share
  * them through the page cache, so the disk reads the file once, as the
  * aggregation does, while the aggregation's exchange (a copy of every
- * byte through shared memory, 0.2 s per gigabyte here) is not paid.  On a
+ * byte through MPI_Alltoallw, 0.2 s per gigabyte here) is not paid.  On a
  * network or parallel file system every rank's bytes would cross the
  * network, so there the reads stay aggregated.  A span is the extent of
  * this rank's parts, parts less than SIEVE_GAP apart sharing one.
  *
+ * With shared windows (every rank on one node) the aggregation is the
+ * cheaper: its exchange is one copy of each run out of the windows, as
+ * sieving copies its runs out of its buffer, and each byte of the file is
+ * read once in all, where sieving reads up to SIEVE_SPAN_MAX times the
+ * bytes on every rank (1 GB, 2 ranks, columns and blocks, side by side:
+ * warm loads 0.13-0.17 s against 0.23 s on a tmpfs, cold loads the same
+ * within the noise; docs/benchmarks.md, "Sieving or shared windows").  So
+ * sieving is for ranks on several nodes reading node-local copies of the
+ * files, or where the shared windows could not be had.
+ *
  * Hint hfdcp_sieve_reads: "auto" (the default) sieves such reads when every
- * rank sees a local file system (as in "Long runs") and reads at most
- * SIEVE_SPAN_MAX times its bytes; "enable" sieves every read that would be
- * aggregated; "disable" never sieves.  The ranks agree ("disable" wins).
+ * rank sees a local file system (as in "Long runs"), reads at most
+ * SIEVE_SPAN_MAX times its bytes, and the windows are not shared; "enable"
+ * sieves every read that would be aggregated; "disable" never sieves.  The
+ * ranks agree ("disable" wins).
  */
 
 #define SIEVE_GAP ((uint64_t)64 << 10)
@@ -2304,10 +2315,22 @@ static int sieve_read(hfdcp__mfile *f, npiece *const *sorted, size_t m,
     return hfdcp__agree(f->comm, rc);
 }
 
+/* Collective: reads `sorted[0..m)` by sieving through windows of
+ * `buf_size` bytes.  Agreed status. */
+static int sieve_all(hfdcp__mfile *f, npiece *const *sorted, size_t m,
+                     uint64_t buf_size)
+{
+    int rc = byte_view(f);
+    if (rc == HFDCP_OK)
+        rc = sieve_read(f, sorted, m, buf_size); /* agreed */
+    f->last_sieved = rc == HFDCP_OK;
+    return rc;
+}
+
 /*
  * Collective.  Decides whether this transfer (every rank's parts
- * `sorted[0..m)`) is aggregated; when it is, moves it and sets *done.
- * Agreed status.
+ * `sorted[0..m)`) is aggregated (or sieved); when it is, moves it and
+ * sets *done.  Agreed status.
  */
 static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
                      size_t m, bool *done, uint64_t *avg_run)
@@ -2362,12 +2385,15 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
         return HFDCP_OK; /* nothing anywhere: the plain path joins */
     if (mode == AGG_AUTO && glob[0] / glob[1] >= AGG_RUN_THRESHOLD)
         return HFDCP_OK;
-    if (!write && (gmax[4] == AGG_ON || (gmax[4] == AGG_AUTO && !gmax[5]))) {
-        if ((rc = byte_view(f)) == HFDCP_OK)
-            rc = sieve_read(f, sorted, m, gmax[3]); /* agreed */
+    /* Sieving ("Sieving reads"): with "enable" now; with "auto" when the
+     * ranks may sieve and the windows turn out not to be shared, below. */
+    int sieve = write ? AGG_OFF
+                : gmax[4] == AGG_ON ? AGG_ON
+                : gmax[4] == AGG_AUTO && !gmax[5] ? AGG_AUTO
+                                                  : AGG_OFF;
+    if (sieve == AGG_ON) {
         *done = true;
-        f->last_sieved = rc == HFDCP_OK;
-        return rc;
+        return sieve_all(f, sorted, m, gmax[3]); /* agreed */
     }
 
     /* Domains and rounds, the same on every rank.  The window holds at
@@ -2387,6 +2413,11 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
     g.buf_size = (buf + P - 1) / P;
     if (f->shared_exchange && (rc = shared_windows(&g)) != HFDCP_OK)
         return rc; /* agreed */
+    if (sieve == AGG_AUTO && g.shm == NULL) {
+        aggr_free(&g);
+        *done = true;
+        return sieve_all(f, sorted, m, gmax[3]); /* agreed */
+    }
     if (g.shm == NULL)
         g.buf_size = buf;
     buf = g.buf_size;
