@@ -361,7 +361,11 @@ typedef struct {
                                        (hfdcp_consolidate_options) */
     MPI_Info info;                  /* MPI-IO hints; MPI_INFO_NULL: hfdcp's
                                        defaults (hfdcp's own hints: see
-                                       hfdcp_load_options) */
+                                       hfdcp_load_options; and
+                                       hfdcp_data_alignment, bytes, a
+                                       power of two from 8 to 16 MiB,
+                                       default 8: each file's data starts
+                                       at a multiple of it, docs/api.md) */
 } hfdcp_save_options;
 
 /*! hfdcp_save_options_init() : Local.  Sets every field to its default. */
@@ -424,7 +428,8 @@ typedef struct {
                               data of cast tensors (no effect without a
                               cast); 0 or 1: the calling thread only
                               (docs/api.md) */
-    MPI_Info info;         /* MPI-IO hints; MPI_INFO_NULL: defaults */
+    MPI_Info info;         /* MPI-IO hints; MPI_INFO_NULL: defaults
+                              (hfdcp_data_alignment as for a save) */
     /* Called on rank 0 only, from the calling thread, after each round of
      * writes: bytes of the output's tensor data done and in all. */
     void (*progress)(uint64_t done, uint64_t total, void *arg);
