@@ -363,21 +363,14 @@ static int consolidate_tool_should_report_errors(MPI_Comm comm,
     T_CHECK(consolidate(0, "onlyone", &text) == 2);
     T_CHECK(text && strstr(text, "usage: hfdcp consolidate IN OUT"));
     free(text);
-    snprintf(args, sizeof args, "%s %s/out --dtype i32", dir, dir);
-    T_CHECK(consolidate(0, args, &text) == 2);
-    free(text);
-    snprintf(args, sizeof args, "%s %s/out --buffer-mb 0", dir, dir);
-    T_CHECK(consolidate(0, args, &text) == 2);
-    free(text);
-    snprintf(args, sizeof args, "%s %s/out --progress sometimes", dir, dir);
-    T_CHECK(consolidate(0, args, &text) == 2);
-    free(text);
-    snprintf(args, sizeof args, "%s %s/out --hint novalue", dir, dir);
-    T_CHECK(consolidate(0, args, &text) == 2);
-    free(text);
-    snprintf(args, sizeof args, "%s %s/out --hint", dir, dir);
-    T_CHECK(consolidate(0, args, &text) == 2);
-    free(text);
+    static const char *const bad[] = {"--dtype i32", "--buffer-mb 0",
+                                      "--progress sometimes",
+                                      "--hint novalue", "--hint"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(args, sizeof args, "%s %s/out %s", dir, dir, bad[i]);
+        T_CHECKF(consolidate(0, args, &text) == 2, "%s", bad[i]);
+        free(text);
+    }
     /* A bad value of hfdcp's own hint: the library refuses it. */
     snprintf(args, sizeof args, "%s %s/out --hint hfdcp_data_alignment=3",
              dir, dir);

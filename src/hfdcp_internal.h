@@ -302,8 +302,9 @@ void hfdcp__header_free(hfdcp__header *h);
  * Refused with HFDCP_ERR_ARG (never writing a file the parser would
  * refuse): invalid UTF-8, a duplicate or reserved name, a size not
  * matching dtype x shape, data not tiling [0, end) exactly, a duplicate
- * meta key, DCP_SHARDING_INFO in h->meta, an invalid h->align.  Refused (HFDCP_ERR_RANGE)
- * above HFDCP_HEADER_MAX_WRITE.  *out is malloc'd, *out_len = 8 + N. */
+ * meta key, DCP_SHARDING_INFO in h->meta, an invalid h->align.  Refused
+ * (HFDCP_ERR_RANGE) above HFDCP_HEADER_MAX_WRITE, padding included.  *out
+ * is malloc'd, *out_len = 8 + N. */
 int hfdcp__header_serialize(const hfdcp__header *h, char **out,
                             size_t *out_len);
 

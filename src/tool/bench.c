@@ -522,8 +522,6 @@ static const char usage_text[] =
     "         [--verify] [--threads N] [--max-shard-bytes B] [--hint KEY=VALUE]...\n"
     "         [--alt-hint KEY=VALUE]... [--inject-fault CHECK,...]\n";
 
-/* Sets KEY=VALUE of `arg` in *info (created on first use); 0 when the
- * argument is not KEY=VALUE. */
 /* *out = `base`'s hints with `over`'s set over them (MPI_INFO_NULL when
  * `over` is). */
 static void merge_alt(MPI_Info base, MPI_Info over, MPI_Info *out)
