@@ -61,6 +61,7 @@ static const char *const layouts[] = {"rows", "cols", "blocks", "replicated", "l
 /* Every check the quick mode makes, per layout (HDF5 only when built). */
 static const char *const checks[] = {
     "plain_fpp_read_cold", "plain_fpp_read_warm", "plain_fpp_read_cold_late",
+    "plain_fpp_read_cold_fewer",
     "plain_shared_read_cold", "plain_shared_read_cold_late", "hfdcp_save_format", "hfdcp_load_cold", "hfdcp_load_warm", "hfdcp_load_resharded_cold",
     "hfdcp_load_fewer_ranks_cold", "sharded_save_files", "consolidated_files",
     "consolidated_format", "consolidated_same_bytes_as_direct_save", "naive_file",
@@ -69,7 +70,7 @@ static const char *const checks[] = {
 /* Every measurement, per layout, in the CSV. */
 static const char *const measures[] = {
     "plain_fpp_write", "plain_fpp_read_cold", "plain_fpp_read_warm", "plain_fpp_read_cold_late",
-    "plain_shared_write", "plain_shared_read_cold", "plain_shared_read_cold_late", "hfdcp_save", "hfdcp_load_cold", "hfdcp_load_warm",
+    "plain_fpp_read_cold_fewer", "plain_shared_write", "plain_shared_read_cold", "plain_shared_read_cold_late", "hfdcp_save", "hfdcp_load_cold", "hfdcp_load_warm",
     "hfdcp_load_resharded_cold", "hfdcp_load_fewer_ranks_cold", "hfdcp_plan", "sharded_save",
     "consolidate", "sharded_consolidate_total", "naive_gather_write"};
 
@@ -217,15 +218,15 @@ static int bench_should_compare_thread_counts_side_by_side(MPI_Comm comm, const 
  * spoiling one check of each peer. */
 static int bench_should_report_a_peer_whose_bytes_differ(MPI_Comm comm, const char *dir)
 {
-    static const char *const faults[] = {"plain_shared_read_cold", "hfdcp_load_resharded_cold",
-                                         "consolidated_files",
+    static const char *const faults[] = {"plain_shared_read_cold", "plain_fpp_read_cold_fewer",
+                                         "hfdcp_load_resharded_cold", "consolidated_files",
                                          "consolidated_same_bytes_as_direct_save", "naive_file",
                                          "hdf5_read_cold"};
     char args[4096], *out = NULL, want[128];
     (void)comm;
     snprintf(args, sizeof args, "--quick --layout blocks --dir %s/s --inject-fault "
-             "%s,%s,%s,%s,%s,%s", dir, faults[0], faults[1], faults[2], faults[3], faults[4],
-             faults[5]);
+             "%s,%s,%s,%s,%s,%s,%s", dir, faults[0], faults[1], faults[2], faults[3], faults[4],
+             faults[5], faults[6]);
     int st = bench(2, args, &out);
     T_CHECKF(st == 1, "exit %d:\n%s", st, out ? out : "");
     int hdf5 = strstr(out, "parallel HDF5 peer: built") != NULL;
@@ -233,7 +234,7 @@ static int bench_should_report_a_peer_whose_bytes_differ(MPI_Comm comm, const ch
         snprintf(want, sizeof want, "MISMATCH: %s (layout blocks): ", faults[i]);
         T_CHECKF(count(out, want) == 1, "fault %s not reported once:\n%s", faults[i], out);
     }
-    T_CHECK(count(out, "MISMATCH:") == 6 - !hdf5);
+    T_CHECK(count(out, "MISMATCH:") == 7 - !hdf5);
     /* The checks not spoiled still pass. */
     T_CHECK(strstr(out, "  verified hfdcp_load_cold\n") != NULL);
     T_CHECK(strstr(out, "  verified plain_fpp_read_cold\n") != NULL);

@@ -472,6 +472,10 @@ static void print_table(const bench_ctx *c, int reps)
            prl > 0 ? bw("hfdcp_load_resharded_cold") / prl : 0, 0.9, "x");
     target("cold load on half the ranks / late plain read",
            prl > 0 ? bw("hfdcp_load_fewer_ranks_cold") / prl : 0, 0.9, "x");
+    /* ... and against the plain read on those ranks, made as late. */
+    double prf = bw("plain_fpp_read_cold_fewer");
+    target("cold load on half the ranks / plain read on them",
+           prf > 0 ? bw("hfdcp_load_fewer_ranks_cold") / prf : 0, 0.9, "x");
     double ps;
     uint64_t pb;
     int64_t pm, pm0;

@@ -197,6 +197,86 @@ static int same_file(const char *a, const char *b)
  * Plain write()/read() + fsync: the disk's limit
  * ---------------------------------------------------------------------- */
 
+/* 64-bit FNV-1a of `n` bytes, continuing from `h` (start with
+ * FNV_START). */
+#define FNV_START 0xcbf29ce484222325ull
+static uint64_t fnv1a(uint64_t h, const unsigned char *p, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* The plain read on the ranks of hfdcp's load on fewer ranks
+ * (load_fewer_ranks_cold: the first bench_fewer() ranks, the others
+ * waiting): cold, rank k of them reading whole the files of ranks k,
+ * k + F, ... of the one-file-per-rank write in `dir`, through the arena.
+ * With verification on, each file's bytes are checked against a hash
+ * its writer computes of what it wrote.  A status for bench_plain. */
+static int plain_fewer(const bench_ctx *c, const char *dir, const char *what)
+{
+    const bench_model *m = c->m;
+    int F = bench_fewer(c->nranks), err = 0;
+    uint64_t mine = FNV_START, bad = 0, *want = NULL;
+    char path[4300];
+    bench_timer t;
+    bench_result r;
+
+    if (c->verify) {
+        for (size_t k = 0; k < m->n; k++)
+            mine = fnv1a(mine, m->t[k].data + m->t[k].wbegin, m->t[k].wbytes);
+        want = malloc((size_t)c->nranks * sizeof *want);
+        err = want == NULL;
+        if (any(c, err)) {
+            free(want);
+            return TOOL_EXIT_ERROR;
+        }
+        MPI_Allgather(&mine, 1, MPI_UINT64_T, want, 1, MPI_UINT64_T, c->comm);
+    }
+    bench_evict(c, dir);
+    bench_start(c, &t);
+    for (int j = c->rank; c->rank < F && j < c->nranks && !err; j += F) {
+        uint64_t h = FNV_START, at = 0, pos = 0;
+        struct stat st;
+        snprintf(path, sizeof path, "%s/rank-%05d.bin", dir, j);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            err = os_fail(c, "open", path, errno);
+        } else {
+            while (at < (uint64_t)st.st_size && !err) {
+                uint64_t step = (uint64_t)st.st_size - at;
+                if (pos == m->arena_bytes)
+                    pos = 0;
+                if (step > m->arena_bytes - pos)
+                    step = m->arena_bytes - pos;
+                if ((err = pread_all(fd, m->arena + pos, step, at)) != 0) {
+                    err = os_fail(c, "read", path, err);
+                } else if (c->verify) {
+                    /* --inject-fault: the last reading rank spoils a byte */
+                    if (at == 0 && step > 0 && c->rank == F - 1 && bench_fault(c, what))
+                        m->arena[pos + step / 2] ^= 0x5a;
+                    h = fnv1a(h, m->arena + pos, step);
+                }
+                at += step;
+                pos += step;
+            }
+        }
+        if (fd >= 0)
+            close(fd);
+        if (c->verify && !err && h != want[j]) {
+            fprintf(stderr, "hfdcp bench: rank %d: %s: '%s' differs from what rank %d "
+                    "wrote\n", c->rank, what, path, j);
+            bad++;
+        }
+    }
+    bench_stop(c, &t, m->total, &r);
+    free(want);
+    if (any(c, err))
+        return TOOL_EXIT_ERROR;
+    bench_record(c, what, &r);
+    return c->verify ? verdict(c, what, bad) : TOOL_EXIT_OK;
+}
+
 int bench_plain(const bench_ctx *c, int shared)
 {
     const bench_model *m = c->m;
@@ -294,6 +374,15 @@ int bench_plain(const bench_ctx *c, int shared)
             if (verdict(c, what, bad) != TOOL_EXIT_OK)
                 code = TOOL_EXIT_INVALID;
         }
+    }
+    /* One file per rank: read again on the ranks of the load on fewer
+     * ranks, its reference. */
+    if (!shared && c->nranks > 1) {
+        int v = plain_fewer(c, dir, "plain_fpp_read_cold_fewer");
+        if (v == TOOL_EXIT_ERROR)
+            return v;
+        if (v != TOOL_EXIT_OK)
+            code = v;
     }
     bench_rmtree(c, dir);
     return code;
