@@ -242,6 +242,8 @@ static int plain_fewer(const bench_ctx *c, const char *dir, const char *what)
         int fd = open(path, O_RDONLY);
         if (fd < 0 || fstat(fd, &st) != 0) {
             err = os_fail(c, "open", path, errno);
+        } else if (st.st_size > 0 && m->arena_bytes == 0) {
+            err = os_fail(c, "read", path, ENOMEM); /* nowhere to read into */
         } else {
             while (at < (uint64_t)st.st_size && !err) {
                 uint64_t step = (uint64_t)st.st_size - at;
