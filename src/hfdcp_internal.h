@@ -608,6 +608,11 @@ extern int hfdcp__mpiio_aggregate_default;
  * between transfers, from one thread, to the same value on every rank. */
 extern int hfdcp__mpiio_shared_fault;
 
+/* Test counter (mpiio.c): the transfers this process has read by sieving
+ * ("Sieving reads"), for tests on several nodes, which cannot see the
+ * files' state.  Only incremented. */
+extern _Atomic uint64_t hfdcp__mpiio_sieved;
+
 /* ------------------------------------------------------------------------
  * convert.c
  * ---------------------------------------------------------------------- */

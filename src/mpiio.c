@@ -115,6 +115,7 @@ enum { LONG_AUTO = 0, LONG_COLLECTIVE = 1, LONG_INDEPENDENT = 2 };
 #define AGG_BUFFER_MAX ((uint64_t)1 << 30)
 int hfdcp__mpiio_aggregate_default = AGG_AUTO;
 int hfdcp__mpiio_shared_fault = -1;
+_Atomic uint64_t hfdcp__mpiio_sieved;
 
 /* ---------------------------------------------------------------------- */
 /* Errors                                                                 */
@@ -2324,6 +2325,8 @@ static int sieve_all(hfdcp__mfile *f, npiece *const *sorted, size_t m,
     if (rc == HFDCP_OK)
         rc = sieve_read(f, sorted, m, buf_size); /* agreed */
     f->last_sieved = rc == HFDCP_OK;
+    if (rc == HFDCP_OK)
+        hfdcp__mpiio_sieved++;
     return rc;
 }
 
