@@ -7,6 +7,7 @@
  * verify (valid and invalid inputs, every problem reported, exit codes),
  * and verify on mutated files, which must never crash.
  */
+#include <dirent.h>
 #include <sys/wait.h>
 
 #include "harness.h"
@@ -216,11 +217,57 @@ static int tool_should_never_crash_on_mutated_files(MPI_Comm comm, const char *d
     return T_OK;
 }
 
+/* hfdcp demo (one rank, a small model) with --hint: the hints reach the
+ * save (every file's data aligned to 4096) and the run verifies; a hint
+ * not of the form KEY=VALUE is a usage error. */
+static int tool_should_pass_hints_to_the_demo(MPI_Comm comm, const char *dir)
+{
+    char args[2048], path[1024], *out = NULL;
+    (void)comm;
+    snprintf(args, sizeof args, "demo --params 200k --max-shard-bytes 100k --out %s/d "
+             "--hint hfdcp_data_alignment=4096 --hint cb_buffer_size=1048576", dir);
+    T_CHECKF(tool(args, &out) == 0, "%s", out ? out : "");
+    T_CHECKF(out && strstr(out, "verified: every byte of every tensor matches"), "%s",
+             out ? out : "");
+    free(out);
+    int files = 0;
+    snprintf(path, sizeof path, "%s/d", dir);
+    DIR *d = opendir(path);
+    T_CHECK(d != NULL);
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        char name[1400];
+        size_t len, nl = strlen(e->d_name);
+        unsigned char *buf;
+        uint64_t n = 0;
+        if (nl < 12 || strcmp(e->d_name + nl - 12, ".safetensors") != 0)
+            continue;
+        snprintf(name, sizeof name, "%s/%s", path, e->d_name);
+        buf = hfdcp_test_read_file(name, &len);
+        for (int k = 0; buf != NULL && len >= 8 && k < 8; k++)
+            n |= (uint64_t)buf[k] << (8 * k);
+        free(buf);
+        if (buf == NULL || len < 8 || (8 + n) % 4096 != 0) {
+            closedir(d);
+            return hfdcp_test_fail(__FILE__, __LINE__, "%s: data at %llu", name,
+                                   (unsigned long long)(8 + n));
+        }
+        files++;
+    }
+    closedir(d);
+    T_CHECKF(files >= 2, "%d files", files);
+    snprintf(args, sizeof args, "demo --params 200k --out %s/e --hint novalue", dir);
+    T_CHECK(tool(args, &out) == 2);
+    T_CHECK(out && strstr(out, "bad argument near 'novalue'"));
+    free(out);
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"tool_should_print_help_for_every_command", tool_should_print_help_for_every_command, 1},
     {"tool_should_inspect_like_the_oracle", tool_should_inspect_like_the_oracle, 1},
     {"tool_should_verify_and_report_every_problem", tool_should_verify_and_report_every_problem, 1},
     {"tool_should_never_crash_on_mutated_files", tool_should_never_crash_on_mutated_files, 1},
+    {"tool_should_pass_hints_to_the_demo", tool_should_pass_hints_to_the_demo, 1},
 };
 
 int main(int argc, char **argv)

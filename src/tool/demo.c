@@ -135,6 +135,7 @@ int tool_demo(int argc, char **argv)
     unsigned char **saved = NULL, **loaded = NULL;
     hfdcp_writer *w = NULL;
     hfdcp_reader *r = NULL;
+    MPI_Info info = MPI_INFO_NULL; /* --hint: for the save and the load */
 
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
@@ -154,6 +155,8 @@ int tool_demo(int argc, char **argv)
             else if (strcmp(v, "f16") == 0) dtype = HFDCP_F16;
             else if (strcmp(v, "f32") == 0) dtype = HFDCP_F32;
             else ok = 0;
+        } else if (strcmp(a, "--hint") == 0 && ok) {
+            ok = tool_add_hint(&info, v);
         } else {
             ok = 0;
             v = a;
@@ -162,7 +165,10 @@ int tool_demo(int argc, char **argv)
             if (rank == 0)
                 fprintf(stderr, "hfdcp demo: bad argument near '%s'\n"
                         "usage: hfdcp demo [--out DIR] [--params P] [--dtype bf16|f16|f32]"
-                        " [--max-shard-bytes B] [--threads N]\n", v ? v : a);
+                        " [--max-shard-bytes B] [--threads N] [--hint KEY=VALUE]...\n",
+                        v ? v : a);
+            if (info != MPI_INFO_NULL)
+                MPI_Info_free(&info);
             return TOOL_EXIT_USAGE;
         }
         i++;
@@ -202,6 +208,7 @@ int tool_demo(int argc, char **argv)
     hfdcp_save_options_init(&so);
     so.max_shard_bytes = max_shard;
     so.thread_count = (int)threads;
+    so.info = info;
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = now();
     HFDCP_CHECK(hfdcp_writer_open(MPI_COMM_WORLD, out, &so, &w));
@@ -219,6 +226,7 @@ int tool_demo(int argc, char **argv)
     /* Load back in another decomposition: rows, in reversed rank order. */
     hfdcp_load_options lo;
     hfdcp_load_options_init(&lo);
+    lo.info = info;
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = now();
     HFDCP_CHECK(hfdcp_reader_open(MPI_COMM_WORLD, out, &lo, &r));
@@ -289,5 +297,7 @@ cleanup:
     free(saved);
     free(loaded);
     free(m.t);
+    if (info != MPI_INFO_NULL)
+        MPI_Info_free(&info);
     return code;
 }
