@@ -704,7 +704,6 @@ typedef struct {
     const hfdcp__paths *paths;
     const file_layout *fl;
     uint64_t s;           /* slice bytes */
-    uint64_t align;       /* the files' data alignment (hint) */
     uint64_t done, total; /* progress */
     stage *st;
 } job;
@@ -797,7 +796,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     stage st;
     job J;
     MPI_Comm dup = MPI_COMM_NULL;
-    uint64_t tag = 0;
+    uint64_t tag = 0, align = 0; /* align: hint hfdcp_data_alignment */
     bool wrote = false, named = false;
     int rc = HFDCP_OK, mpi_rc;
 
@@ -824,10 +823,10 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     if (rc == HFDCP_OK)
         rc = check_args(input_dir, output_dir, opts);
     if (rc == HFDCP_OK)
-        rc = hfdcp__align_hint(opts->info, "hfdcp_consolidate", &J.align);
+        rc = hfdcp__align_hint(opts->info, "hfdcp_consolidate", &align);
     HFDCP_CHECK(hfdcp__agree(dup, rc));
     HFDCP_CHECK(compare_args(dup, J.rank, input_dir, output_dir, map, opts,
-                             J.align));
+                             align));
 
     /* 2. The input, checked whole before anything is written. */
     HFDCP_CHECK(hfdcp__agree(dup, J.rank == 0
@@ -837,7 +836,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     HFDCP_CHECK(hfdcp__catalog_open_shards(dup, input_dir, &cat));
 
     /* 3. The plan, the same on every rank. */
-    rc = make_plan(cat, map, opts, J.align, &plan);
+    rc = make_plan(cat, map, opts, align, &plan);
     if (rc == HFDCP_OK)
         rc = make_layouts(cat, &plan, opts, &fl);
     HFDCP_CHECK(hfdcp__agree(dup, rc));

@@ -435,6 +435,19 @@ static int tristate_hint(MPI_Info info, const char *key, const char *path,
     return HFDCP_OK;
 }
 
+/* A hint's value as a decimal count in [min, max]: true and *out, or
+ * false. */
+static bool count_value(const char *v, uint64_t min, uint64_t max,
+                        uint64_t *out)
+{
+    char *end = NULL;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (end == v || *end != '\0' || v[0] == '-' || n < min || n > max)
+        return false;
+    *out = (uint64_t)n;
+    return true;
+}
+
 /* hfdcp's own hints, from the merged info: hfdcp_aggregate (auto, enable,
  * disable), hfdcp_aggregate_buffer_size (bytes, 1 to 1 GiB),
  * hfdcp_long_runs (auto, collective, independent), hfdcp_sieve_reads
@@ -481,17 +494,11 @@ static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
     MPI_TRY(MPI_Info_get(info, "hfdcp_aggregate_buffer_size",
                          MPI_MAX_INFO_VAL, v, &flag),
             path);
-    if (flag) {
-        char *end = NULL;
-        unsigned long long b = strtoull(v, &end, 10);
-        if (end == v || *end != '\0' || v[0] == '-' || b < 1 ||
-            b > AGG_BUFFER_MAX)
-            return hfdcp__error(HFDCP_ERR_ARG,
-                                "'%s': hint hfdcp_aggregate_buffer_size=%s: "
-                                "expected a byte count from 1 to %" PRIu64,
-                                path, v, AGG_BUFFER_MAX);
-        f->agg_buffer = (uint64_t)b;
-    }
+    if (flag && !count_value(v, 1, AGG_BUFFER_MAX, &f->agg_buffer))
+        return hfdcp__error(HFDCP_ERR_ARG,
+                            "'%s': hint hfdcp_aggregate_buffer_size=%s: "
+                            "expected a byte count from 1 to %" PRIu64,
+                            path, v, AGG_BUFFER_MAX);
     return HFDCP_OK;
 }
 
@@ -635,16 +642,14 @@ int hfdcp__align_hint(MPI_Info info, const char *who, uint64_t *align)
     if (mpi_rc != MPI_SUCCESS)
         return hfdcp__mpi_error(mpi_rc, "%s: reading the hint "
                                 "hfdcp_data_alignment", who);
+    uint64_t a = 0;
     if (!flag)
         return HFDCP_OK;
-    char *end = NULL;
-    unsigned long long a = strtoull(v, &end, 10);
-    if (end == v || *end != '\0' || v[0] == '-' || a < 8 ||
-        a > HFDCP_ALIGN_MAX || (a & (a - 1)) != 0)
+    if (!count_value(v, 8, HFDCP_ALIGN_MAX, &a) || (a & (a - 1)) != 0)
         return hfdcp__error(HFDCP_ERR_ARG, "%s: hint hfdcp_data_alignment=%s: "
                             "expected a power of two from 8 to %" PRIu64,
                             who, v, HFDCP_ALIGN_MAX);
-    *align = (uint64_t)a;
+    *align = a;
     return HFDCP_OK;
 }
 

@@ -146,10 +146,16 @@ static uint64_t diff_bytes(const unsigned char *a, const unsigned char *b, uint6
 
 /* --inject-fault LIST: for each WHAT of it, the last rank spoils one byte of what it read back
  * for WHAT before the comparison, so that tests see a mismatch caught. */
+static void spoil_on(const bench_ctx *c, int rank, const char *what, unsigned char *buf,
+                     uint64_t len)
+{
+    if (bench_fault(c, what) && c->rank == rank && len > 0)
+        buf[len / 2] ^= 0x5a;
+}
+
 static void spoil(const bench_ctx *c, const char *what, unsigned char *buf, uint64_t len)
 {
-    if (bench_fault(c, what) && c->rank == c->nranks - 1 && len > 0)
-        buf[len / 2] ^= 0x5a;
+    spoil_on(c, c->nranks - 1, what, buf, len);
 }
 
 /* Ends a verification: 0 when no rank saw a difference. */
@@ -255,8 +261,8 @@ static int plain_fewer(const bench_ctx *c, const char *dir, const char *what)
                     err = os_fail(c, "read", path, err);
                 } else if (c->verify) {
                     /* --inject-fault: the last reading rank spoils a byte */
-                    if (at == 0 && step > 0 && c->rank == F - 1 && bench_fault(c, what))
-                        m->arena[pos + step / 2] ^= 0x5a;
+                    if (at == 0)
+                        spoil_on(c, F - 1, what, m->arena + pos, step);
                     h = fnv1a(h, m->arena + pos, step);
                 }
                 at += step;
