@@ -198,26 +198,36 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
             continue;
         }
         if (make_dir(MPI_COMM_WORLD, dir, sizeof dir, cases[i].name) != 0) {
-            local = 1;
+            local = 2;
         } else {
             hfdcp__error_clear();
-            local = cases[i].fn(MPI_COMM_WORLD, dir) != 0;
+            int got = cases[i].fn(MPI_COMM_WORLD, dir);
+            local = got == T_OK ? 0 : got == T_SKIP ? 1 : 2;
         }
+        /* 2: failed on some rank; 1: skipped on some rank, failed on none */
         MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
         MPI_Barrier(MPI_COMM_WORLD);
         if (world_rank == 0) {
-            printf("%s %s\n", any ? "FAIL" : "ok", cases[i].name);
+            printf("%s %s\n", any == 2 ? "FAIL" : any ? "skip" : "ok",
+                   cases[i].name);
             fflush(stdout);
             /* Keep a failed case's files for a post-mortem. */
-            if (!any)
+            if (any != 2)
                 nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
             else
                 printf("  (files kept in %s)\n", dir);
         }
-        if (any)
+        if (any == 2)
             failed++;
+        else if (any)
+            skipped++;
         else
             passed++;
+    }
+    if (only && passed + failed + skipped == 0) {
+        if (world_rank == 0)
+            printf("FAIL: no case is named '%s'\n", only);
+        failed++;
     }
     if (world_rank == 0) {
         printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
@@ -233,5 +243,5 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
                 (unsigned long long)kept);
         failed++;
     }
-    return failed ? 1 : 0;
+    return failed ? 1 : passed == 0 && skipped > 0 ? T_SKIP : 0;
 }

@@ -4,10 +4,14 @@
  * A test file lists its cases in a table and calls hfdcp_test_main().  Each
  * case runs on every rank (or only when the world has at least min_ranks
  * ranks; otherwise it is reported as skipped), gets a fresh empty
- * directory shared by all ranks, and returns 0 for pass.  The ranks agree
- * on the outcome (any rank failing fails the case) and rank 0 prints
+ * directory shared by all ranks, and returns 0 for pass, or T_SKIP when
+ * it cannot run here (after printing why).  The ranks agree on the outcome
+ * (any rank failing fails the case; otherwise any rank skipping skips it)
+ * and rank 0 prints
  *   ok <case>   /   FAIL <case>   /   skip <case> (needs N ranks)
- * and at the end "<n> passed, <n> failed, <n> skipped".  Assertion
+ * and at the end "<n> passed, <n> failed, <n> skipped".  A run in which
+ * every case was skipped exits with 77, which CTest reports as skipped
+ * (SKIP_RETURN_CODE); one in which any failed exits with 1.  Assertion
  * failures print the rank, file and line on stderr.
  *
  * Usage:
@@ -45,6 +49,8 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
     hfdcp_test_main((argc), (argv), (cases), sizeof(cases) / sizeof((cases)[0]))
 
 #define T_OK 0
+/* A case that cannot run here: counted as skipped, not passed. */
+#define T_SKIP 77
 
 int hfdcp_test_rank(void);
 

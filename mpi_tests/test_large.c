@@ -8,7 +8,7 @@
  *
  * The tensor's bytes are a function of their position, so the file is
  * written and every loaded byte checked without a second copy in memory.
- * Skipped (a "skip ..." line, the case then counts as passed) when
+ * Skipped (a "skip ..." line, and the case counts as skipped) when
  * HFDCP_SKIP_LARGE=1 (the sanitizer run), when the file system has less
  * than 6 GB free, or when memory is short.
  */
@@ -209,7 +209,7 @@ static int large_should_load_a_tensor_above_2_gib(MPI_Comm comm,
                                                   const char *dir)
 {
     char *path = hfdcp__path_join(dir, "big.safetensors");
-    int rank, bad = 0;
+    int rank, bad = T_SKIP;
 
     MPI_Comm_rank(comm, &rank);
     if (!should_skip(comm, dir, "large_should_load_a_tensor_above_2_gib"))

@@ -756,13 +756,6 @@ static int sharded_should_consolidate_into_a_direct_save(MPI_Comm comm,
         o.consolidated_output_path = out;
         o.num_threads_consolidation = 2;
         T_OKCALL(save_specs(comm, shards, ts, nt, &o, &st));
-        if (st == HFDCP_ERR_UNSUPPORTED &&
-            strstr(hfdcp_last_error(), "not implemented") != NULL) {
-            if (comm_rank(comm) == 0)
-                printf("  skip sharded_should_consolidate_into_a_direct_save:"
-                       " hfdcp_consolidate is not implemented\n");
-            return T_OK;
-        }
         T_CHECKF(all_ok(comm, st == HFDCP_OK), "commit: %s",
                  hfdcp_last_error());
         T_CHECK(python_ok(comm, dir, shards, ts, nt));
