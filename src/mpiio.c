@@ -537,37 +537,38 @@ int hfdcp__mfile_open(MPI_Comm comm, const char *path, bool write,
                                       : "MPI_File_open (read)", path);
         f->fh = MPI_FILE_NULL;
     }
-    /* Every rank must read the same way (collective or not). */
-    if (rc == HFDCP_OK && !write) {
+    /* MPI_File_open is collective and fails everywhere or nowhere in the
+     * implementations we know; should it succeed on some ranks only, their
+     * handles are left open, since closing is collective too. */
+    if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK)
+        goto cleanup;
+
+    /* Open on every rank from here: every rank makes each agreement
+     * below, and a failure closes the file on every rank. */
+    int mpi_rcs[3] = {MPI_SUCCESS, MPI_SUCCESS, MPI_SUCCESS};
+    if (!write) { /* every rank must read the same way */
         int mine = ompio_read_bug(), any = 0;
-        mpi_rc = MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm);
-        if (mpi_rc != MPI_SUCCESS)
-            rc = hfdcp__mpi_error(mpi_rc, "MPI_Allreduce opening '%s'", path);
+        mpi_rcs[0] = MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm);
         f->independent_reads = any != 0;
         f->local = local_fs(path);
-    }
-    if (rc == HFDCP_OK && write) {
+    } else {
         int mine = independent_long_writes(comm, path, f->long_runs), all = 0;
-        mpi_rc = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
-        if (mpi_rc != MPI_SUCCESS)
-            rc = hfdcp__mpi_error(mpi_rc, "MPI_Allreduce opening '%s'", path);
+        mpi_rcs[0] = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
         f->independent_long = all != 0;
     }
-    if (rc == HFDCP_OK) {
+    {
         int mine = 0, all = 0;
-        mpi_rc = one_node(comm, &mine);
-        mine = mine && f->shared_exchange;
-        if (mpi_rc == MPI_SUCCESS)
-            mpi_rc = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
-        if (mpi_rc != MPI_SUCCESS)
-            rc = hfdcp__mpi_error(mpi_rc, "agreeing on the exchange of '%s'",
-                                  path);
+        mpi_rcs[1] = one_node(comm, &mine);
+        mine = mine && f->shared_exchange && mpi_rcs[1] == MPI_SUCCESS;
+        mpi_rcs[2] = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
         f->shared_exchange = all != 0;
     }
-    rc = hfdcp__agree(comm, rc);
-    /* Note: MPI_File_open is collective and fails everywhere or nowhere in
-     * the implementations we know; should it succeed on some ranks only,
-     * their handles are left open, since closing is collective too. */
+    for (int i = 0; i < 3 && rc == HFDCP_OK; i++)
+        if (mpi_rcs[i] != MPI_SUCCESS)
+            rc = hfdcp__mpi_error(mpi_rcs[i], "agreeing on how to %s '%s'",
+                                  write ? "write" : "read", path);
+    if ((rc = hfdcp__agree(comm, rc)) != HFDCP_OK)
+        MPI_File_close(&f->fh);
 
 cleanup:
     if (merged != MPI_INFO_NULL)
