@@ -56,7 +56,8 @@ static int bench(int np, const char *args, char **out)
     return hfdcp_test_run(cmd, out);
 }
 
-static const char *const layouts[] = {"rows", "cols", "blocks", "replicated", "llama"};
+static const char *const layouts[] = {"rows", "cols", "blocks", "replicated", "llama",
+                                      "llama-tp"};
 
 /* Every check the quick mode makes, per layout (HDF5 only when built). */
 static const char *const checks[] = {

@@ -19,8 +19,9 @@
  * The model
  * ---------------------------------------------------------------------- */
 
-static const char *const layout_names[] = {"rows", "cols", "blocks", "replicated", "llama"};
-enum { N_LAYOUTS = 5, LAYOUT_LLAMA = 4 };
+static const char *const layout_names[] = {"rows", "cols", "blocks", "replicated", "llama",
+                                           "llama-tp"};
+enum { N_LAYOUTS = 6, LAYOUT_LLAMA = 4, LAYOUT_LLAMA_TP = 5 };
 
 static int add_tensor(bench_model *m, const char *name, int ndim, int64_t d0,
                       int64_t d1, bench_split split)
@@ -130,8 +131,10 @@ static int make_model(bench_model *m, int layout, uint64_t bytes, uint64_t tenso
     static const bench_split splits[] = {SPLIT_ROWS, SPLIT_COLS, SPLIT_BLOCKS, SPLIT_REPLICATED};
     uint64_t arena = 0, reshard = 0, fewer = 0;
 
-    if (layout == LAYOUT_LLAMA)
-        HFDCP_TRY(tool_llama_model((double)bytes / m->esize, add_tensor_cb, m));
+    if (layout == LAYOUT_LLAMA || layout == LAYOUT_LLAMA_TP)
+        HFDCP_TRY(tool_llama_model((double)bytes / m->esize,
+                                   layout == LAYOUT_LLAMA ? LLAMA_MIX : LLAMA_MEGATRON,
+                                   add_tensor_cb, m));
     else
         HFDCP_TRY(build_uniform(m, bytes, tensors, splits[layout]));
     for (size_t k = 0; k < m->n; k++) {
@@ -521,7 +524,7 @@ static int parse_peers(const char *s, int *out)
 
 static const char usage_text[] =
     "usage: mpirun -np N hfdcp bench [--size BYTES] [--tensors T] [--dtype bf16|f32]\n"
-    "         [--layout rows|cols|blocks|replicated|llama|all] [--reps R] [--dir DIR]\n"
+    "         [--layout rows|cols|blocks|replicated|llama|llama-tp|all] [--reps R] [--dir DIR]\n"
     "         [--csv FILE] [--peers plain,hfdcp,plan,hdf5,sharded,naive] [--quick]\n"
     "         [--verify] [--threads N] [--max-shard-bytes B] [--hint KEY=VALUE]...\n"
     "         [--alt-hint KEY=VALUE]... [--inject-fault CHECK,...]\n";

@@ -174,7 +174,7 @@ int tool_demo(int argc, char **argv)
         i++;
     }
 
-    rc = tool_llama_model((double)params, add_tensor_cb, &m);
+    rc = tool_llama_model((double)params, LLAMA_MIX, add_tensor_cb, &m);
     saved = calloc(m.n, sizeof *saved);
     loaded = calloc(m.n, sizeof *loaded);
     if (rc == HFDCP_OK && (saved == NULL || loaded == NULL))

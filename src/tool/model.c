@@ -6,14 +6,16 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tool.h"
 
-int tool_llama_model(double params, tool_add_tensor_fn add, void *ctx)
+int tool_llama_model(double params, tool_llama_split how, tool_add_tensor_fn add, void *ctx)
 {
+    bool tp = how == LLAMA_MEGATRON;
     int64_t hidden = 64, vocab, inter, layers;
     char name[96];
 
@@ -30,12 +32,12 @@ int tool_llama_model(double params, tool_add_tensor_fn add, void *ctx)
         static const char *const attn[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
         for (int k = 0; k < 4; k++) {
             snprintf(name, sizeof name, "model.layers.%" PRId64 ".self_attn.%s.weight", l, attn[k]);
-            HFDCP_TRY(add(ctx, name, 2, hidden, hidden, SPLIT_COLS));
+            HFDCP_TRY(add(ctx, name, 2, hidden, hidden, tp && k < 3 ? SPLIT_ROWS : SPLIT_COLS));
         }
         snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.gate_proj.weight", l);
-        HFDCP_TRY(add(ctx, name, 2, inter, hidden, SPLIT_BLOCKS));
+        HFDCP_TRY(add(ctx, name, 2, inter, hidden, tp ? SPLIT_ROWS : SPLIT_BLOCKS));
         snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.up_proj.weight", l);
-        HFDCP_TRY(add(ctx, name, 2, inter, hidden, SPLIT_BLOCKS));
+        HFDCP_TRY(add(ctx, name, 2, inter, hidden, tp ? SPLIT_ROWS : SPLIT_BLOCKS));
         snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.down_proj.weight", l);
         HFDCP_TRY(add(ctx, name, 2, hidden, inter, SPLIT_COLS));
         snprintf(name, sizeof name, "model.layers.%" PRId64 ".input_layernorm.weight", l);

@@ -33,11 +33,18 @@ typedef enum { SPLIT_ROWS, SPLIT_COLS, SPLIT_BLOCKS, SPLIT_REPLICATED } tool_spl
 typedef int (*tool_add_tensor_fn)(void *ctx, const char *name, int ndim, int64_t d0,
                                   int64_t d1, tool_split split);
 
+/* How a Llama-shaped model is split: the mix of every split (attention
+ * and down_proj by columns, gate/up in 2-D blocks), or Megatron-LM's
+ * tensor parallelism (q, k, v, gate and up by rows: column-parallel
+ * layers split their output dimension, the weight's first; o and down by
+ * columns). */
+typedef enum { LLAMA_MIX, LLAMA_MEGATRON } tool_llama_split;
+
 /* A Llama-shaped model of about `params` parameters (hidden size,
  * vocabulary and layer count in Llama's proportions, intermediate = 2.75 x
- * hidden): embedding and lm_head by rows, attention and down_proj by
- * columns, gate/up in 2-D blocks, norms replicated. */
-int tool_llama_model(double params, tool_add_tensor_fn add, void *ctx);
+ * hidden), split as `how` says; embedding and lm_head by rows, norms
+ * replicated. */
+int tool_llama_model(double params, tool_llama_split how, tool_add_tensor_fn add, void *ctx);
 
 /* A count with an optional suffix k, M, G or T (powers of 1000) into *out:
  * 0, or -1 when `s` is not such a number or is above `max`. */
