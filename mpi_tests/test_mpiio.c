@@ -1253,12 +1253,13 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
     return T_OK;
 }
 
-/* "auto" aggregates the parts of short runs and leaves the others to the
- * component, in one transfer: rows of 12 KiB, the top half written by
- * rows (long runs), the bottom half by columns (runs of 6 KiB or less
- * from 2 ranks); "enable" aggregates both halves, "disable" neither.
- * Bytes checked each time, and read back by the same layout and by rows
- * (long runs only: not split). */
+/* "auto" writes the parts of short runs through the windows and leaves
+ * the others to the component, in one transfer: rows of 12 KiB, the top
+ * half written by rows (long runs), the bottom half by columns (runs of
+ * 6 KiB or less from 2 ranks).  Reads are not split: the same layout is
+ * read through the windows where its runs average under 8 KiB (4 ranks),
+ * else by the component.  "enable" aggregates both halves, "disable"
+ * neither.  Bytes checked each time, and read back by rows too. */
 static int mpiio_should_aggregate_only_the_short_runs(MPI_Comm comm,
                                                       const char *dir)
 {
@@ -1273,9 +1274,12 @@ static int mpiio_should_aggregate_only_the_short_runs(MPI_Comm comm,
      * one round of the component for the top half */
     uint64_t w = ((uint64_t)32 << 20) / P + ((uint64_t)32 << 20) % P;
     int agg = agg_rounds(head + H * C, head + 2 * H * C, w, P);
+    int all = agg_rounds(head, head + 2 * H * C, w, P);
     int split = size > 1 ? SPLIT : NOT_SPLIT;
-    topts o = {MPI_INFO_NULL, size > 1 ? agg + 1 : 1, size > 1 ? agg + 1 : 1,
-               0, 0, size > 1 ? EXCH_SHARED : 0, split, split};
+    /* the read's runs: one per rank on top, one per row and rank below */
+    bool agg_read = size > 1 && 2 * H * C / (P + H * P) < 8192;
+    topts o = {MPI_INFO_NULL, size > 1 ? agg + 1 : 1, agg_read ? all : 1,
+               0, 0, 0, split, NOT_SPLIT};
     T_CHECK(round_trip(comm, dir, &a, rows_over_cols, rows_over_cols,
                        &o) == 0);
     topts r = {MPI_INFO_NULL, size > 1 ? agg + 1 : 1, 1, 0, 0, 0, split,
@@ -1285,9 +1289,7 @@ static int mpiio_should_aggregate_only_the_short_runs(MPI_Comm comm,
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_aggregate", "enable");
     MPI_Info_set(info, "hfdcp_sieve_reads", "disable");
-    topts on = {info, agg_rounds(head, head + 2 * H * C, w, P),
-                agg_rounds(head, head + 2 * H * C, w, P), 0, 0, EXCH_SHARED,
-                NOT_SPLIT, NOT_SPLIT};
+    topts on = {info, all, all, 0, 0, EXCH_SHARED, NOT_SPLIT, NOT_SPLIT};
     T_CHECK(round_trip(comm, dir, &a, rows_over_cols, rows_over_cols,
                        &on) == 0);
     MPI_Info_set(info, "hfdcp_aggregate", "disable");

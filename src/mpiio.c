@@ -1513,14 +1513,19 @@ void hfdcp__buffer_give(void *p, uint64_t size, bool keep)
  *     ranks or more: a second exchange, and its own 32 MiB buffers).
  *
  * With the hint hfdcp_aggregate "enable", every part of a transfer is
- * aggregated so.  With "auto" (the default), on two ranks or more, only
- * the parts whose runs are shorter than 8 KiB are (measured: aggregation
- * wins 1.1x to 12x on runs of 64 bytes to 2 KB, loses up to 3x on runs of
- * 12.8 and 128 KB, where the component's path does few, long requests and
- * the exchange is pure cost); the other parts of the same transfer, a
- * row-split tensor next to column-split ones, go the component's
- * collective way after them, with no copy through a window (on a tmpfs,
- * 1 GB of rows aggregated took 0.32 s to save against 0.19 s directly).
+ * aggregated so.  With "auto" (the default), on two ranks or more, a
+ * transfer is aggregated when its runs are short: under 8 KiB (measured:
+ * aggregation wins 1.1x to 12x on runs of 64 bytes to 2 KB, loses up to
+ * 3x on runs of 12.8 and 128 KB, where the component's path does few,
+ * long requests and the exchange is pure cost).  A write aggregates only
+ * its parts of short runs, and the other parts of the same transfer (a
+ * row-split tensor next to column-split ones) go the component's
+ * collective way after them, with no copy through a window (1 GB of a
+ * Megatron-split Llama-shaped model: 1.59 s against 2.10 s at 4 ranks;
+ * docs/benchmarks.md, "Splitting a transfer").  A read aggregates all its
+ * parts when their runs average under 8 KiB over all ranks (bytes /
+ * runs), none otherwise: read through the component with the short parts
+ * aggregated, the long parts of the same models loaded 1.3-2.7x slower.
  * "disable" keeps the MPI-IO component's own collective path for all.
  */
 
@@ -2377,8 +2382,9 @@ static void extent(npiece *const *sorted, size_t m, uint64_t *sum,
  * Collective.  Decides which parts of this transfer (every rank's parts
  * `sorted[0..*m)`) are aggregated (or sieved), and moves them:
  *   - "enable": every part;
- *   - "auto": the parts whose runs are short (short_runs), when there are
- *     any on more than one rank;
+ *   - "auto", on more than one rank: in a write, the parts whose runs are
+ *     short (short_runs); in a read, every part when their runs average
+ *     under AGG_RUN_THRESHOLD over all ranks;
  *   - "disable", or one rank: none.
  * On return sorted[0..*m) holds the parts left to the component's
  * collective path (in their order), *plain tells whether that path has
@@ -2439,11 +2445,15 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece **sorted,
     *avg_run = glob[1] ? glob[0] / glob[1] : 0;
     if (mode == AGG_OFF || glob[1] == 0 || gmax[1] <= UINT64_MAX - gmax[0])
         return HFDCP_OK; /* nothing anywhere: the plain path joins */
-    /* "auto": the short parts only, the others left to the component */
+    /* "auto": a write aggregates its short parts only, the others left to
+     * the component; a read aggregates all its parts when their runs
+     * average under the threshold, else none */
     npiece **set = sorted;
     size_t nset = n;
     int k = 0; /* which sums and bounds describe `set` */
-    if (mode == AGG_AUTO) {
+    if (mode == AGG_AUTO && !write && *avg_run >= AGG_RUN_THRESHOLD)
+        return HFDCP_OK;
+    if (mode == AGG_AUTO && write) {
         if (glob[3] == 0)
             return HFDCP_OK;
         set = scratch;
