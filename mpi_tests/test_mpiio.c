@@ -211,22 +211,6 @@ static int cols_round_robin(const tarray *a, int rank, int size, tbox *out)
     return 3;
 }
 
-/* The top half of the rows split by rows (each rank's part one long
- * run), the bottom half by columns (one short run per row and rank). */
-static int rows_over_cols(const tarray *a, int rank, int size, tbox *out)
-{
-    int64_t half = a->shape[0] / 2, c = a->shape[1];
-    out[0].start[0] = cut(half, rank, size, 1);
-    out[0].count[0] = cut(half, rank + 1, size, 1) - out[0].start[0];
-    out[0].start[1] = 0;
-    out[0].count[1] = c;
-    out[1].start[0] = half;
-    out[1].count[0] = a->shape[0] - half;
-    out[1].start[1] = cut(c, rank, size, 1);
-    out[1].count[1] = cut(c, rank + 1, size, 1) - out[1].start[1];
-    return 2;
-}
-
 /* Two row blocks per rank, in reverse file order: disjoint in the file. */
 static int rows_two_each(const tarray *a, int rank, int size, tbox *out)
 {
@@ -306,15 +290,12 @@ typedef struct {
                        * checked */
     int exchange;     /* EXCH_SHARED or EXCH_ALLTOALLW expected of both
                        * transfers (aggregated); 0: not checked */
-    int write_split;  /* SPLIT or NOT_SPLIT expected of the write, and */
-    int read_split;   /* of the read; 0: not checked */
 } topts;
 
 enum { READ_SIEVED = 1, READ_NOT_SIEVED = 2 };
 
 enum { WRITE_INDEPENDENT = 1, WRITE_COLLECTIVE = 2 };
 enum { EXCH_SHARED = 1, EXCH_ALLTOALLW = 2 };
-enum { SPLIT = 1, NOT_SPLIT = 2 };
 
 static char *array_path(const char *dir)
 {
@@ -433,11 +414,10 @@ static int check_file(MPI_Comm comm, const char *path, const tarray *a,
 
 static int transfer(MPI_Comm comm, const char *path, const tarray *a,
                     boxes_fn fn, bool write, MPI_Info info, int want_rounds,
-                    int want_calls, int want_sieved, int want_exchange,
-                    int want_split)
+                    int want_calls, int want_sieved, int want_exchange)
 {
     int rank, size, n, rounds, bad = 0;
-    bool indep, sieved, shared, split;
+    bool indep, sieved, shared;
     tbox b[MAXBOX];
     unsigned char *mem[MAXBOX] = {0};
     int64_t mshape[MAXBOX][MAXD], mstart[MAXBOX][MAXD];
@@ -455,7 +435,6 @@ static int transfer(MPI_Comm comm, const char *path, const tarray *a,
     indep = hfdcp__mfile_last_independent(f);
     sieved = hfdcp__mfile_last_sieved(f);
     shared = hfdcp__mfile_last_shared(f);
-    split = hfdcp__mfile_last_split(f);
     if (write)
         T_OKCALL(hfdcp__mfile_sync(f));
     T_OKCALL(hfdcp__mfile_close(f));
@@ -474,9 +453,6 @@ static int transfer(MPI_Comm comm, const char *path, const tarray *a,
         T_CHECKF(shared == (want_exchange == EXCH_SHARED),
                  "%s exchanged %s", write ? "a write" : "a read",
                  shared ? "through shared windows" : "with MPI_Alltoallw");
-    if (want_split != 0)
-        T_CHECKF(split == (want_split == SPLIT), "%s %s", write ? "a write"
-                 : "a read", split ? "split" : "not split");
     for (int i = 0; i < n; i++) {
         if (!write && !bad)
             bad = check_mem(a, &b[i], mem[i], mshape[i], mstart[i], i);
@@ -508,8 +484,7 @@ static int round_trip(MPI_Comm comm, const char *dir, const tarray *a,
                                     o ? o->write_rounds : -1,
                                     o ? o->write_calls : 0,
                                     o ? READ_NOT_SIEVED : 0,
-                                    o ? o->exchange : 0,
-                                    o ? o->write_split : 0));
+                                    o ? o->exchange : 0));
     if (!bad)
         bad = check_file(comm, path, a, wfn);
     if (!bad)
@@ -517,8 +492,7 @@ static int round_trip(MPI_Comm comm, const char *dir, const tarray *a,
                                     o ? o->read_rounds : -1,
                                     o ? WRITE_COLLECTIVE : 0,
                                     o ? o->read_sieved : 0,
-                                    o ? o->exchange : 0,
-                                    o ? o->read_split : 0));
+                                    o ? o->exchange : 0));
     free(path);
     return bad;
 }
@@ -651,11 +625,11 @@ static int mpiio_should_split_interleaving_pieces_into_rounds(MPI_Comm comm,
                 .halo = {1, 1}, .seed = 11};
     /* Three interleaving column blocks each: three rounds; reading the
      * whole array twice plus an inner box: three rounds too. */
-    topts o = {MPI_INFO_NULL, 3, 3, 0, 0, 0, 0, 0};
+    topts o = {MPI_INFO_NULL, 3, 3, 0, 0, 0};
     bad |= round_trip(comm, dir, &a, cols_round_robin, whole_twice_and_inner,
                       &o);
     /* Disjoint row blocks given in reverse order: one round. */
-    topts one = {MPI_INFO_NULL, 1, 3, 0, 0, 0, 0, 0};
+    topts one = {MPI_INFO_NULL, 1, 3, 0, 0, 0};
     a.seed = 12;
     bad |= round_trip(comm, dir, &a, rows_two_each, cols_round_robin, &one);
     /* Sub-byte interleaving columns. */
@@ -678,7 +652,7 @@ static int mpiio_should_let_ranks_with_nothing_join(MPI_Comm comm,
      * nothing take part. */
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_sieve_reads", "disable");
-    topts o = {info, 1, 1, 0, 0, 0, 0, 0};
+    topts o = {info, 1, 1, 0, 0, 0};
     int bad = round_trip(comm, dir, &a, whole_on_rank0, rows_on_last_rank,
                          &o);
     MPI_Info_free(&info);
@@ -700,7 +674,7 @@ static int mpiio_should_take_many_rounds_with_tiny_cb_buffer(MPI_Comm comm,
     MPI_Info info;
     tarray a = {.bits = 8, .ndim = 2, .shape = {40, 300}, .header = 21,
                 .halo = {1, 3}, .seed = 15};
-    topts o = {MPI_INFO_NULL, -1, -1, 0, 0, 0, 0, 0};
+    topts o = {MPI_INFO_NULL, -1, -1, 0, 0, 0};
     char *path = array_path(dir);
     hfdcp__mfile *f = NULL;
     char value[64];
@@ -854,7 +828,7 @@ static int mpiio_should_cap_the_bytes_a_rank_moves_in_one_round(
         uint64_t row = (uint64_t)a.shape[1] * 4, rows = (uint64_t)a.shape[0];
         uint64_t want = lim >= row ? (rows + lim / row - 1) / (lim / row)
                                    : rows * ((row + lim - 1) / lim);
-        topts o = {MPI_INFO_NULL, -1, (int)want, 0, 0, 0, 0, 0};
+        topts o = {MPI_INFO_NULL, -1, (int)want, 0, 0, 0};
         bad |= round_trip(comm, dir, &a, small_and_large, whole, &o);
         if (lim > 1) {
             /* Interleaving and overlapping pieces, several arrays. */
@@ -955,7 +929,7 @@ static int mpiio_should_aggregate_runs_itself(MPI_Comm comm, const char *dir)
         /* Every rank writes whole rows: the whole array moves; the
          * rounds are those of one domain. */
         topts o = {info, agg_rounds(a.header, a.header + 12 * 10 * 4, b, P),
-                   -1, 0, 0, k == 0 ? EXCH_SHARED : EXCH_ALLTOALLW, 0, 0};
+                   -1, 0, 0, k == 0 ? EXCH_SHARED : EXCH_ALLTOALLW};
         bad |= short_run_round_trips(comm, dir, &a, &o, 210 + i + 20 * k);
         if (bad)
             hfdcp_test_fail(__FILE__, __LINE__, "with a buffer of %s bytes, "
@@ -1006,7 +980,7 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_sieve_reads", "enable");
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0] && !bad; i++) {
         MPI_Info_set(info, "hfdcp_aggregate_buffer_size", buffers[i]);
-        topts o = {info, -1, 0, 0, READ_SIEVED, 0, 0, 0};
+        topts o = {info, -1, 0, 0, READ_SIEVED, 0};
         tarray a = {.bits = 32, .ndim = 2, .shape = {12, 10}, .header = 13,
                     .halo = {1, 2}, .seed = 250 + i};
         bad |= short_run_round_trips(comm, dir, &a, &o, 260 + i);
@@ -1029,7 +1003,7 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     tarray d = {.bits = 16, .ndim = 2, .shape = {64, 2 * size}, .header = 3,
                 .halo = {1, 1}, .seed = 280};
     topts oa = {info, -1, -1, 0, size == 2 ? READ_SIEVED : READ_NOT_SIEVED,
-                0, 0, 0};
+                0};
     T_CHECK(round_trip(comm, dir, &d, rows, cols, &oa) == 0);
     tarray e = {.bits = 16, .ndim = 2, .shape = {64, 4}, .header = 3,
                 .halo = {0, 1}, .seed = 281};
@@ -1043,7 +1017,7 @@ static int mpiio_should_sieve_reads_as_the_hint_says(MPI_Comm comm,
     T_CHECK(round_trip(comm, dir, &e, rows, blocks, &oa) == 0);
     /* "disable": aggregated (one round: 260 bytes in 4 KiB windows). */
     MPI_Info_set(info, "hfdcp_sieve_reads", "disable");
-    topts od = {info, -1, size > 1 ? 1 : -1, 0, READ_NOT_SIEVED, 0, 0, 0};
+    topts od = {info, -1, size > 1 ? 1 : -1, 0, READ_NOT_SIEVED, 0};
     T_CHECK(round_trip(comm, dir, &d, rows, cols, &od) == 0);
     /* a disagreement: "disable" wins */
     MPI_Info_set(info, "hfdcp_sieve_reads", rank == 0 ? "disable" : "enable");
@@ -1095,7 +1069,7 @@ static int mpiio_should_keep_the_window_between_transfers(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_exchange", "alltoallw");
     tarray a = {.bits = 16, .ndim = 2, .shape = {64, 4}, .header = 3,
                 .halo = {1, 1}, .seed = 300};
-    topts o = {info, -1, -1, 0, 0, 0, 0, 0};
+    topts o = {info, -1, -1, 0, 0, 0};
     /* the write allocates its window and keeps it; the read takes it */
     T_CHECK(round_trip(comm, dir, &a, cols, cols, &o) == 0);
     T_CHECK(check_kept(4096, t0 + 1, __LINE__) == 0);
@@ -1149,7 +1123,7 @@ static int mpiio_should_share_windows_on_one_node(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
     tarray a = {.bits = 16, .ndim = 2, .shape = {64, 4 * size}, .header = 3,
                 .halo = {1, 1}, .seed = 420};
-    topts o = {info, -1, -1, 0, 0, EXCH_SHARED, 0, 0};
+    topts o = {info, -1, -1, 0, 0, EXCH_SHARED};
     /* kept: P windows of a P-th of 4096 bytes each */
     T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
     T_CHECK(hfdcp__mpiio_kept_shared_bytes(NULL) == P * ((4096 + P - 1) / P));
@@ -1227,7 +1201,7 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
      * through the component, one when aggregated (a 32 MiB window). */
     tarray a = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
                 .seed = 230};
-    topts o = {MPI_INFO_NULL, size > 1 ? 1 : 3, -1, 0, 0, 0, 0, 0};
+    topts o = {MPI_INFO_NULL, size > 1 ? 1 : 3, -1, 0, 0, 0};
     T_CHECK(round_trip(comm, dir, &a, cols_round_robin, rows, &o) == 0);
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_aggregate", "disable");
@@ -1240,7 +1214,7 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_aggregate_buffer_size", "4096");
     tarray big = {.bits = 8, .ndim = 2, .shape = {2 * size, 262144},
                   .header = 3, .seed = 231};
-    topts ob = {info, 1, 1, 0, 0, 0, 0, 0};
+    topts ob = {info, 1, 1, 0, 0, 0};
     T_CHECK(round_trip(comm, dir, &big, rows, rows, &ob) == 0);
 
     T_CHECK(refuses_bad_hint(comm, path, false, info, "hfdcp_aggregate",
@@ -1250,53 +1224,6 @@ static int mpiio_should_choose_aggregation_by_run_length(MPI_Comm comm,
                              "hfdcp_aggregate_buffer_size", "0", "0") == 0);
     MPI_Info_free(&info);
     free(path);
-    return T_OK;
-}
-
-/* "auto" writes the parts of short runs through the windows and leaves
- * the others to the component, in one transfer: rows of 12 KiB, the top
- * half written by rows (long runs), the bottom half by columns (runs of
- * 6 KiB or less from 2 ranks).  Reads are not split: the same layout is
- * read through the windows where its runs average under 8 KiB (4 ranks),
- * else by the component.  "enable" aggregates both halves, "disable"
- * neither.  Bytes checked each time, and read back by rows too. */
-static int mpiio_should_aggregate_only_the_short_runs(MPI_Comm comm,
-                                                      const char *dir)
-{
-    int size;
-    MPI_Info info;
-
-    MPI_Comm_size(comm, &size);
-    uint64_t P = (uint64_t)size, C = 12288, H = 2 * P, head = 40;
-    tarray a = {.bits = 8, .ndim = 2, .shape = {(int64_t)(2 * H),
-                (int64_t)C}, .header = head, .seed = 240};
-    /* the bottom half through shared windows of a P-th of 32 MiB, then
-     * one round of the component for the top half */
-    uint64_t w = ((uint64_t)32 << 20) / P + ((uint64_t)32 << 20) % P;
-    int agg = agg_rounds(head + H * C, head + 2 * H * C, w, P);
-    int all = agg_rounds(head, head + 2 * H * C, w, P);
-    int split = size > 1 ? SPLIT : NOT_SPLIT;
-    /* the read's runs: one per rank on top, one per row and rank below */
-    bool agg_read = size > 1 && 2 * H * C / (P + H * P) < 8192;
-    topts o = {MPI_INFO_NULL, size > 1 ? agg + 1 : 1, agg_read ? all : 1,
-               0, 0, 0, split, NOT_SPLIT};
-    T_CHECK(round_trip(comm, dir, &a, rows_over_cols, rows_over_cols,
-                       &o) == 0);
-    topts r = {MPI_INFO_NULL, size > 1 ? agg + 1 : 1, 1, 0, 0, 0, split,
-               NOT_SPLIT};
-    T_CHECK(round_trip(comm, dir, &a, rows_over_cols, rows, &r) == 0);
-    /* "enable": one aggregation over both halves; "disable": none */
-    MPI_Info_create(&info);
-    MPI_Info_set(info, "hfdcp_aggregate", "enable");
-    MPI_Info_set(info, "hfdcp_sieve_reads", "disable");
-    topts on = {info, all, all, 0, 0, EXCH_SHARED, NOT_SPLIT, NOT_SPLIT};
-    T_CHECK(round_trip(comm, dir, &a, rows_over_cols, rows_over_cols,
-                       &on) == 0);
-    MPI_Info_set(info, "hfdcp_aggregate", "disable");
-    topts off = {info, 1, 1, 0, 0, 0, NOT_SPLIT, NOT_SPLIT};
-    T_CHECK(round_trip(comm, dir, &a, rows_over_cols, rows_over_cols,
-                       &off) == 0);
-    MPI_Info_free(&info);
     return T_OK;
 }
 
@@ -1453,7 +1380,7 @@ static int mpiio_should_write_long_runs_as_the_hint_says(MPI_Comm comm,
                 .header = 5, .halo = {1, 3}, .seed = 240};
     MPI_Info_create(&info);
     MPI_Info_set(info, "hfdcp_long_runs", "independent");
-    topts o = {info, -1, -1, WRITE_INDEPENDENT, 0, 0, 0, 0};
+    topts o = {info, -1, -1, WRITE_INDEPENDENT, 0, 0};
     T_CHECK(round_trip(comm, dir, &a, rows_round_robin, cols, &o) == 0);
     T_CHECK(round_trip(comm, dir, &a, whole_on_rank0, blocks, &o) == 0);
     MPI_Info_set(info, "hfdcp_long_runs", "collective");
@@ -1470,7 +1397,7 @@ static int mpiio_should_write_long_runs_as_the_hint_says(MPI_Comm comm,
     MPI_Info_set(info, "hfdcp_long_runs", "independent");
     tarray c = {.bits = 8, .ndim = 2, .shape = {64, 6 * size}, .header = 3,
                 .seed = 241};
-    topts oc = {info, size > 1 ? 1 : 3, -1, WRITE_COLLECTIVE, 0, 0, 0, 0};
+    topts oc = {info, size > 1 ? 1 : 3, -1, WRITE_COLLECTIVE, 0, 0};
     T_CHECK(round_trip(comm, dir, &c, cols_round_robin, rows, &oc) == 0);
 
     T_CHECK(refuses_bad_hint(comm, path, true, info, "hfdcp_long_runs",
@@ -1534,7 +1461,6 @@ static const hfdcp_test_case cases[] = {
     {"mpiio_should_keep_the_window_between_transfers", mpiio_should_keep_the_window_between_transfers, 1},
     {"mpiio_should_share_windows_on_one_node", mpiio_should_share_windows_on_one_node, 1},
     {"mpiio_should_choose_aggregation_by_run_length", mpiio_should_choose_aggregation_by_run_length, 1},
-    {"mpiio_should_aggregate_only_the_short_runs", mpiio_should_aggregate_only_the_short_runs, 1},
     {"mpiio_should_write_long_runs_as_the_hint_says", mpiio_should_write_long_runs_as_the_hint_says, 1},
     {"mpiio_should_move_a_scalar", mpiio_should_move_a_scalar, 1},
     {"mpiio_should_report_a_missing_file_on_every_rank", mpiio_should_report_a_missing_file_on_every_rank, 1},

@@ -560,12 +560,6 @@ bool hfdcp__mfile_last_sieved(const hfdcp__mfile *f);
  * hfdcp_exchange). */
 bool hfdcp__mfile_last_shared(const hfdcp__mfile *f);
 
-/* Whether the last transfer on `f` was split: its parts of short runs
- * aggregated (or sieved), the others moved by the component's collective
- * path (hint hfdcp_aggregate=auto, "Aggregation" in mpiio.c).  Its rounds
- * are then those of both. */
-bool hfdcp__mfile_last_split(const hfdcp__mfile *f);
-
 /* The bytes of the buffer kept between transfers (hfdcp_release_buffers;
  * "The kept buffer" in mpiio.c), 0 when none is kept, and in *taken (when
  * not NULL) how many transfers took it so far.  For the benchmark's memory

@@ -106,8 +106,6 @@ struct hfdcp__mfile {
     bool keep_buffer;    /* take and keep the kept buffer (hint) */
     bool shared_exchange; /* aggregate through node-shared memory (agreed) */
     bool last_shared;     /* the last transfer did */
-    bool last_split;      /* the last transfer aggregated its short runs
-                           * and left its long ones to the component */
 };
 
 /* hfdcp's own hints (see "Aggregation" and "Long runs" below). */
@@ -708,11 +706,6 @@ bool hfdcp__mfile_last_sieved(const hfdcp__mfile *f)
 bool hfdcp__mfile_last_shared(const hfdcp__mfile *f)
 {
     return f->last_shared;
-}
-
-bool hfdcp__mfile_last_split(const hfdcp__mfile *f)
-{
-    return f->last_split;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1512,21 +1505,12 @@ void hfdcp__buffer_give(void *p, uint64_t size, bool keep)
  *     component aggregate the windows again (OMPIO's vulcan on three
  *     ranks or more: a second exchange, and its own 32 MiB buffers).
  *
- * With the hint hfdcp_aggregate "enable", every part of a transfer is
- * aggregated so.  With "auto" (the default), on two ranks or more, a
- * transfer is aggregated when its runs are short: under 8 KiB (measured:
- * aggregation wins 1.1x to 12x on runs of 64 bytes to 2 KB, loses up to
- * 3x on runs of 12.8 and 128 KB, where the component's path does few,
- * long requests and the exchange is pure cost).  A write aggregates only
- * its parts of short runs, and the other parts of the same transfer (a
- * row-split tensor next to column-split ones) go the component's
- * collective way after them, with no copy through a window (1 GB of a
- * Megatron-split Llama-shaped model: 1.59 s against 2.10 s at 4 ranks;
- * docs/benchmarks.md, "Splitting a transfer").  A read aggregates all its
- * parts when their runs average under 8 KiB over all ranks (bytes /
- * runs), none otherwise: read through the component with the short parts
- * aggregated, the long parts of the same models loaded 1.3-2.7x slower.
- * "disable" keeps the MPI-IO component's own collective path for all.
+ * Used when the hint hfdcp_aggregate is "enable", or "auto" (the default)
+ * with more than one rank and runs of less than 8 KiB on average over
+ * all ranks (measured: aggregation wins 1.1x to 12x on runs of 64 bytes to
+ * 2 KB, loses up to 3x on runs of 12.8 and 128 KB, where the
+ * component's path does few, long requests and the exchange is pure
+ * cost).  "disable" keeps the MPI-IO component's own collective path.
  */
 
 #define AGG_ALIGN ((uint64_t)1 << 20)
@@ -2352,141 +2336,83 @@ static int sieve_all(hfdcp__mfile *f, npiece *const *sorted, size_t m,
     return rc;
 }
 
-/* Whether part q is aggregated under "auto": its runs are short. */
-static bool short_runs(const npiece *q)
-{
-    return q->run < AGG_RUN_THRESHOLD;
-}
-
-/* Local: the sums (bytes, runs) and the bounds (the complement of the
- * first byte, so that both reduce by MPI_MAX, and one past the last) of
- * the parts `sorted[0..m)`. */
-static void extent(npiece *const *sorted, size_t m, uint64_t *sum,
-                   uint64_t *ends)
-{
-    uint64_t lo = UINT64_MAX;
-
-    sum[0] = sum[1] = ends[1] = 0;
-    for (size_t i = 0; i < m; i++) {
-        sum[0] += sorted[i]->bytes;
-        sum[1] += sorted[i]->bytes / sorted[i]->run;
-        if (sorted[i]->foff < lo)
-            lo = sorted[i]->foff;
-        if (sorted[i]->fend > ends[1])
-            ends[1] = sorted[i]->fend;
-    }
-    ends[0] = UINT64_MAX - lo;
-}
-
 /*
- * Collective.  Decides which parts of this transfer (every rank's parts
- * `sorted[0..*m)`) are aggregated (or sieved), and moves them:
- *   - "enable": every part;
- *   - "auto", on more than one rank: in a write, the parts whose runs are
- *     short (short_runs); in a read, every part when their runs average
- *     under AGG_RUN_THRESHOLD over all ranks;
- *   - "disable", or one rank: none.
- * On return sorted[0..*m) holds the parts left to the component's
- * collective path (in their order), *plain tells whether that path has
- * anything to move on any rank (the same on every rank), and *avg_run is
- * the average run of those parts over all ranks.  `scratch` holds m
- * pointers.  Agreed status.
+ * Collective.  Decides whether this transfer (every rank's parts
+ * `sorted[0..m)`) is aggregated (or sieved); when it is, moves it and
+ * sets *done.  Agreed status.
  */
-static int aggregate(hfdcp__mfile *f, bool write, npiece **sorted,
-                     npiece **scratch, size_t *m, bool *plain,
-                     uint64_t *avg_run)
+static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
+                     size_t m, bool *done, uint64_t *avg_run)
 {
-    uint64_t loc[4], glob[4], lmax[9], gmax[9];
-    size_t ns = 0, nl = 0, n = *m;
+    uint64_t loc[4] = {0, 0, UINT64_MAX, 0}, glob[4];
+    uint64_t lmax[6], gmax[6];
     aggr g;
     int rc = HFDCP_OK, mpi_rc, mode = f->aggregate;
 
-    *plain = true;
+    *done = false;
     *avg_run = 0;
     memset(&g, 0, sizeof g);
     g.f = f;
     g.write = write;
     MPI_Comm_size(f->comm, &g.nranks);
     g.rank = f->rank;
-    /* scratch: the parts of short runs, then the others, each in order */
-    for (size_t i = 0; i < n; i++)
-        if (short_runs(sorted[i]))
-            scratch[ns++] = sorted[i];
-    for (size_t i = 0; i < n; i++)
-        if (!short_runs(sorted[i]))
-            scratch[ns + nl++] = sorted[i];
-    /* sums of bytes and runs, all parts [0, 2) and short ones [2, 4);
-     * their bounds, all [0, 2) and short [2, 4) */
-    extent(sorted, n, loc, lmax);
-    extent(scratch, ns, loc + 2, lmax + 2);
+    for (size_t i = 0; i < m; i++) {
+        loc[0] += sorted[i]->bytes;
+        loc[1] += sorted[i]->bytes / sorted[i]->run;
+        if (sorted[i]->foff < loc[2])
+            loc[2] = sorted[i]->foff;
+        if (sorted[i]->fend > loc[3])
+            loc[3] = sorted[i]->fend;
+    }
     if (g.nranks < 2 && mode != AGG_ON) {
         *avg_run = loc[1] ? loc[0] / loc[1] : 0;
         return HFDCP_OK;
     }
-    lmax[4] = (uint64_t)mode;  /* ranks that disagree: "disable" wins */
-    lmax[5] = f->agg_buffer;   /* and the largest buffer */
-    lmax[6] = (uint64_t)f->sieve; /* "disable" wins, then "enable" */
-    /* ranks that may not sieve in "auto", all parts [7] or the short
-     * ones [8] (the spans walked only when that can matter) */
-    bool may = !write && f->sieve == AGG_AUTO && f->local;
-    lmax[7] = may ? sieve_span(sorted, n) > SIEVE_SPAN_MAX * loc[0]
-                  : !write && f->sieve == AGG_AUTO;
-    lmax[8] = may ? sieve_span(scratch, ns) > SIEVE_SPAN_MAX * loc[2]
-                  : lmax[7];
-    mpi_rc = MPI_Allreduce(loc, glob, 4, MPI_UINT64_T, MPI_SUM, f->comm);
+    /* sums of bytes and runs; min of first byte (as max of its
+     * complement) and max of last */
+    lmax[0] = UINT64_MAX - loc[2];
+    lmax[1] = loc[3];
+    lmax[2] = (uint64_t)mode;  /* ranks that disagree: "disable" wins */
+    lmax[3] = f->agg_buffer;   /* and the largest buffer */
+    lmax[4] = (uint64_t)f->sieve; /* "disable" wins, then "enable" */
+    /* ranks that may not sieve in "auto" (the spans walked only when
+     * that can matter) */
+    lmax[5] = !write && f->sieve == AGG_AUTO &&
+              !(f->local && sieve_span(sorted, m) <= SIEVE_SPAN_MAX * loc[0]);
+    mpi_rc = MPI_Allreduce(loc, glob, 2, MPI_UINT64_T, MPI_SUM, f->comm);
     if (mpi_rc == MPI_SUCCESS)
-        mpi_rc = MPI_Allreduce(lmax, gmax, 9, MPI_UINT64_T, MPI_MAX,
+        mpi_rc = MPI_Allreduce(lmax, gmax, 6, MPI_UINT64_T, MPI_MAX,
                                f->comm);
     if (mpi_rc != MPI_SUCCESS)
         return hfdcp__agree(f->comm, hfdcp__mpi_error(
                                          mpi_rc, "planning the aggregated "
                                          "transfer of '%s'", f->path));
-    mode = (int)gmax[4];
+    uint64_t lo = UINT64_MAX - gmax[0], hi = gmax[1];
+    mode = (int)gmax[2];
     *avg_run = glob[1] ? glob[0] / glob[1] : 0;
-    if (mode == AGG_OFF || glob[1] == 0 || gmax[1] <= UINT64_MAX - gmax[0])
+    if (mode == AGG_OFF || glob[1] == 0 || hi <= lo)
         return HFDCP_OK; /* nothing anywhere: the plain path joins */
-    /* "auto": a write aggregates its short parts only, the others left to
-     * the component; a read aggregates all its parts when their runs
-     * average under the threshold, else none */
-    npiece **set = sorted;
-    size_t nset = n;
-    int k = 0; /* which sums and bounds describe `set` */
-    if (mode == AGG_AUTO && !write && *avg_run >= AGG_RUN_THRESHOLD)
+    if (mode == AGG_AUTO && glob[0] / glob[1] >= AGG_RUN_THRESHOLD)
         return HFDCP_OK;
-    if (mode == AGG_AUTO && write) {
-        if (glob[3] == 0)
-            return HFDCP_OK;
-        set = scratch;
-        nset = ns;
-        k = 2;
-        memcpy(sorted, scratch + ns, nl * sizeof *sorted);
-        *m = nl;
-        *plain = glob[1] > glob[3];
-        *avg_run = glob[1] > glob[3]
-                       ? (glob[0] - glob[2]) / (glob[1] - glob[3]) : 0;
-    } else {
-        *m = 0;
-        *plain = false;
-    }
-    f->last_split = *plain;
-    uint64_t lo = UINT64_MAX - gmax[k], hi = gmax[k + 1];
     /* Sieving ("Sieving reads"): with "enable" now; with "auto" when the
      * ranks may sieve and the windows turn out not to be shared, below. */
     int sieve = write ? AGG_OFF
-                : gmax[6] == AGG_ON ? AGG_ON
-                : gmax[6] == AGG_AUTO && !gmax[k == 0 ? 7 : 8] ? AGG_AUTO
-                                                              : AGG_OFF;
-    if (sieve == AGG_ON)
-        return sieve_all(f, set, nset, gmax[5]); /* agreed */
+                : gmax[4] == AGG_ON ? AGG_ON
+                : gmax[4] == AGG_AUTO && !gmax[5] ? AGG_AUTO
+                                                  : AGG_OFF;
+    if (sieve == AGG_ON) {
+        *done = true;
+        return sieve_all(f, sorted, m, gmax[3]); /* agreed */
+    }
 
     /* Domains and rounds, the same on every rank.  The window holds at
      * most AGG_RUNS_PER_ROUND runs of the average length: the run lists
      * and the datatypes built from them cost some 180 bytes per run. */
-    uint64_t avg = glob[k] / glob[k + 1], buf = gmax[5];
+    uint64_t avg = glob[0] / glob[1], buf = gmax[3];
     if (avg < buf / AGG_RUNS_PER_ROUND) {
         buf = avg * AGG_RUNS_PER_ROUND;
         if (buf < AGG_BUFFER_MIN)
-            buf = AGG_BUFFER_MIN < gmax[5] ? AGG_BUFFER_MIN : gmax[5];
+            buf = AGG_BUFFER_MIN < gmax[3] ? AGG_BUFFER_MIN : gmax[3];
     }
     uint64_t P = (uint64_t)g.nranks;
     /* Shared windows (shared_windows): each is a P-th of the buffer, so
@@ -2498,7 +2424,8 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece **sorted,
         return rc; /* agreed */
     if (sieve == AGG_AUTO && g.shm == NULL) {
         aggr_free(&g);
-        return sieve_all(f, set, nset, gmax[5]); /* agreed */
+        *done = true;
+        return sieve_all(f, sorted, m, gmax[3]); /* agreed */
     }
     if (g.shm == NULL)
         g.buf_size = buf;
@@ -2539,10 +2466,11 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece **sorted,
     if ((rc = hfdcp__agree(f->comm, rc)) == HFDCP_OK)
         rc = byte_view(f); /* the aggregators' explicit offsets */
     if (rc == HFDCP_OK) {
+        *done = true;
         f->last_rounds = g.rounds;
         f->last_shared = g.shm != NULL;
         for (int r = 0; r < g.rounds && rc == HFDCP_OK; r++)
-            rc = aggr_round(&g, set, nset, r, lo, hi);
+            rc = aggr_round(&g, sorted, m, r, lo, hi);
     }
     aggr_free(&g);
     return rc;
@@ -2564,7 +2492,6 @@ int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
     f->last_independent = false;
     f->last_sieved = false;
     f->last_shared = false;
-    f->last_split = false;
     if (n > 0 && pieces == NULL)
         HFDCP_FAIL(HFDCP_ERR_ARG, "'%s': %zu pieces but a NULL array",
                    f->path, n);
@@ -2606,12 +2533,10 @@ cleanup:
     if ((rc = hfdcp__agree(f->comm, rc)) != HFDCP_OK)
         goto out;
     {
-        bool plain = true;
+        bool done = false;
         uint64_t avg_run = 0;
-        /* byround: scratch until the rounds below */
-        rc = aggregate(f, write, sorted, byround, &m, &plain,
-                       &avg_run); /* agreed */
-        if (rc != HFDCP_OK || !plain)
+        rc = aggregate(f, write, sorted, m, &done, &avg_run); /* agreed */
+        if (rc != HFDCP_OK || done)
             goto out;
         /* the same on every rank: avg_run is global from two ranks */
         indep = write && f->independent_long && avg_run >= AGG_RUN_THRESHOLD;
@@ -2645,7 +2570,7 @@ cleanup:
         fill[0] = 0;
     }
 
-    f->last_rounds += all_rounds; /* after any aggregated rounds */
+    f->last_rounds = all_rounds;
     f->last_independent = indep;
     for (int r = 0; r < all_rounds && rc == HFDCP_OK; r++) {
         size_t lo = r < nrounds ? start[r] : 0;
