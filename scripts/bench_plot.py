@@ -25,7 +25,7 @@ WRITES = ["plain_fpp_write", "plain_shared_write", "hfdcp_save", "hfdcp_alt_save
 READS = ["plain_fpp_read_cold", "plain_shared_read_cold", "hfdcp_load_cold",
          "hfdcp_alt_load_cold", "hfdcp_load_resharded_cold", "hfdcp_load_fewer_ranks_cold",
          "hdf5_read_cold"]
-LAYOUTS = ["rows", "cols", "blocks", "replicated", "llama"]
+LAYOUTS = ["rows", "cols", "blocks", "replicated", "llama", "llama-tp"]
 
 
 def load(paths):
@@ -42,6 +42,7 @@ def load(paths):
 def layouts_plot(med, out):
     """Bars: each peer's GB/s per layout, at the (size, tensor count) of that
     layout that has the most peers measured (the headline run)."""
+    layouts = [lay for lay in LAYOUTS if any(k[1] == lay for k in med)]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for ax, peers, title in ((axes[0], WRITES, "save (to durable)"),
                              (axes[1], READS, "load (cold)")):
@@ -49,7 +50,7 @@ def layouts_plot(med, out):
         width = 0.8 / max(1, len(present))
         for i, peer in enumerate(present):
             xs, ys = [], []
-            for j, lay in enumerate(LAYOUTS):
+            for j, lay in enumerate(layouts):
                 peers_at = defaultdict(set)
                 for k in med:
                     if k[1] == lay:
@@ -64,8 +65,8 @@ def layouts_plot(med, out):
                 xs.append(j + i * width)
                 ys.append(statistics.median(vals))
             ax.bar(xs, ys, width, label=peer)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(LAYOUTS))])
-        ax.set_xticklabels(LAYOUTS)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layouts))])
+        ax.set_xticklabels(layouts)
         ax.set_ylabel("GB/s (median)")
         ax.set_title(title)
         ax.legend(fontsize=7)
