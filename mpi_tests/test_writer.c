@@ -1526,6 +1526,51 @@ static int writer_should_agree_on_a_failed_flush(MPI_Comm comm,
     return T_OK;
 }
 
+/* A publish that fails after some files (1: the rename of the last file)
+ * or all of them and the index (2: the directory's sync) are in place:
+ * every rank returns HFDCP_ERR_IO with rank 0's message, nothing of the
+ * commit is left (the index removed first: it must never name missing
+ * files), and a save in the same place works afterwards. */
+static int writer_should_leave_nothing_when_publishing_fails(MPI_Comm comm,
+                                                             const char *dir)
+{
+    int P = comm_size(comm), rank = comm_rank(comm), nf;
+    static const char *const want[] = {"", "renaming", "(test fault)"};
+    tspec ts[3];
+    hfdcp_save_options o;
+    char path[600], names[8][256];
+
+    for (int i = 0; i < 3; i++) {
+        int64_t m[2] = {2 * P, 9};
+        char name[32];
+        snprintf(name, sizeof name, "t%d", i);
+        spec(&ts[i], name, HFDCP_F32, 2, m, ROWS, COLS);
+    }
+    hfdcp_save_options_init(&o);
+    o.max_shard_bytes = 1;
+    snprintf(path, sizeof path, "%s/ckpt", dir);
+    for (int fault = 1; fault <= 2; fault++) {
+        int st = HFDCP_ERR_INTERNAL;
+        if (rank == 0)
+            hfdcp__publish_fault = fault;
+        T_OKCALL(save_specs(comm, path, ts, 3, &o, 40 + (uint64_t)fault, &st));
+        hfdcp__publish_fault = 0;
+        T_CHECKF(all_ok(comm, st == HFDCP_ERR_IO), "fault %d: status %s: %s",
+                 fault, hfdcp_status_name(st), hfdcp_last_error());
+        T_CHECKF(strstr(hfdcp_last_error(), want[fault]) != NULL &&
+                     strstr(hfdcp_last_error(), fault == 1
+                                ? "model-00003-of-00003.safetensors"
+                                : path) != NULL,
+                 "fault %d: message: %s", fault, hfdcp_last_error());
+        T_CHECK(same_message(comm));
+        T_CHECKF(list_dir(path, names, 8) == 0, "fault %d: %s holds %s", fault,
+                 path, names[0]);
+    }
+    T_OKCALL(round_trip(comm, path, ts, 3, &o, 43, &nf));
+    T_CHECK(nf == 3);
+    return T_OK;
+}
+
 /* ---- more than 2 GiB per rank, per tensor and per file ---- */
 
 #define BIG_ROWS 48
@@ -1705,6 +1750,8 @@ static const hfdcp_test_case cases[] = {
      writer_should_align_the_data_as_the_hint_says, 1},
     {"writer_should_agree_on_a_failed_flush",
      writer_should_agree_on_a_failed_flush, 1},
+    {"writer_should_leave_nothing_when_publishing_fails",
+     writer_should_leave_nothing_when_publishing_fails, 1},
     {"writer_should_write_more_than_2_gib_per_rank",
      writer_should_write_more_than_2_gib_per_rank, 1},
 };

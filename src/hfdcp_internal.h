@@ -712,6 +712,12 @@ void hfdcp__wplan_free(hfdcp__wplan *p);
  * one thread. */
 extern int hfdcp__writer_fault_file;
 
+/* Test hook (writer.c, hfdcp__publish): 1 fails the rename of the plan's
+ * last file, 2 the directory's sync after the index is in place, each as
+ * if the system call had returned EIO.  Default 0.  Set it only between
+ * commits, on rank 0, from one thread. */
+extern int hfdcp__publish_fault;
+
 /* ------------------------------------------------------------------------
  * writer.c: temporary names and publication, shared with consolidate.c
  * ---------------------------------------------------------------------- */
@@ -750,7 +756,7 @@ int hfdcp__create_shared(MPI_Comm comm, const char *path, uint64_t size);
  * writes the index under its temporary name, removes the old index and
  * stale checkpoint files of `dir`, renames the files into place, then the
  * index, syncing the directory.  On failure removes every file of this
- * commit. */
+ * commit, the index first when it was already in place. */
 int hfdcp__publish(const char *dir, const hfdcp__wplan *plan,
                    const hfdcp__paths *paths);
 

@@ -844,6 +844,7 @@ static int write_file(const hfdcp_writer *w, const hfdcp__wplan *plan,
 /* ---- helper threads (no MPI calls in them) ---- */
 
 int hfdcp__writer_fault_file = -1;
+int hfdcp__publish_fault = 0;
 
 /* The outcome of one job run by a helper thread.  hfdcp_last_error() is
  * thread-local: the message is copied out of the thread that failed. */
@@ -1532,6 +1533,7 @@ int hfdcp__publish(const char *dir, const hfdcp__wplan *plan,
     size_t json_len = 0, renamed = 0;
     hfdcp__strmap *keep = hfdcp__strmap_new();
     int rc = HFDCP_OK;
+    bool placed = false; /* the index renamed into place */
 
     /* Everything that can fail without touching the old checkpoint. */
     if (keep == NULL)
@@ -1542,21 +1544,31 @@ int hfdcp__publish(const char *dir, const hfdcp__wplan *plan,
     HFDCP_CHECK(write_durable(paths->index_tmp, json, json_len));
 
     HFDCP_CHECK(remove_old(dir, paths->tag, keep));
-    for (; renamed < plan->n_files; renamed++)
-        if (rename(paths->tmp[renamed], paths->final[renamed]) != 0) {
-            rc = hfdcp__os_error(HFDCP_ERR_IO, errno, "renaming '%s' to '%s'",
-                                 paths->tmp[renamed], paths->final[renamed]);
-            goto cleanup;
-        }
+    for (; renamed < plan->n_files; renamed++) {
+        if (hfdcp__publish_fault == 1 && renamed == plan->n_files - 1)
+            errno = EIO;
+        else if (rename(paths->tmp[renamed], paths->final[renamed]) == 0)
+            continue;
+        rc = hfdcp__os_error(HFDCP_ERR_IO, errno, "renaming '%s' to '%s'",
+                             paths->tmp[renamed], paths->final[renamed]);
+        goto cleanup;
+    }
     HFDCP_CHECK(sync_dir(dir));
     if (rename(paths->index_tmp, paths->index_final) != 0) {
         rc = hfdcp__os_error(HFDCP_ERR_IO, errno, "renaming '%s' to '%s'",
                              paths->index_tmp, paths->index_final);
         goto cleanup;
     }
-    HFDCP_CHECK(sync_dir(dir));
+    placed = true;
+    rc = hfdcp__publish_fault == 2
+             ? hfdcp__os_error(HFDCP_ERR_IO, EIO, "syncing the directory "
+                               "'%s' (test fault)", dir)
+             : sync_dir(dir);
 cleanup:
     if (rc != HFDCP_OK) {
+        /* the index first: it must never name files that are gone */
+        if (placed)
+            unlink(paths->index_final);
         for (size_t f = 0; f < renamed; f++)
             unlink(paths->final[f]);
         unlink(paths->index_tmp);
