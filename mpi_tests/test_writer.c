@@ -1486,6 +1486,20 @@ static int writer_should_align_the_data_as_the_hint_says(MPI_Comm comm,
     return T_OK;
 }
 
+/* Three F32 tensors t0..t2 of 2P x 9, written by rows and read by
+ * columns, one file each (max_shard_bytes 1). */
+static void three_files(int P, tspec ts[3], hfdcp_save_options *o)
+{
+    for (int i = 0; i < 3; i++) {
+        int64_t m[2] = {2 * P, 9};
+        char name[32];
+        snprintf(name, sizeof name, "t%d", i);
+        spec(&ts[i], name, HFDCP_F32, 2, m, ROWS, COLS);
+    }
+    hfdcp_save_options_init(o);
+    o->max_shard_bytes = 1;
+}
+
 /* A failed flush in a helper thread (thread_count > 1) on the last rank
  * only: every rank returns HFDCP_ERR_IO with its message (the file and the
  * rank), no file is left, and the writer works again afterwards. */
@@ -1498,14 +1512,7 @@ static int writer_should_agree_on_a_failed_flush(MPI_Comm comm,
     char path[600], want[64], names[8][256];
     int st = HFDCP_ERR_INTERNAL;
 
-    for (int i = 0; i < 3; i++) {
-        int64_t m[2] = {2 * P, 9};
-        char name[32];
-        snprintf(name, sizeof name, "t%d", i);
-        spec(&ts[i], name, HFDCP_F32, 2, m, ROWS, COLS);
-    }
-    hfdcp_save_options_init(&o);
-    o.max_shard_bytes = 1;
+    three_files(P, ts, &o);
     o.thread_count = 3;
     snprintf(path, sizeof path, "%s/ckpt", dir);
     if (rank == P - 1)
@@ -1540,14 +1547,7 @@ static int writer_should_leave_nothing_when_publishing_fails(MPI_Comm comm,
     hfdcp_save_options o;
     char path[600], names[8][256];
 
-    for (int i = 0; i < 3; i++) {
-        int64_t m[2] = {2 * P, 9};
-        char name[32];
-        snprintf(name, sizeof name, "t%d", i);
-        spec(&ts[i], name, HFDCP_F32, 2, m, ROWS, COLS);
-    }
-    hfdcp_save_options_init(&o);
-    o.max_shard_bytes = 1;
+    three_files(P, ts, &o);
     snprintf(path, sizeof path, "%s/ckpt", dir);
     for (int fault = 1; fault <= 2; fault++) {
         int st = HFDCP_ERR_INTERNAL;

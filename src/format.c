@@ -1553,8 +1553,8 @@ int hfdcp__header_serialize(const hfdcp__header *h, char **out,
     hfdcp__buf_init(&sh);
     if (h == NULL || out == NULL || out_len == NULL)
         return hfdcp__error(HFDCP_ERR_ARG, WHERE_W ": NULL argument");
-    uint64_t align = h->align ? h->align : 8;
-    if (align < 8 || align > HFDCP_ALIGN_MAX || (align & (align - 1)) != 0)
+    uint64_t align = h->align ? h->align : HFDCP_ALIGN_DEFAULT;
+    if (!hfdcp__align_ok(align))
         return hfdcp__error(HFDCP_ERR_ARG,
                             WHERE_W ": data alignment %" PRIu64 " is not a "
                             "power of two from 8 to %" PRIu64,

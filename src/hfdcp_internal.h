@@ -231,6 +231,14 @@ int hfdcp__tiling_check(int status, const char *tensor, int ndim,
 #define HFDCP_ALIGN_DEFAULT ((uint64_t)8)
 #define HFDCP_ALIGN_MAX ((uint64_t)16 << 20)
 
+/* Whether `a` is a valid data alignment: a power of two from
+ * HFDCP_ALIGN_DEFAULT to HFDCP_ALIGN_MAX. */
+static inline bool hfdcp__align_ok(uint64_t a)
+{
+    return a >= HFDCP_ALIGN_DEFAULT && a <= HFDCP_ALIGN_MAX &&
+           (a & (a - 1)) == 0;
+}
+
 typedef struct {
     char *name;        /* NUL-terminated UTF-8, as stored */
     hfdcp_dtype dtype;

@@ -646,7 +646,7 @@ int hfdcp__align_hint(MPI_Info info, const char *who, uint64_t *align)
     uint64_t a = 0;
     if (!flag)
         return HFDCP_OK;
-    if (!count_value(v, 8, HFDCP_ALIGN_MAX, &a) || (a & (a - 1)) != 0)
+    if (!count_value(v, 0, UINT64_MAX, &a) || !hfdcp__align_ok(a))
         return hfdcp__error(HFDCP_ERR_ARG, "%s: hint hfdcp_data_alignment=%s: "
                             "expected a power of two from 8 to %" PRIu64,
                             who, v, HFDCP_ALIGN_MAX);
