@@ -156,12 +156,48 @@ static int util_should_map_strings_and_pack_messages(MPI_Comm comm, const char *
     return T_OK;
 }
 
+/* hfdcp__allreduce_u64: the unsigned MIN and MAX the library agrees with
+ * (the first failing file, the extent of a transfer), at values where a
+ * signed comparison differs: 0 against UINT64_MAX and 2^63, 2^63 - 1
+ * against 2^63.  MPICH 4.0.2's own MPI_UINT64_T reductions fail this. */
+static int util_should_reduce_unsigned_extremes(MPI_Comm comm, const char *dir)
+{
+    enum { N = 20 }; /* more than one chunk of the helper */
+    const uint64_t top = (uint64_t)1 << 63;
+    const uint64_t pool[] = {0, 1, top - 1, top, top + 1, UINT64_MAX - 1, UINT64_MAX};
+    const size_t npool = sizeof pool / sizeof pool[0];
+    uint64_t mine[N], lo[N], hi[N], want_lo[N], want_hi[N];
+    int rank, size;
+    (void)dir;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    for (int i = 0; i < N; i++) {
+        mine[i] = pool[((size_t)i * 3 + (size_t)rank * 5) % npool];
+        want_lo[i] = UINT64_MAX;
+        want_hi[i] = 0;
+        for (int r = 0; r < size; r++) {
+            uint64_t v = pool[((size_t)i * 3 + (size_t)r * 5) % npool];
+            want_lo[i] = v < want_lo[i] ? v : want_lo[i];
+            want_hi[i] = v > want_hi[i] ? v : want_hi[i];
+        }
+    }
+    T_CHECK(hfdcp__allreduce_u64(mine, lo, N, MPI_MIN, comm) == MPI_SUCCESS);
+    T_CHECK(hfdcp__allreduce_u64(mine, hi, N, MPI_MAX, comm) == MPI_SUCCESS);
+    for (int i = 0; i < N; i++)
+        T_CHECKF(lo[i] == want_lo[i] && hi[i] == want_hi[i],
+                 "value %d: min %llu max %llu, wanted %llu and %llu", i,
+                 (unsigned long long)lo[i], (unsigned long long)hi[i],
+                 (unsigned long long)want_lo[i], (unsigned long long)want_hi[i]);
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"status_should_name_every_code", status_should_name_every_code, 1},
     {"dtype_should_convert_names_both_ways", dtype_should_convert_names_both_ways, 1},
     {"agree_should_give_first_failing_rank_everywhere", agree_should_give_first_failing_rank_everywhere, 1},
     {"error_helpers_should_compose_messages", error_helpers_should_compose_messages, 1},
     {"util_should_map_strings_and_pack_messages", util_should_map_strings_and_pack_messages, 1},
+    {"util_should_reduce_unsigned_extremes", util_should_reduce_unsigned_extremes, 1},
 };
 
 int main(int argc, char **argv)

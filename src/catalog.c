@@ -1170,7 +1170,7 @@ cleanup:
 static int agree_by_file(MPI_Comm comm, int status, uint64_t key)
 {
     uint64_t mine = status == HFDCP_OK ? UINT64_MAX : key, first;
-    int mpi_rc = MPI_Allreduce(&mine, &first, 1, MPI_UINT64_T, MPI_MIN, comm);
+    int mpi_rc = hfdcp__allreduce_u64(&mine, &first, 1, MPI_MIN, comm);
 
     if (mpi_rc != MPI_SUCCESS)
         return hfdcp__agree(comm, hfdcp__mpi_error(mpi_rc, "MPI_Allreduce"));

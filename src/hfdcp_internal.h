@@ -183,6 +183,16 @@ bool hfdcp__rbuf_get_str(hfdcp__rbuf *r, char **s);
  * On non-root ranks *data is malloc'd and *len set.  Collective. */
 int hfdcp__bcast_bytes(MPI_Comm comm, int root, void **data, size_t *len);
 
+/* MPI_Allreduce of n uint64_t values with MPI_MIN or MPI_MAX (in and out
+ * may not overlap).  Every unsigned MIN and MAX of the library goes through
+ * here: MPICH 4.0.2 compares every unsigned integer type as signed
+ * (pmodels/mpich#6083), and Open MPI 4.1.2-4.1.4 does so for
+ * MPI_UNSIGNED_LONG (open-mpi/ompi#10525); both are Debian 12's.  The
+ * values travel as MPI_INT64_T with the top bit flipped, an order-keeping
+ * map, which every MPI reduces right.  Collective; an MPI status. */
+int hfdcp__allreduce_u64(const uint64_t *in, uint64_t *out, int n, MPI_Op op,
+                         MPI_Comm comm);
+
 /* Formats a box as "[o0:e0, o1:e1]" into buf (always NUL-terminated). */
 void hfdcp__format_box(char *buf, size_t size, int ndim,
                        const int64_t *offsets, const int64_t *sizes);

@@ -2381,8 +2381,7 @@ static int aggregate(hfdcp__mfile *f, bool write, npiece *const *sorted,
               !(f->local && sieve_span(sorted, m) <= SIEVE_SPAN_MAX * loc[0]);
     mpi_rc = MPI_Allreduce(loc, glob, 2, MPI_UINT64_T, MPI_SUM, f->comm);
     if (mpi_rc == MPI_SUCCESS)
-        mpi_rc = MPI_Allreduce(lmax, gmax, 6, MPI_UINT64_T, MPI_MAX,
-                               f->comm);
+        mpi_rc = hfdcp__allreduce_u64(lmax, gmax, 6, MPI_MAX, f->comm);
     if (mpi_rc != MPI_SUCCESS)
         return hfdcp__agree(f->comm, hfdcp__mpi_error(
                                          mpi_rc, "planning the aggregated "

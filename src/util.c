@@ -406,3 +406,31 @@ int hfdcp__bcast_bytes(MPI_Comm comm, int root, void **data, size_t *len)
     }
     return HFDCP_OK;
 }
+
+/* Flipping the top bit maps 0..UINT64_MAX onto INT64_MIN..INT64_MAX in
+ * order; the same flip maps back. */
+#define U64_FLIP ((uint64_t)1 << 63)
+#define U64_CHUNK 16
+
+int hfdcp__allreduce_u64(const uint64_t *in, uint64_t *out, int n, MPI_Op op,
+                         MPI_Comm comm)
+{
+    int64_t send[U64_CHUNK], recv[U64_CHUNK];
+
+    for (int at = 0; at < n; at += U64_CHUNK) {
+        int k = n - at < U64_CHUNK ? n - at : U64_CHUNK, mpi_rc;
+        for (int i = 0; i < k; i++) {
+            uint64_t v = in[at + i] ^ U64_FLIP;
+            memcpy(&send[i], &v, sizeof v);
+        }
+        mpi_rc = MPI_Allreduce(send, recv, k, MPI_INT64_T, op, comm);
+        if (mpi_rc != MPI_SUCCESS)
+            return mpi_rc;
+        for (int i = 0; i < k; i++) {
+            uint64_t v;
+            memcpy(&v, &recv[i], sizeof v);
+            out[at + i] = v ^ U64_FLIP;
+        }
+    }
+    return MPI_SUCCESS;
+}
