@@ -819,9 +819,12 @@ static void place_box(const bench_model *m, const bench_tensor *x, const int64_t
                src + (size_t)r * (size_t)size[1] * es, (size_t)size[1] * es);
 }
 
-/* Gathers tensor `x` (its bytes start at `dst` on rank 0). */
+/* Gathers tensor `x` (its bytes start at `dst` on rank 0); `req` and `st`
+ * have room for one request per rank.  (A real status array rather than
+ * MPI_STATUSES_IGNORE: MPICH's header declares the array's size to GCC,
+ * which then warns that the constant is too small.) */
 static int gather_tensor(const bench_ctx *c, const bench_tensor *x, MPI_Datatype elem,
-                         unsigned char *dst, MPI_Request *req)
+                         unsigned char *dst, MPI_Request *req, MPI_Status *st)
 {
     const bench_model *m = c->m;
     if (x->split == SPLIT_REPLICATED) {
@@ -849,7 +852,7 @@ static int gather_tensor(const bench_ctx *c, const bench_tensor *x, MPI_Datatype
     }
     place_box(m, x, x->off, x->size, x->data, dst);
     if (nreq > 0) {
-        int w = MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE);
+        int w = MPI_Waitall(nreq, req, st);
         if (mrc == MPI_SUCCESS)
             mrc = w;
     }
@@ -864,6 +867,7 @@ int bench_naive(const bench_ctx *c)
     uint64_t *begin = malloc((m->n ? m->n : 1) * sizeof *begin);
     hfdcp__entry *ent = calloc(m->n ? m->n : 1, sizeof *ent);
     MPI_Request *req = malloc((size_t)c->nranks * sizeof *req);
+    MPI_Status *st = malloc((size_t)c->nranks * sizeof *st);
     MPI_Datatype elem = MPI_DATATYPE_NULL;
     unsigned char *whole = NULL;
     char *hdr = NULL;
@@ -874,7 +878,7 @@ int bench_naive(const bench_ctx *c)
 
     snprintf(dir, sizeof dir, "%s/naive", c->dir);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (order == NULL || begin == NULL || ent == NULL || req == NULL)
+    if (order == NULL || begin == NULL || ent == NULL || req == NULL || st == NULL)
         err = 1;
     for (size_t k = 0; k < m->n && !err; k++)
         if ((uint64_t)m->t[k].shape[0] * (uint64_t)m->t[k].shape[1] > INT_MAX)
@@ -919,7 +923,7 @@ int bench_naive(const bench_ctx *c)
         goto done;
     }
     for (size_t k = 0; k < m->n && !err; k++)
-        if (gather_tensor(c, &m->t[k], elem, whole ? whole + begin[k] : NULL, req) !=
+        if (gather_tensor(c, &m->t[k], elem, whole ? whole + begin[k] : NULL, req, st) !=
             MPI_SUCCESS)
             err = 1;
     if (c->rank == 0 && !err) {
@@ -971,5 +975,6 @@ done:
     free(begin);
     free(ent);
     free(req);
+    free(st);
     return code;
 }
