@@ -5,7 +5,10 @@
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <errno.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <time.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -52,24 +55,75 @@ static const char *env_or(const char *name, const char *fallback)
     return v && *v ? v : fallback;
 }
 
+/* The defaults are compiled in by mpi_tests/CMakeLists.txt, so that a test
+ * run by hand from any directory finds what CTest would give it. */
 const char *hfdcp_test_fixtures(void)
 {
-    return env_or("HFDCP_FIXTURES", "../shared/fixtures");
+    return env_or("HFDCP_FIXTURES", HFDCP_TEST_FIXTURES_DIR);
 }
 
 const char *hfdcp_test_python(void)
 {
-    return env_or("HFDCP_PYTHON", "/usr/bin/python3");
+    return env_or("HFDCP_PYTHON", HFDCP_TEST_PYTHON);
 }
 
 const char *hfdcp_test_tool(void)
 {
-    return env_or("HFDCP_TOOL", "hfdcp");
+    return env_or("HFDCP_TOOL", HFDCP_TEST_TOOL);
 }
 
 const char *hfdcp_test_scripts(void)
 {
-    return env_or("HFDCP_TEST_SCRIPTS", "mpi_tests/scripts");
+    return env_or("HFDCP_TEST_SCRIPTS", HFDCP_TEST_SCRIPTS_DIR);
+}
+
+const char *hfdcp_test_launcher(int np)
+{
+    static char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' %s %d %s",
+             env_or("HFDCP_MPIEXEC", HFDCP_TEST_MPIEXEC),
+             HFDCP_TEST_NUMPROC_FLAG, np,
+             env_or("HFDCP_MPIEXEC_FLAGS", HFDCP_TEST_MPIEXEC_FLAGS));
+    return cmd;
+}
+
+int hfdcp_test_ranks_max(void)
+{
+    return atoi(HFDCP_TEST_RANKS_MAX); /* "" (no limit): 0 */
+}
+
+extern char **environ;
+
+/* The variables by which a launcher tells a process it is one rank of a
+ * job: Open MPI's (OMPI_, PMIX_, OPAL_, ORTE_) and Hydra's (PMI_, HYDI_,
+ * MPI_LOCAL...). */
+static bool launcher_variable(const char *e)
+{
+    static const char *prefixes[] = {"OMPI_", "PMIX_", "OPAL_", "ORTE_",
+                                     "PMI_", "HYDI_", "HYDRA_", "MPIR_",
+                                     "MPI_LOCALNRANKS", "MPI_LOCALRANKID"};
+    if (strncmp(e, "OMPI_ALLOW_RUN_AS_ROOT", 22) == 0)
+        return false;
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(e, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
+}
+
+void hfdcp_test_scrub_launcher(void)
+{
+    for (bool again = true; again;) {
+        again = false;
+        for (char **e = environ; *e; e++) {
+            if (!launcher_variable(*e))
+                continue;
+            char name[256];
+            snprintf(name, sizeof name, "%.*s", (int)strcspn(*e, "="), *e);
+            unsetenv(name);
+            again = true; /* environ changed under us: start over */
+            break;
+        }
+    }
 }
 
 unsigned char *hfdcp_test_read_file(const char *path, size_t *len)
@@ -172,9 +226,74 @@ static int make_dir(MPI_Comm comm, char *dir, size_t size, const char *name)
     return ok ? 0 : -1;
 }
 
+/* A watchdog on rank 0: every WATCH_PERIOD seconds of one case, a line
+ * saying which case runs and for how long.  A run that CTest's timeout
+ * stops then shows whether it was slow (cases ending, each slowly: ranks
+ * polling on too few cores) or hung (one case, never ending).  The thread
+ * makes no MPI call. */
+#define WATCH_PERIOD 30
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    const char *name; /* the running case, or NULL */
+    unsigned serial;  /* cases begun */
+    bool stop;
+} watch = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, false};
+
+static void *watchdog(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&watch.lock);
+    while (!watch.stop) {
+        unsigned serial = watch.serial;
+        struct timespec until;
+        int waited = 0, rc = 0;
+        while (!watch.stop && watch.serial == serial) {
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += WATCH_PERIOD;
+            rc = pthread_cond_timedwait(&watch.changed, &watch.lock, &until);
+            if (rc == ETIMEDOUT && watch.name != NULL &&
+                watch.serial == serial) {
+                waited += WATCH_PERIOD;
+                fprintf(stderr, "... %s still running after %d s\n",
+                        watch.name, waited);
+            }
+        }
+    }
+    pthread_mutex_unlock(&watch.lock);
+    return NULL;
+}
+
+static void watch_case(const char *name)
+{
+    pthread_mutex_lock(&watch.lock);
+    watch.name = name;
+    watch.serial++;
+    pthread_cond_signal(&watch.changed);
+    pthread_mutex_unlock(&watch.lock);
+}
+
+static void watch_stop(void)
+{
+    pthread_mutex_lock(&watch.lock);
+    watch.stop = true;
+    pthread_cond_signal(&watch.changed);
+    pthread_mutex_unlock(&watch.lock);
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
 int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
                     size_t n)
 {
+    pthread_t watcher;
+    bool watching = false;
     int size, passed = 0, failed = 0, skipped = 0;
     const char *only = argc > 1 ? argv[1] : NULL;
 
@@ -183,6 +302,8 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     /* Tests check statuses; MPI errors must come back, not abort. */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    if (world_rank == 0)
+        watching = pthread_create(&watcher, NULL, watchdog, NULL) == 0;
 
     for (size_t i = 0; i < n; i++) {
         char dir[512];
@@ -197,6 +318,8 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
             skipped++;
             continue;
         }
+        double began = now();
+        watch_case(cases[i].name);
         if (make_dir(MPI_COMM_WORLD, dir, sizeof dir, cases[i].name) != 0) {
             local = 2;
         } else {
@@ -208,8 +331,8 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
         MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
         MPI_Barrier(MPI_COMM_WORLD);
         if (world_rank == 0) {
-            printf("%s %s\n", any == 2 ? "FAIL" : any ? "skip" : "ok",
-                   cases[i].name);
+            printf("%s %s (%.1f s)\n", any == 2 ? "FAIL" : any ? "skip" : "ok",
+                   cases[i].name, now() - began);
             fflush(stdout);
             /* Keep a failed case's files for a post-mortem. */
             if (any != 2)
@@ -228,6 +351,10 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
         if (world_rank == 0)
             printf("FAIL: no case is named '%s'\n", only);
         failed++;
+    }
+    if (watching) {
+        watch_stop();
+        pthread_join(watcher, NULL);
     }
     if (world_rank == 0) {
         printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);

@@ -82,11 +82,29 @@ int hfdcp_test_status(const char *file, int line, const char *expr, int got,
     } while (0)
 #define T_OKCALL(expr) T_STATUS(expr, HFDCP_OK, NULL)
 
-/* Environment given by CTest (see mpi_tests/CMakeLists.txt). */
-const char *hfdcp_test_fixtures(void); /* ../shared/fixtures */
+/* Paths compiled in by mpi_tests/CMakeLists.txt; the variables HFDCP_FIXTURES,
+ * HFDCP_PYTHON, HFDCP_TOOL and HFDCP_TEST_SCRIPTS override them. */
+const char *hfdcp_test_fixtures(void); /* mpi_tests/fixtures */
 const char *hfdcp_test_python(void);   /* /usr/bin/python3 */
 const char *hfdcp_test_tool(void);     /* the hfdcp executable */
 const char *hfdcp_test_scripts(void);  /* mpi_tests/scripts */
+
+/* The command that starts an `np`-rank job of the MPI the tests were built
+ * with, to be followed by the program and its arguments: its launcher,
+ * number-of-processes flag and flags (Open MPI's --oversubscribe), as
+ * CMake found them (HFDCP_MPIEXEC and HFDCP_MPIEXEC_FLAGS override).
+ * A static buffer. */
+const char *hfdcp_test_launcher(int np);
+
+/* The largest rank count of this build's ordinary test runs
+ * (HFDCP_TEST_RANKS_MAX in CMake), or 0 for no limit: a case that would
+ * start a larger job of its own skips itself above it. */
+int hfdcp_test_ranks_max(void);
+
+/* Removes the launcher's variables from this process's environment, so
+ * that a program started from a test (a singleton, or a job of its own
+ * launcher) does not try to join the test's job. */
+void hfdcp_test_scrub_launcher(void);
 
 /* Whole-file helpers.  read returns a malloc'd buffer (NULL on error). */
 unsigned char *hfdcp_test_read_file(const char *path, size_t *len);

@@ -13,49 +13,19 @@
 
 #include "harness.h"
 
-extern char **environ;
-
-/* The nested mpirun must not see this test's launcher variables, or the
- * tool would try to join this job. */
-static void scrub_launcher_environment(void)
-{
-    static const char *prefixes[] = {"OMPI_", "PMIX_", "OPAL_", "ORTE_",
-                                     "PMI_",  "HYDRA_", "MPIR_"};
-    for (int again = 1; again;) {
-        again = 0;
-        for (char **e = environ; *e && !again; e++) {
-            for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
-                char name[256];
-                size_t n;
-                if (strncmp(*e, prefixes[i], strlen(prefixes[i])) != 0 ||
-                    strncmp(*e, "OMPI_ALLOW_RUN_AS_ROOT", 22) == 0)
-                    continue;
-                n = strcspn(*e, "=");
-                snprintf(name, sizeof name, "%.*s", (int)n, *e);
-                unsetenv(name);
-                again = 1; /* environ changed under us: start over */
-                break;
-            }
-        }
-    }
-}
-
-/* Runs `mpirun -np NP hfdcp consolidate ARGS` (NP 0: the tool alone);
+/* Runs `hfdcp consolidate ARGS` on NP ranks (hfdcp_test_launcher) (NP 0: the tool alone);
  * returns its exit status, stdout and stderr in *out. */
 static int consolidate(int np, const char *args, char **out)
 {
     static int scrubbed;
     char cmd[8192];
-    const char *mpirun =
-        getenv("HFDCP_MPIEXEC") ? getenv("HFDCP_MPIEXEC") : "mpirun";
     if (!scrubbed) {
-        scrub_launcher_environment();
+        hfdcp_test_scrub_launcher();
         scrubbed = 1;
     }
     if (np > 0)
-        snprintf(cmd, sizeof cmd,
-                 "%s -np %d --oversubscribe %s consolidate %s 2>&1", mpirun,
-                 np, hfdcp_test_tool(), args);
+        snprintf(cmd, sizeof cmd, "%s %s consolidate %s 2>&1",
+                 hfdcp_test_launcher(np), hfdcp_test_tool(), args);
     else
         snprintf(cmd, sizeof cmd, "%s consolidate %s 2>&1", hfdcp_test_tool(),
                  args);

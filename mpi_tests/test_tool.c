@@ -12,33 +12,6 @@
 
 #include "harness.h"
 
-extern char **environ;
-
-/* The tool is started as a separate MPI program (a singleton): it must not
- * see this test's launcher variables, or it would try to join this job. */
-static void scrub_launcher_environment(void)
-{
-    static const char *prefixes[] = {"OMPI_", "PMIX_", "OPAL_", "ORTE_", "PMI_", "HYDRA_", "MPIR_"};
-    for (int again = 1; again;) {
-        again = 0;
-        for (char **e = environ; *e; e++) {
-            for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
-                if (strncmp(*e, prefixes[i], strlen(prefixes[i])) != 0 ||
-                    strncmp(*e, "OMPI_ALLOW_RUN_AS_ROOT", 22) == 0)
-                    continue;
-                char name[256];
-                size_t n = strcspn(*e, "=");
-                snprintf(name, sizeof name, "%.*s", (int)n, *e);
-                unsetenv(name);
-                again = 1; /* environ changed under us: start over */
-                break;
-            }
-            if (again)
-                break;
-        }
-    }
-}
-
 /* Runs `hfdcp ARGS` and returns its exit status (-1 if killed by a
  * signal); stdout in *out (malloc'd). */
 static int tool(const char *args, char **out)
@@ -46,7 +19,7 @@ static int tool(const char *args, char **out)
     char cmd[4096];
     static int scrubbed;
     if (!scrubbed) {
-        scrub_launcher_environment();
+        hfdcp_test_scrub_launcher();
         scrubbed = 1;
     }
     snprintf(cmd, sizeof cmd, "%s %s 2>&1", hfdcp_test_tool(), args);

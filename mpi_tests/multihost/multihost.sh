@@ -31,8 +31,9 @@
 # Namespaces and files are removed on exit, also on failure or a signal.
 set -u
 
-check=${1:?usage: multihost.sh MULTIHOST_CHECK HFDCP_TOOL}
-tool=${2:?usage: multihost.sh MULTIHOST_CHECK HFDCP_TOOL}
+check=${1:?usage: multihost.sh MULTIHOST_CHECK HFDCP_TOOL [MPIEXEC]}
+tool=${2:?usage: multihost.sh MULTIHOST_CHECK HFDCP_TOOL [MPIEXEC]}
+mpirun=${3:-mpirun} # the launcher of the MPI the programs were built with
 here=$(cd "$(dirname "$0")" && pwd)
 agent=$here/netns_rsh.sh
 per_run_timeout=90 # five runs stay under the CTest TIMEOUT (480)
@@ -49,8 +50,9 @@ fail() {
 [ "$(uname -s)" = Linux ] || skip "network namespaces need Linux"
 [ "$(id -u)" = 0 ] || skip "needs root to create network namespaces (ip netns add)"
 command -v ip >/dev/null 2>&1 || skip "no 'ip' command (apt-get install iproute2)"
-command -v mpirun >/dev/null 2>&1 || skip "no mpirun"
-mpirun --version 2>&1 | grep -q "Open MPI" || skip "needs Open MPI's mpirun (it uses plm_rsh_agent)"
+command -v "$mpirun" >/dev/null 2>&1 || skip "no $mpirun"
+"$mpirun" --version 2>&1 | grep -q "Open MPI" ||
+  skip "needs Open MPI's launcher (it enters the namespaces through plm_rsh_agent); $mpirun is not"
 [ -x "$check" ] || fail "no program $check"
 [ -x "$tool" ] || fail "no program $tool"
 
@@ -115,7 +117,7 @@ run() {
     local out=$work/$name.out
     echo "multihost: == $name: mpirun $*"
     timeout -k 10 "$per_run_timeout" ip netns exec "$ns_a" \
-        mpirun --hostfile "$work/hostfile" \
+        "$mpirun" --hostfile "$work/hostfile" \
         --mca plm_rsh_agent "$agent" \
         --mca oob_tcp_if_include 10.77.0.0/24 \
         --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 \
@@ -185,7 +187,7 @@ mkdir -p "$work/private"
 echo "multihost: == unshared: save into a directory host $host_b does not share"
 HFDCP_MH_PRIVATE="$host_b=$work/private" timeout -k 10 "$per_run_timeout" \
     ip netns exec "$ns_a" \
-    mpirun --hostfile "$work/hostfile" --mca plm_rsh_agent "$agent" \
+    "$mpirun" --hostfile "$work/hostfile" --mca plm_rsh_agent "$agent" \
     --mca oob_tcp_if_include 10.77.0.0/24 \
     --mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 \
     -x HFDCP_MH_PRIVATE -np 4 --map-by slot "$check" save "$work/private/ckpt" \

@@ -18,6 +18,9 @@
 # Exit status 77: the Fortran example is not built (no Fortran bindings).
 set -euo pipefail
 mode=$1
+# The MPI the build used (CTest sets these; PATH's wrappers otherwise).
+mpicc=${HFDCP_MPICC:-mpicc}
+mpifort=${HFDCP_MPIFORT:-mpifort}
 
 if [ "$mode" = build ]; then
   build=$2 src=$3 work=$4
@@ -32,18 +35,20 @@ if [ "$mode" = build ]; then
   fi
   # find_package(hfdcp) [COMPONENTS Fortran]
   cmake -S "$src/examples" -B "$work/cmake" -DCMAKE_PREFIX_PATH="$work/prefix" \
+    -DMPI_C_COMPILER="$mpicc" -DMPI_Fortran_COMPILER="$mpifort" \
     -DHFDCP_EXAMPLES_FORTRAN=$fortran >"$work/cmake.log" 2>&1 ||
     { cat "$work/cmake.log"; exit 1; }
   cmake --build "$work/cmake" >>"$work/cmake.log" 2>&1 || { cat "$work/cmake.log"; exit 1; }
   # pkg-config, compiled with the MPI compiler wrappers
   export PKG_CONFIG_PATH="$libdir/pkgconfig"
-  mpicc -std=c11 -o "$work/pc/c_trainer" "$src/examples/c_trainer.c" \
+  "$mpicc" -std=c11 -o "$work/pc/c_trainer" "$src/examples/c_trainer.c" \
     $(pkg-config --cflags --libs hfdcp) -lm
   if [ $fortran = ON ]; then
     test -x "$work/cmake/fortran_trainer"
-    (cd "$work/pc" && mpifort -o fortran_trainer "$src/examples/fortran_trainer.f90" \
+    (cd "$work/pc" && "$mpifort" -o fortran_trainer "$src/examples/fortran_trainer.f90" \
       $(pkg-config --cflags --libs hfdcp-fortran))
   fi
+  bash "$src/mpi_tests/scripts/one_mpi_check.sh" "$work"/cmake/*_trainer "$work"/pc/*_trainer
   echo "examples built against $work/prefix: find_package and pkg-config (Fortran: $fortran)"
   exit 0
 fi
@@ -59,7 +64,8 @@ run=$work/run-$lang-np$np
 rm -rf "$run"
 mkdir -p "$run"
 fail() { echo "FAIL: $*"; exit 1; }
-mpirun_() { "$mpiexec" -n "$1" --oversubscribe "${@:2}"; }
+# HFDCP_MPIEXEC_FLAGS: the launcher's flags (e.g. Open MPI's --oversubscribe)
+mpirun_() { "$mpiexec" -n "$1" ${HFDCP_MPIEXEC_FLAGS:-} "${@:2}"; }
 
 # 1. Uninterrupted.
 mpirun_ "$np" "$work/cmake/${lang}_trainer" "$run/ref" >"$run/ref.log" 2>&1 ||
