@@ -349,11 +349,16 @@ int main(int argc, char **argv)
         if (step % every == 0 || step == steps)
             save(&m, dir, step);
         if (step == kill_at) {
+            /* Rank 0 alone aborts, once it has said so: a rank aborting
+             * first could have the launcher kill rank 0 before its line
+             * is out (MPICH's Hydra does). */
+            MPI_Barrier(MPI_COMM_WORLD);
             if (m.world_rank == 0) {
                 printf("c_trainer: killed after step %d\n", step);
                 fflush(stdout);
+                MPI_Abort(MPI_COMM_WORLD, 3);
             }
-            MPI_Abort(MPI_COMM_WORLD, 3);
+            MPI_Barrier(MPI_COMM_WORLD); /* never returns */
         }
     }
     for (int l = 0; l < NLAYER; l++) {

@@ -108,11 +108,14 @@ program fortran_trainer
           step, " loss ", loss
      if (mod(step, every) == 0 .or. step == steps) call save(step)
      if (step == kill_at) then
+        ! Rank 0 alone aborts, once it has said so (see c_trainer.c).
+        call MPI_Barrier(MPI_COMM_WORLD)
         if (world_rank == 0) then
            write (*, '(a, i0)') "fortran_trainer: killed after step ", step
            flush (6)
+           call MPI_Abort(MPI_COMM_WORLD, 3)
         end if
-        call MPI_Abort(MPI_COMM_WORLD, 3)
+        call MPI_Barrier(MPI_COMM_WORLD)
      end if
   end do
   call MPI_Comm_free(tp_comm)

@@ -1264,14 +1264,20 @@ static int index_should_write_what_python_writes(MPI_Comm comm, const char *dir)
     char *files[] = {"model-00001-of-00002.safetensors", "f\xC3\xA9.safetensors", "a b",
                      "model-00002-of-00002.safetensors", "x"};
     hfdcp__index ix = {UINT64_C(9007199254740992), 5, names, files}, back;
-    char *out, *path, *args, *got = NULL;
+    char *out, *path, *args, *got = NULL, *mine;
     size_t len;
+    /* Every rank runs this case alone: each in a directory of its own, or
+     * one rank's second file replaces another's first before its oracle
+     * reads it. */
+    mine = hfdcp__asprintf("%s/rank%d", dir, hfdcp_test_rank());
+    T_CHECK(mine != NULL && mkdir(mine, 0700) == 0);
     (void)comm;
     T_OKCALL(hfdcp__index_serialize(&ix, &out, &len));
     T_CHECK(strlen(out) == len);
     T_CHECK(strstr(out, "    \"\\u00e9t\\u00e9\": \"model-00001-of-00002.safetensors\",\n") != NULL);
     T_CHECK(strstr(out, "\"\\ud83d\\ude00\"") != NULL && strstr(out, "\"tab\\t\\u0001\\u007f\"") != NULL);
-    path = hfdcp__path_join(dir, HFDCP_INDEX_NAME);
+    path = hfdcp__path_join(mine, HFDCP_INDEX_NAME);
+    free(mine);
     T_CHECK(hfdcp_test_write_file(path, out, len) == 0);
     args = hfdcp__asprintf("index '%s'", path);
     T_CHECK(oracle(args, &got) == 0 && got != NULL);
