@@ -126,6 +126,39 @@ void hfdcp_test_scrub_launcher(void)
     }
 }
 
+int hfdcp_test_comm_rank(MPI_Comm comm)
+{
+    int r = -1;
+    MPI_Comm_rank(comm, &r);
+    return r;
+}
+
+int hfdcp_test_comm_size(MPI_Comm comm)
+{
+    int s = 0;
+    MPI_Comm_size(comm, &s);
+    return s;
+}
+
+bool hfdcp_test_all_ok(MPI_Comm comm, bool ok)
+{
+    int mine = ok, all = 0;
+    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
+    return all != 0;
+}
+
+bool hfdcp_test_same_message(MPI_Comm comm)
+{
+    char mine[1024], r0[1024];
+    snprintf(mine, sizeof mine, "%s", hfdcp_last_error());
+    memcpy(r0, mine, sizeof r0);
+    MPI_Bcast(r0, (int)sizeof r0, MPI_CHAR, 0, comm);
+    if (strcmp(mine, r0) != 0)
+        fprintf(stderr, "[rank %d] message \"%s\", rank 0's \"%s\"\n",
+                world_rank, mine, r0);
+    return hfdcp_test_all_ok(comm, strcmp(mine, r0) == 0);
+}
+
 unsigned char *hfdcp_test_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -191,6 +224,22 @@ int hfdcp_test_run(const char *cmd, char **out)
     if (st == -1)
         return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+uint64_t hfdcp_test_seed_of(const char *name)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const unsigned char *s = (const unsigned char *)name; *s; s++) {
+        h ^= *s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+uint8_t hfdcp_test_byte_at(uint64_t seed, uint64_t b)
+{
+    return (uint8_t)((((b * 0x9E3779B97F4A7C15ull) ^ seed) *
+                      0xBF58476D1CE4E5B9ull) >> 56);
 }
 
 uint64_t hfdcp_test_rand(uint64_t *state)

@@ -28,6 +28,7 @@
 #ifndef HFDCP_TEST_HARNESS_H
 #define HFDCP_TEST_HARNESS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,15 @@ int hfdcp_test_ranks_max(void);
  * launcher) does not try to join the test's job. */
 void hfdcp_test_scrub_launcher(void);
 
+/* Collective helpers of the test cases.  hfdcp_test_all_ok: true on every
+ * rank iff `ok` on every rank.  hfdcp_test_same_message: true on every
+ * rank iff every rank's hfdcp_last_error() is rank 0's (a differing one
+ * is printed). */
+int hfdcp_test_comm_rank(MPI_Comm comm);
+int hfdcp_test_comm_size(MPI_Comm comm);
+bool hfdcp_test_all_ok(MPI_Comm comm, bool ok);
+bool hfdcp_test_same_message(MPI_Comm comm);
+
 /* Whole-file helpers.  read returns a malloc'd buffer (NULL on error). */
 unsigned char *hfdcp_test_read_file(const char *path, size_t *len);
 int hfdcp_test_write_file(const char *path, const void *data, size_t len);
@@ -113,6 +123,12 @@ int hfdcp_test_write_file(const char *path, const void *data, size_t len);
 /* Runs a shell command (on the calling rank only), capturing stdout into
  * a malloc'd string (may be NULL).  Returns the exit status, or -1. */
 int hfdcp_test_run(const char *cmd, char **out);
+
+/* Tensor contents as a formula, so that any box can be generated or
+ * checked anywhere: byte b (global byte index in the row-major tensor) of
+ * the tensor named `name` is hfdcp_test_byte_at(hfdcp_test_seed_of(name), b). */
+uint64_t hfdcp_test_seed_of(const char *name);
+uint8_t hfdcp_test_byte_at(uint64_t seed, uint64_t b);
 
 /* Deterministic pseudo-random numbers (splitmix64). */
 uint64_t hfdcp_test_rand(uint64_t *state);

@@ -17,7 +17,7 @@
  * Tensors are a few KB and each case makes few commits: under MPICH, 16
  * ranks on 2 cores poll, and every collective costs tens of milliseconds.
  * Tensor bytes come from a formula of the name and the global byte index
- * (as in test_writer.c), so any box can be generated or checked anywhere.
+ * (hfdcp_test_byte_at), so any box can be generated or checked anywhere.
  * Every check whose outcome could differ between ranks is agreed before
  * anyone returns, so a library that disagrees fails the case instead of
  * hanging it.
@@ -26,24 +26,6 @@
 #include <inttypes.h>
 
 #include "harness.h"
-
-/* ---- content (the formula of test_writer.c) ---- */
-
-static uint64_t seed_of(const char *name)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (const unsigned char *s = (const unsigned char *)name; *s; s++) {
-        h ^= *s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static uint8_t byte_at(uint64_t seed, uint64_t b)
-{
-    return (uint8_t)((((b * 0x9E3779B97F4A7C15ull) ^ seed) *
-                      0xBF58476D1CE4E5B9ull) >> 56);
-}
 
 /* ---- tensors and decompositions: at most one box per rank ---- */
 
@@ -109,12 +91,12 @@ static uint64_t box_bytes(const tspec *t, const int64_t *size)
 static void fill_box(uint8_t *buf, const tspec *t, const int64_t *off,
                      const int64_t *size)
 {
-    uint64_t seed = seed_of(t->name), mem = 0;
+    uint64_t seed = hfdcp_test_seed_of(t->name), mem = 0;
     uint64_t es = (uint64_t)hfdcp_dtype_bits(t->dtype) / 8;
 
     if (t->ndim == 0) {
         for (uint64_t k = 0; k < es; k++)
-            buf[k] = byte_at(seed, k);
+            buf[k] = hfdcp_test_byte_at(seed, k);
         return;
     }
     int64_t rows = t->ndim == 2 ? size[0] : 1, r0 = t->ndim == 2 ? off[0] : 0;
@@ -123,7 +105,7 @@ static void fill_box(uint8_t *buf, const tspec *t, const int64_t *off,
     for (int64_t r = 0; r < rows; r++) {
         uint64_t gb = ((uint64_t)(r0 + r) * (uint64_t)cols + (uint64_t)c0) * es;
         for (uint64_t k = 0; k < run; k++)
-            buf[mem + k] = byte_at(seed, gb + k);
+            buf[mem + k] = hfdcp_test_byte_at(seed, gb + k);
         mem += run;
     }
 }
@@ -177,49 +159,14 @@ static bool box_of(const tspec *t, int kind, int r, int P, int64_t *off,
 
 /* ---- collective helpers ---- */
 
-static int comm_rank(MPI_Comm comm)
-{
-    int r;
-    MPI_Comm_rank(comm, &r);
-    return r;
-}
-
-static int comm_size(MPI_Comm comm)
-{
-    int s;
-    MPI_Comm_size(comm, &s);
-    return s;
-}
-
-/* True on every rank iff `ok` on every rank. */
-static bool all_ok(MPI_Comm comm, bool ok)
-{
-    int mine = ok, all = 0;
-    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
-    return all != 0;
-}
-
-/* True iff every rank has rank 0's last error message. */
-static bool same_message(MPI_Comm comm)
-{
-    char mine[1024], r0[1024];
-    snprintf(mine, sizeof mine, "%s", hfdcp_last_error());
-    memcpy(r0, mine, sizeof r0);
-    MPI_Bcast(r0, (int)sizeof r0, MPI_CHAR, 0, comm);
-    if (strcmp(mine, r0) != 0)
-        fprintf(stderr, "[rank %d] message \"%s\", rank 0's \"%s\"\n",
-                comm_rank(comm), mine, r0);
-    return all_ok(comm, strcmp(mine, r0) == 0);
-}
-
 /* A collective call's status `rc` on every rank: HFDCP_OK everywhere
  * (the message of any failing rank printed).  Agreed. */
 static bool agreed_ok(MPI_Comm comm, int rc, const char *what)
 {
     if (rc != HFDCP_OK)
-        fprintf(stderr, "[rank %d] %s: %s: %s\n", comm_rank(comm), what,
+        fprintf(stderr, "[rank %d] %s: %s: %s\n", hfdcp_test_comm_rank(comm), what,
                 hfdcp_status_name(rc), hfdcp_last_error());
-    return all_ok(comm, rc == HFDCP_OK);
+    return hfdcp_test_all_ok(comm, rc == HFDCP_OK);
 }
 
 /* A failed collective call: the minimum and the maximum of `rc` over the
@@ -229,7 +176,7 @@ static bool agreed_ok(MPI_Comm comm, int rc, const char *what)
 static int agreed_failure(MPI_Comm comm, const char *what, int rc, int want,
                           const char *s1, const char *s2)
 {
-    int lo, hi, rank = comm_rank(comm);
+    int lo, hi, rank = hfdcp_test_comm_rank(comm);
     bool ok;
     char msg[1024];
 
@@ -248,8 +195,8 @@ static int agreed_failure(MPI_Comm comm, const char *what, int rc, int want,
                 what, msg, s1 && strstr(msg, s1) == NULL ? s1 : s2);
         ok = false;
     }
-    ok = same_message(comm) && ok;
-    return all_ok(comm, ok) ? T_OK : 1;
+    ok = hfdcp_test_same_message(comm) && ok;
+    return hfdcp_test_all_ok(comm, ok) ? T_OK : 1;
 }
 
 /* Rank 0: `path` holds nothing at all, or does not exist (so no index,
@@ -257,7 +204,7 @@ static int agreed_failure(MPI_Comm comm, const char *what, int rc, int want,
 static bool nothing_in(MPI_Comm comm, const char *path)
 {
     int bad = 0;
-    if (comm_rank(comm) == 0) {
+    if (hfdcp_test_comm_rank(comm) == 0) {
         DIR *d = opendir(path);
         struct dirent *e;
         while (d != NULL && (e = readdir(d)) != NULL) {
@@ -281,7 +228,7 @@ static bool nothing_in(MPI_Comm comm, const char *path)
 static int save(MPI_Comm comm, const char *path, const tspec *ts, size_t nt,
                 const hfdcp_save_options *o)
 {
-    int rank = comm_rank(comm), P = comm_size(comm), rc;
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm), rc;
     uint8_t *bufs[NT] = {0};
     hfdcp_writer *w = NULL;
 
@@ -349,7 +296,7 @@ static bool catalog_ok(const hfdcp_reader *r, const tspec *ts)
  * compares every byte with the formula's.  Agreed. */
 static int load_check(MPI_Comm comm, const char *path, const tspec *ts)
 {
-    int rank = comm_rank(comm), P = comm_size(comm), rc;
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm), rc;
     hfdcp_reader *r = NULL;
     req_t q[NT + 1];
     size_t nq = requests(ts, rank, P, q);
@@ -383,7 +330,7 @@ static int load_check(MPI_Comm comm, const char *path, const tspec *ts)
     hfdcp_reader_free(r);
     for (size_t k = 0; k < nq; k++)
         free(q[k].dest);
-    return all_ok(comm, ok) ? T_OK : 1;
+    return hfdcp_test_all_ok(comm, ok) ? T_OK : 1;
 }
 
 /* ---- the files, read with plain stdio ---- */
@@ -610,10 +557,10 @@ static int ranks_should_round_trip_rows_columns_blocks_and_replicas(
     tspec ts[NT];
     char path[600];
 
-    model(ts, comm_size(comm));
+    model(ts, hfdcp_test_comm_size(comm));
     snprintf(path, sizeof path, "%s/ckpt", dir);
     T_CHECK(agreed_ok(comm, save(comm, path, ts, NT, NULL), "save"));
-    T_CHECK(all_ok(comm, comm_rank(comm) != 0 ||
+    T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
                              direct_files_hold(path, ts) == T_OK));
     T_CHECK(load_check(comm, path, ts) == T_OK);
     return T_OK;
@@ -629,7 +576,7 @@ static int ranks_should_consolidate_a_sharded_save_into_the_direct_files(
     tspec ts[NT2];
     char direct[600], shards[600], out[600];
     hfdcp_save_options o;
-    int P = comm_size(comm);
+    int P = hfdcp_test_comm_size(comm);
 
     model2(ts);
     snprintf(direct, sizeof direct, "%s/direct", dir);
@@ -641,7 +588,7 @@ static int ranks_should_consolidate_a_sharded_save_into_the_direct_files(
     o.consolidated_output_path = out;
     T_CHECK(agreed_ok(comm, save(comm, shards, ts, NT2, &o),
                       "sharded save"));
-    T_CHECK(all_ok(comm, comm_rank(comm) != 0 ||
+    T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
                              consolidated_ok(direct, shards, out, ts, P) ==
                                  T_OK));
     return T_OK;
@@ -711,7 +658,7 @@ static void out_of_bounds(hfdcp_writer *w, int rank, int P,
 static int commit_plan(MPI_Comm comm, const char *path, setup_fn setup,
                        const hfdcp_save_options *o)
 {
-    int rank = comm_rank(comm), P = comm_size(comm), rc;
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm), rc;
     int64_t gs[2] = {P, 3}, go[2] = {rank, 0}, gz[2] = {1, 3};
     hfdcp_writer *w = NULL;
     float data[64];
@@ -736,7 +683,7 @@ static int refused(MPI_Comm comm, const char *path, const char *what, int rc,
     if (!nothing_in(comm, path))
         bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: files left in %s",
                               what, path);
-    return all_ok(comm, bad == 0) ? T_OK : 1;
+    return hfdcp_test_all_ok(comm, bad == 0) ? T_OK : 1;
 }
 
 /* After the failures, the model saves into the same directory: its file
@@ -746,9 +693,9 @@ static int good_afterwards(MPI_Comm comm, const char *path)
 {
     tspec ts[NT];
 
-    model(ts, comm_size(comm));
+    model(ts, hfdcp_test_comm_size(comm));
     T_CHECK(agreed_ok(comm, save(comm, path, ts, NT, NULL), "good save"));
-    T_CHECK(all_ok(comm, comm_rank(comm) != 0 ||
+    T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
                              direct_files_hold(path, ts) == T_OK));
     return T_OK;
 }
@@ -757,7 +704,7 @@ static int good_afterwards(MPI_Comm comm, const char *path)
 static int ranks_should_agree_on_a_dtype_or_shape_disagreement(
     MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm), rc;
+    int P = hfdcp_test_comm_size(comm), rc;
     char path[600], want[160];
 
     snprintf(path, sizeof path, "%s/ckpt", dir);
@@ -780,7 +727,7 @@ static int ranks_should_agree_on_a_dtype_or_shape_disagreement(
 static int ranks_should_agree_on_a_hole_or_an_overlap(MPI_Comm comm,
                                                       const char *dir)
 {
-    int P = comm_size(comm), rc;
+    int P = hfdcp_test_comm_size(comm), rc;
     char path[600], want[200];
 
     snprintf(path, sizeof path, "%s/ckpt", dir);
@@ -807,7 +754,7 @@ static int ranks_should_agree_on_a_hole_or_an_overlap(MPI_Comm comm,
 static int ranks_should_agree_when_one_rank_fails_locally(MPI_Comm comm,
                                                           const char *dir)
 {
-    int P = comm_size(comm), rank = comm_rank(comm), rc;
+    int P = hfdcp_test_comm_size(comm), rank = hfdcp_test_comm_rank(comm), rc;
     char path[600], other[600], want[1600], file[120];
     hfdcp_save_options o;
 
@@ -853,7 +800,7 @@ static int bad_load(MPI_Comm comm, hfdcp_reader *r, const tspec *t,
                     const char *name, hfdcp_dtype dtype, int want,
                     const char *why, uint8_t *buf)
 {
-    int rank = comm_rank(comm), P = comm_size(comm), rc = HFDCP_OK;
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm), rc = HFDCP_OK;
     int64_t off[2], size[2];
     char s1[160];
     bool ok;
@@ -872,7 +819,7 @@ static int bad_load(MPI_Comm comm, hfdcp_reader *r, const tspec *t,
     rc = hfdcp_reader_load(r);
     snprintf(s1, sizeof s1, "rank %d: request for tensor '%s'", P - 1, name);
     ok = agreed_failure(comm, name, rc, want, s1, why) == T_OK && ok;
-    return all_ok(comm, ok) ? T_OK : 1;
+    return hfdcp_test_all_ok(comm, ok) ? T_OK : 1;
 }
 
 /* The last rank alone asks for a tensor that does not exist, then for a
@@ -881,7 +828,7 @@ static int bad_load(MPI_Comm comm, hfdcp_reader *r, const tspec *t,
 static int ranks_should_agree_when_one_rank_loads_badly(MPI_Comm comm,
                                                         const char *dir)
 {
-    int rank = comm_rank(comm), P = comm_size(comm);
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
     tspec ts[NT];
     char path[600];
     hfdcp_reader *r = NULL;
@@ -897,7 +844,7 @@ static int ranks_should_agree_when_one_rank_loads_badly(MPI_Comm comm,
     box_of(&ts[0], ROWS, rank, P, off, size);
     buf = malloc(box_bytes(&ts[0], size) + 1);
     want = malloc(box_bytes(&ts[0], size) + 1);
-    T_CHECK(all_ok(comm, buf != NULL && want != NULL));
+    T_CHECK(hfdcp_test_all_ok(comm, buf != NULL && want != NULL));
     ok = bad_load(comm, r, &ts[0], "no.such.tensor", HFDCP_F32,
                   HFDCP_ERR_NOT_FOUND, "no such tensor", buf) == T_OK;
     ok = bad_load(comm, r, &ts[0], ts[0].name, HFDCP_I32,
@@ -917,7 +864,7 @@ static int ranks_should_agree_when_one_rank_loads_badly(MPI_Comm comm,
     hfdcp_reader_free(r);
     free(buf);
     free(want);
-    T_CHECK(all_ok(comm, ok));
+    T_CHECK(hfdcp_test_all_ok(comm, ok));
     return T_OK;
 }
 

@@ -27,23 +27,7 @@
 
 #define MAXD 6
 
-/* ---- content (the formula of test_writer.c and the Python scripts) ---- */
-
-static uint64_t seed_of(const char *name)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (const unsigned char *s = (const unsigned char *)name; *s; s++) {
-        h ^= *s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static uint8_t byte_at(uint64_t seed, uint64_t b)
-{
-    return (uint8_t)((((b * 0x9E3779B97F4A7C15ull) ^ seed) *
-                      0xBF58476D1CE4E5B9ull) >> 56);
-}
+/* ---- content (hfdcp_test_byte_at, as the Python scripts compute it) ---- */
 
 /* The box [off, off+size) of a tensor, row-major and contiguous; rows of
  * sub-byte dtypes start and end on whole bytes. */
@@ -51,12 +35,12 @@ static void fill_box(uint8_t *buf, const char *name, int bits, int ndim,
                      const int64_t *shape, const int64_t *off,
                      const int64_t *size)
 {
-    uint64_t seed = seed_of(name), run, mem = 0;
+    uint64_t seed = hfdcp_test_seed_of(name), run, mem = 0;
     int64_t idx[MAXD] = {0};
 
     if (ndim == 0) {
         for (int k = 0; k < bits / 8; k++)
-            buf[k] = byte_at(seed, (uint64_t)k);
+            buf[k] = hfdcp_test_byte_at(seed, (uint64_t)k);
         return;
     }
     for (int d = 0; d < ndim; d++)
@@ -70,7 +54,7 @@ static void fill_box(uint8_t *buf, const char *name, int bits, int ndim,
         lin = lin * (uint64_t)shape[ndim - 1] + (uint64_t)off[ndim - 1];
         gb = lin * (uint64_t)bits / 8;
         for (uint64_t k = 0; k < run; k++)
-            buf[mem + k] = byte_at(seed, gb + k);
+            buf[mem + k] = hfdcp_test_byte_at(seed, gb + k);
         mem += run;
         int d = ndim - 2;
         while (d >= 0 && ++idx[d] == size[d])
@@ -163,42 +147,12 @@ static bool box_of(const tspec *t, int kind, int r, int P, int64_t *off,
 
 /* ---- collective helpers ---- */
 
-static int comm_rank(MPI_Comm comm)
-{
-    int r;
-    MPI_Comm_rank(comm, &r);
-    return r;
-}
-
-static int comm_size(MPI_Comm comm)
-{
-    int s;
-    MPI_Comm_size(comm, &s);
-    return s;
-}
-
-static bool all_ok(MPI_Comm comm, bool ok)
-{
-    int mine = ok, all = 0;
-    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
-    return all != 0;
-}
-
-static bool same_message(MPI_Comm comm)
-{
-    char mine[1024], r0[1024];
-    snprintf(mine, sizeof mine, "%s", hfdcp_last_error());
-    memcpy(r0, mine, sizeof r0);
-    MPI_Bcast(r0, (int)sizeof r0, MPI_CHAR, 0, comm);
-    return all_ok(comm, strcmp(mine, r0) == 0);
-}
-
 /* Saves the tensors (each rank its box of the save decomposition) with
  * options `o`; *status gets the commit's status. */
 static int save_specs(MPI_Comm comm, const char *path, const tspec *ts,
                       size_t nt, const hfdcp_save_options *o, int *status)
 {
-    int rank = comm_rank(comm), P = comm_size(comm);
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
     uint8_t **bufs = calloc(nt + 1, sizeof *bufs);
     hfdcp_writer *w = NULL;
 
@@ -234,7 +188,7 @@ static int save_specs(MPI_Comm comm, const char *path, const tspec *ts,
 static int load_check(MPI_Comm comm, const char *path, const tspec *ts,
                       size_t nt)
 {
-    int rank = comm_rank(comm), P = comm_size(comm);
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
     hfdcp_reader *r = NULL;
     uint8_t **dest = calloc(nt + 1, sizeof *dest);
     int64_t (*offs)[MAXD] = calloc(nt + 1, sizeof *offs);
@@ -295,7 +249,7 @@ static int load_check(MPI_Comm comm, const char *path, const tspec *ts,
     free(dest);
     free(offs);
     free(sizes);
-    return all_ok(comm, ok) ? T_OK : 1;
+    return hfdcp_test_all_ok(comm, ok) ? T_OK : 1;
 }
 
 /* Sorted names in a directory; -1 if it cannot be listed. */
@@ -346,7 +300,7 @@ static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
 {
     int bad = 0;
 
-    if (comm_rank(comm) == 0) {
+    if (hfdcp_test_comm_rank(comm) == 0) {
         char specp[700], cmd[2400], *out = NULL;
         snprintf(specp, sizeof specp, "%s/spec.json", dir);
         bad = write_spec(specp, ts, nt) != 0;
@@ -360,7 +314,7 @@ static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
         }
         free(out);
     }
-    return all_ok(comm, bad == 0);
+    return hfdcp_test_all_ok(comm, bad == 0);
 }
 
 /* Rank 0: the files of directories a and b are the same, byte for
@@ -429,7 +383,7 @@ static size_t model(tspec *ts, int P)
 static int sharded_should_write_shard_files_as_the_reference(MPI_Comm comm,
                                                             const char *dir)
 {
-    int P = comm_size(comm), rank = comm_rank(comm), st = -1;
+    int P = hfdcp_test_comm_size(comm), rank = hfdcp_test_comm_rank(comm), st = -1;
     tspec ts[HFDCP_DTYPE_COUNT + 8];
     size_t nt = model(ts, P);
     char path[600];
@@ -437,7 +391,7 @@ static int sharded_should_write_shard_files_as_the_reference(MPI_Comm comm,
 
     snprintf(path, sizeof path, "%s/ckpt", dir);
     T_OKCALL(save_specs(comm, path, ts, nt, &o, &st));
-    T_CHECKF(all_ok(comm, st == HFDCP_OK), "commit: %s", hfdcp_last_error());
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s", hfdcp_last_error());
     T_CHECK(python_ok(comm, dir, path, ts, nt));
     T_CHECK(load_check(comm, path, ts, nt) == T_OK);
     /* Another rank count: the first k ranks load what P ranks saved. */
@@ -449,7 +403,7 @@ static int sharded_should_write_shard_files_as_the_reference(MPI_Comm comm,
             bad = load_check(sub, path, ts, nt);
             MPI_Comm_free(&sub);
         }
-        T_CHECKF(all_ok(comm, bad == 0), "loading at %d ranks", k);
+        T_CHECKF(hfdcp_test_all_ok(comm, bad == 0), "loading at %d ranks", k);
     }
     return T_OK;
 }
@@ -459,7 +413,7 @@ static int sharded_should_write_shard_files_as_the_reference(MPI_Comm comm,
 static int sharded_should_name_files_by_rank_and_file_index(MPI_Comm comm,
                                                            const char *dir)
 {
-    int P = comm_size(comm), st = -1;
+    int P = hfdcp_test_comm_size(comm), st = -1;
     tspec ts[4];
     char path[600], names[32][256], want[64];
     int64_t m[2] = {2 * P, 6};
@@ -477,8 +431,8 @@ static int sharded_should_name_files_by_rank_and_file_index(MPI_Comm comm,
     snprintf(path, sizeof path, "%s/ckpt", dir);
     T_OKCALL(save_specs(comm, path, ts, 4, &o, &st));
     hfdcp_file_map_free(fm);
-    T_CHECKF(all_ok(comm, st == HFDCP_OK), "commit: %s", hfdcp_last_error());
-    if (comm_rank(comm) == 0) {
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s", hfdcp_last_error());
+    if (hfdcp_test_comm_rank(comm) == 0) {
         int n = list_dir(path, names, 32), of2 = 0;
         /* a and d: one file per rank; b (replicated): once; c: the last
          * rank's. */
@@ -519,9 +473,9 @@ static int refuse(MPI_Comm comm, const char *path, setup_fn setup, int want,
     for (int i = 0; i < 256; i++)
         data[i] = (float)i;
     T_OKCALL(hfdcp_writer_open(comm, path, &o, &w));
-    setup(w, comm_rank(comm), comm_size(comm), data);
+    setup(w, hfdcp_test_comm_rank(comm), hfdcp_test_comm_size(comm), data);
     T_STATUS(hfdcp_writer_commit(w), want, substr);
-    T_CHECKF(same_message(comm), "messages differ: %s", hfdcp_last_error());
+    T_CHECKF(hfdcp_test_same_message(comm), "messages differ: %s", hfdcp_last_error());
     hfdcp_writer_free(w);
     T_CHECKF(list_dir(path, names, 4) < 0, "%s was created", path);
     return T_OK;
@@ -575,7 +529,7 @@ static void two_chunks(hfdcp_writer *w, int rank, int P, float *data)
 static int sharded_should_refuse_bad_plans_identically_leaving_no_files(
     MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm);
+    int P = hfdcp_test_comm_size(comm);
     char path[600], want[128];
 
     snprintf(path, sizeof path, "%s/hole", dir);
@@ -600,7 +554,7 @@ static int sharded_should_refuse_bad_plans_identically_leaving_no_files(
 static int sharded_should_write_the_same_files_at_any_thread_count(
     MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm), st = -1;
+    int P = hfdcp_test_comm_size(comm), st = -1;
     tspec ts[HFDCP_DTYPE_COUNT + 8];
     size_t nt = model(ts, P);
     static const int counts[] = {0, 2, 4};
@@ -613,13 +567,13 @@ static int sharded_should_write_the_same_files_at_any_thread_count(
             snprintf(path, sizeof path, "%s/%s%d", dir,
                      sharded ? "sharded" : "direct", counts[k]);
             T_OKCALL(save_specs(comm, path, ts, nt, &o, &st));
-            T_CHECKF(all_ok(comm, st == HFDCP_OK), "commit: %s",
+            T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s",
                      hfdcp_last_error());
             if (k == 0)
                 continue;
             snprintf(ref, sizeof ref, "%s/%s0", dir,
                      sharded ? "sharded" : "direct");
-            T_CHECK(all_ok(comm, comm_rank(comm) != 0 ||
+            T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
                                      same_files(ref, path) == T_OK));
         }
     snprintf(path, sizeof path, "%s/sharded4", dir);
@@ -632,7 +586,7 @@ static int sharded_should_write_the_same_files_at_any_thread_count(
 static int sharded_should_agree_on_a_failed_write(MPI_Comm comm,
                                                   const char *dir)
 {
-    int P = comm_size(comm), rank = comm_rank(comm), st = -1;
+    int P = hfdcp_test_comm_size(comm), rank = hfdcp_test_comm_rank(comm), st = -1;
     tspec ts[3];
     char path[600], names[8][256], want[64];
     int64_t m[2] = {2 * P, 8};
@@ -646,16 +600,16 @@ static int sharded_should_agree_on_a_failed_write(MPI_Comm comm,
         hfdcp__writer_fault_file = 1;
     T_OKCALL(save_specs(comm, path, ts, 3, &o, &st));
     hfdcp__writer_fault_file = -1;
-    T_CHECKF(all_ok(comm, st == HFDCP_ERR_IO), "status %s: %s",
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_ERR_IO), "status %s: %s",
              hfdcp_status_name(st), hfdcp_last_error());
     snprintf(want, sizeof want, "on rank %d (test fault)", P - 1);
     T_CHECKF(strstr(hfdcp_last_error(), want) != NULL &&
                  strstr(hfdcp_last_error(), "model-00002-of-00003") != NULL,
              "message: %s", hfdcp_last_error());
-    T_CHECK(same_message(comm));
+    T_CHECK(hfdcp_test_same_message(comm));
     T_CHECKF(list_dir(path, names, 8) == 0, "%s holds %s", path, names[0]);
     T_OKCALL(save_specs(comm, path, ts, 3, &o, &st));
-    T_CHECK(all_ok(comm, st == HFDCP_OK));
+    T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
     T_CHECK(load_check(comm, path, ts, 3) == T_OK);
     return T_OK;
 }
@@ -665,7 +619,7 @@ static int sharded_should_agree_on_a_failed_write(MPI_Comm comm,
  * replaces the shards. */
 static int sharded_should_replace_stale_files(MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm), st = -1;
+    int P = hfdcp_test_comm_size(comm), st = -1;
     tspec ts[2];
     char path[600], p[800], names[32][256], want[64];
     int64_t m[2] = {2 * P, 5};
@@ -677,8 +631,8 @@ static int sharded_should_replace_stale_files(MPI_Comm comm, const char *dir)
     o.save_sharded = 0;
     o.max_shard_bytes = 1;
     T_OKCALL(save_specs(comm, path, ts, 2, &o, &st));
-    T_CHECK(all_ok(comm, st == HFDCP_OK));
-    if (comm_rank(comm) == 0) {
+    T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
+    if (hfdcp_test_comm_rank(comm) == 0) {
         static const char *junk[] = {
             "shard-00009-model-00001-of-00002.safetensors",
             ".hfdcp-tmp-0123456789abcdef-x.tmp",
@@ -692,8 +646,8 @@ static int sharded_should_replace_stale_files(MPI_Comm comm, const char *dir)
     MPI_Barrier(comm);
     o = sharded_opts(0, 0);
     T_OKCALL(save_specs(comm, path, ts, 2, &o, &st));
-    T_CHECK(all_ok(comm, st == HFDCP_OK));
-    if (comm_rank(comm) == 0) {
+    T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
+    if (hfdcp_test_comm_rank(comm) == 0) {
         T_CHECK(list_dir(path, names, 32) == P + 1);
         T_CHECK(strcmp(names[0], "notes.txt") == 0);
         for (int r = 0; r < P; r++) {
@@ -705,8 +659,8 @@ static int sharded_should_replace_stale_files(MPI_Comm comm, const char *dir)
     T_CHECK(load_check(comm, path, ts, 2) == T_OK);
     o.save_sharded = 0;
     T_OKCALL(save_specs(comm, path, ts, 2, &o, &st));
-    T_CHECK(all_ok(comm, st == HFDCP_OK));
-    if (comm_rank(comm) == 0) {
+    T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
+    if (hfdcp_test_comm_rank(comm) == 0) {
         T_CHECK(list_dir(path, names, 32) == 3);
         T_CHECK(strcmp(names[0], "model.safetensors") == 0 &&
                 strcmp(names[1], HFDCP_INDEX_NAME) == 0);
@@ -727,7 +681,7 @@ static int sharded_should_save_an_empty_checkpoint(MPI_Comm comm,
 
     snprintf(path, sizeof path, "%s/ckpt", dir);
     T_OKCALL(save_specs(comm, path, NULL, 0, &o, &st));
-    T_CHECK(all_ok(comm, st == HFDCP_OK));
+    T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
     T_CHECK(list_dir(path, names, 4) == 1 &&
             strcmp(names[0], "shard-00001-model-00001-of-00001.safetensors") ==
                 0);
@@ -743,7 +697,7 @@ static int sharded_should_save_an_empty_checkpoint(MPI_Comm comm,
 static int sharded_should_consolidate_into_a_direct_save(MPI_Comm comm,
                                                          const char *dir)
 {
-    int P = comm_size(comm), st = -1;
+    int P = hfdcp_test_comm_size(comm), st = -1;
     tspec ts[HFDCP_DTYPE_COUNT + 8];
     size_t nt = model(ts, P);
     char shards[600], out[600], direct[600];
@@ -756,15 +710,15 @@ static int sharded_should_consolidate_into_a_direct_save(MPI_Comm comm,
         o.consolidated_output_path = out;
         o.num_threads_consolidation = 2;
         T_OKCALL(save_specs(comm, shards, ts, nt, &o, &st));
-        T_CHECKF(all_ok(comm, st == HFDCP_OK), "commit: %s",
+        T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s",
                  hfdcp_last_error());
         T_CHECK(python_ok(comm, dir, shards, ts, nt));
         o.save_sharded = 0;
         o.consolidated_output_path = NULL;
         o.num_threads_consolidation = 0;
         T_OKCALL(save_specs(comm, direct, ts, nt, &o, &st));
-        T_CHECK(all_ok(comm, st == HFDCP_OK));
-        T_CHECK(all_ok(comm, comm_rank(comm) != 0 ||
+        T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
+        T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
                                  same_files(direct, out) == T_OK));
         T_CHECK(load_check(comm, out, ts, nt) == T_OK);
     }

@@ -32,22 +32,6 @@
 
 /* ---- content ---- */
 
-static uint64_t seed_of(const char *name)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (const unsigned char *s = (const unsigned char *)name; *s; s++) {
-        h ^= *s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static uint8_t byte_at(uint64_t seed, uint64_t b)
-{
-    return (uint8_t)((((b * 0x9E3779B97F4A7C15ull) ^ seed) *
-                      0xBF58476D1CE4E5B9ull) >> 56);
-}
-
 /* Fills `buf` with the box [off, off+size) of a tensor (row-major,
  * contiguous).  For sub-byte dtypes every row of the box starts and ends
  * on a whole byte. */
@@ -60,7 +44,7 @@ static void fill_box(uint8_t *buf, uint64_t seed, int bits, int ndim,
 
     if (ndim == 0) {
         for (int k = 0; k < bits / 8; k++)
-            buf[k] = byte_at(seed, (uint64_t)k);
+            buf[k] = hfdcp_test_byte_at(seed, (uint64_t)k);
         return;
     }
     for (int d = 0; d < ndim; d++)
@@ -74,7 +58,7 @@ static void fill_box(uint8_t *buf, uint64_t seed, int bits, int ndim,
         lin = lin * (uint64_t)shape[ndim - 1] + (uint64_t)off[ndim - 1];
         gb = lin * (uint64_t)bits / 8;
         for (uint64_t k = 0; k < run; k++)
-            buf[mem + k] = byte_at(seed, gb + k);
+            buf[mem + k] = hfdcp_test_byte_at(seed, gb + k);
         mem += run;
         int d = ndim - 2;
         while (d >= 0) {
@@ -248,38 +232,6 @@ static void spec(tspec *t, const char *name, hfdcp_dtype dt, int ndim,
 
 /* ---- collective helpers ---- */
 
-static int comm_rank(MPI_Comm comm)
-{
-    int r;
-    MPI_Comm_rank(comm, &r);
-    return r;
-}
-
-static int comm_size(MPI_Comm comm)
-{
-    int s;
-    MPI_Comm_size(comm, &s);
-    return s;
-}
-
-/* True on every rank iff `ok` on every rank. */
-static bool all_ok(MPI_Comm comm, bool ok)
-{
-    int mine = ok, all = 0;
-    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
-    return all != 0;
-}
-
-/* True iff every rank has the same last error message. */
-static bool same_message(MPI_Comm comm)
-{
-    char mine[1024], r0[1024];
-    snprintf(mine, sizeof mine, "%s", hfdcp_last_error());
-    memcpy(r0, mine, sizeof r0);
-    MPI_Bcast(r0, (int)sizeof r0, MPI_CHAR, 0, comm);
-    return all_ok(comm, strcmp(mine, r0) == 0);
-}
-
 /* Saves the tensors, each rank adding the boxes of the save decomposition
  * it holds.  *status gets the commit's status (HFDCP_OK expected unless
  * the caller says otherwise).  Returns T_OK unless the harness itself
@@ -288,7 +240,7 @@ static int save_specs(MPI_Comm comm, const char *path, const tspec *ts,
                       size_t nt, const hfdcp_save_options *o, uint64_t seed,
                       int *status)
 {
-    int rank = comm_rank(comm), P = comm_size(comm);
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
     hfdcp_writer *w = NULL;
     uint8_t **bufs = calloc(nt * 512 + 1, sizeof *bufs);
     size_t nb = 0;
@@ -312,7 +264,7 @@ static int save_specs(MPI_Comm comm, const char *path, const tspec *ts,
                 continue;
             uint64_t n = box_bytes(t->dtype, t->ndim, b->size);
             uint8_t *buf = malloc(n + 1);
-            fill_box(buf, seed_of(t->name), hfdcp_dtype_bits(t->dtype),
+            fill_box(buf, hfdcp_test_seed_of(t->name), hfdcp_dtype_bits(t->dtype),
                      t->ndim, t->shape, b->off, b->size);
             bufs[nb++] = buf;
             int arc = hfdcp_writer_add(w, t->name, t->dtype, t->ndim,
@@ -336,7 +288,7 @@ static int save_specs(MPI_Comm comm, const char *path, const tspec *ts,
 static int load_check(MPI_Comm comm, const char *path, const tspec *ts,
                       size_t nt, uint64_t seed)
 {
-    int rank = comm_rank(comm), P = comm_size(comm);
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
     hfdcp_reader *r = NULL;
     boxes_t *bx = malloc(sizeof *bx);
     typedef struct {
@@ -385,7 +337,7 @@ static int load_check(MPI_Comm comm, const char *path, const tspec *ts,
         const tspec *t = &ts[req[k].t];
         uint64_t n = box_bytes(t->dtype, t->ndim, req[k].b.size);
         uint8_t *want = malloc(n + 1);
-        fill_box(want, seed_of(t->name), hfdcp_dtype_bits(t->dtype), t->ndim,
+        fill_box(want, hfdcp_test_seed_of(t->name), hfdcp_dtype_bits(t->dtype), t->ndim,
                  t->shape, req[k].b.off, req[k].b.size);
         if (memcmp(want, req[k].dest, n) != 0) {
             char box[256];
@@ -402,7 +354,7 @@ static int load_check(MPI_Comm comm, const char *path, const tspec *ts,
         free(req[k].dest);
     free(req);
     free(bx);
-    return all_ok(comm, ok) ? T_OK : 1;
+    return hfdcp_test_all_ok(comm, ok) ? T_OK : 1;
 }
 
 /* Sorted names in a directory (without . and ..); -1 if it cannot be
@@ -522,7 +474,7 @@ static int check_files(const char *path, const tspec *ts, size_t nt,
             T_CHECKF(in_index, "%s: %s not indexed in this file", fn, e->name);
             uint8_t *want = malloc(e->end - e->begin + 1);
             int64_t zero[MAXD] = {0};
-            fill_box(want, seed_of(e->name), bits, e->ndim, e->shape, zero,
+            fill_box(want, hfdcp_test_seed_of(e->name), bits, e->ndim, e->shape, zero,
                      e->shape);
             T_CHECKF(memcmp(want, buf + at, e->end - e->begin) == 0,
                      "%s: %s has wrong bytes", fn, e->name);
@@ -548,7 +500,7 @@ static bool files_ok(MPI_Comm comm, const char *path, const tspec *ts,
                      size_t nt, int extra, int *n_files)
 {
     int bad = 0, nf = 0;
-    if (comm_rank(comm) == 0)
+    if (hfdcp_test_comm_rank(comm) == 0)
         bad = check_files(path, ts, nt, extra, &nf);
     MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
     MPI_Bcast(&nf, 1, MPI_INT, 0, comm);
@@ -564,7 +516,7 @@ static int round_trip(MPI_Comm comm, const char *path, const tspec *ts,
 {
     int st = HFDCP_ERR_INTERNAL;
     T_OKCALL(save_specs(comm, path, ts, nt, o, seed, &st));
-    T_CHECKF(all_ok(comm, st == HFDCP_OK), "commit: %s",
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s",
              hfdcp_last_error());
     T_CHECK(files_ok(comm, path, ts, nt, 0, n_files));
     T_CHECK(load_check(comm, path, ts, nt, seed) == T_OK);
@@ -575,7 +527,7 @@ static int round_trip(MPI_Comm comm, const char *path, const tspec *ts,
 
 static int writer_should_round_trip_every_dtype(MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm);
+    int P = hfdcp_test_comm_size(comm);
     tspec ts[2 * HFDCP_DTYPE_COUNT];
     char path[600], name[64];
     size_t n = 0;
@@ -619,7 +571,7 @@ static int writer_should_round_trip_scalars_empty_and_1d_to_5d(MPI_Comm comm,
 
 static int writer_should_round_trip_every_split(MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm);
+    int P = hfdcp_test_comm_size(comm);
     static const char *names[] = {"rows", "cols", "blocks", "repl",
                                   "one",  "last", "grid"};
     tspec ts[7 * 2];
@@ -685,7 +637,7 @@ static int writer_should_pass_a_seeded_property_test(MPI_Comm comm,
                                                      const char *dir)
 {
     char path[600];
-    int P = comm_size(comm);
+    int P = hfdcp_test_comm_size(comm);
 
     snprintf(path, sizeof path, "%s/ckpt", dir);
     for (uint64_t seed = 1; seed <= 40; seed++) {
@@ -766,8 +718,8 @@ static int numpy_check(MPI_Comm comm, const char *path, const char *specp,
     int st = HFDCP_ERR_INTERNAL, bad = 0;
 
     T_OKCALL(save_specs(comm, path, ts, n, o, 6, &st));
-    T_CHECK(all_ok(comm, st == HFDCP_OK));
-    if (comm_rank(comm) == 0) {
+    T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
+    if (hfdcp_test_comm_rank(comm) == 0) {
         char cmd[2048], *out = NULL;
         T_CHECK(write_spec(specp, ts, n) == 0);
         snprintf(cmd, sizeof cmd, "%s %s/writer_np_check.py %s %s 2>&1",
@@ -780,13 +732,13 @@ static int numpy_check(MPI_Comm comm, const char *path, const char *specp,
         }
         free(out);
     }
-    T_CHECK(all_ok(comm, bad == 0));
+    T_CHECK(hfdcp_test_all_ok(comm, bad == 0));
     return T_OK;
 }
 
 static int writer_should_pass_the_numpy_check(MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm);
+    int P = hfdcp_test_comm_size(comm);
     tspec ts[HFDCP_DTYPE_COUNT + 4];
     hfdcp_save_options o;
     MPI_Info info;
@@ -832,7 +784,7 @@ static int refuse(MPI_Comm comm, const char *path,
                   const hfdcp_save_options *o, setup_fn setup, int want,
                   const char *substr)
 {
-    int rank = comm_rank(comm), P = comm_size(comm);
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
     hfdcp_writer *w;
     float data[256];
     char names[8][256];
@@ -844,7 +796,7 @@ static int refuse(MPI_Comm comm, const char *path,
     T_OKCALL(hfdcp_writer_open(comm, path, o, &w));
     setup(w, rank, P, data);
     T_STATUS(hfdcp_writer_commit(w), want, substr);
-    T_CHECKF(same_message(comm), "messages differ: %s", hfdcp_last_error());
+    T_CHECKF(hfdcp_test_same_message(comm), "messages differ: %s", hfdcp_last_error());
     hfdcp_writer_free(w);
     int n = list_dir(path, names, 8);
     T_CHECKF(before > 0 || n <= 0, "%s holds %d files (%s)", path, n,
@@ -938,7 +890,7 @@ static int writer_should_refuse_bad_plans_identically_leaving_no_files(
     char path[600], file[600];
     hfdcp_save_options o;
     hfdcp_file_map *fm;
-    int P = comm_size(comm);
+    int P = hfdcp_test_comm_size(comm);
 
     snprintf(path, sizeof path, "%s/dtype", dir);
     T_OKCALL(refuse(comm, path, NULL, bad_dtype, HFDCP_ERR_PLAN,
@@ -970,7 +922,7 @@ static int writer_should_refuse_bad_plans_identically_leaving_no_files(
 
     /* Unwritable: the path goes through a regular file. */
     snprintf(file, sizeof file, "%s/plain-file", dir);
-    if (comm_rank(comm) == 0)
+    if (hfdcp_test_comm_rank(comm) == 0)
         T_CHECK(hfdcp_test_write_file(file, "x", 1) == 0);
     MPI_Barrier(comm);
     snprintf(path, sizeof path, "%s/plain-file/ckpt", dir);
@@ -980,7 +932,7 @@ static int writer_should_refuse_bad_plans_identically_leaving_no_files(
 
 static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
 {
-    int rank = comm_rank(comm), P = comm_size(comm);
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
     hfdcp_save_options o;
     hfdcp_writer *w = NULL;
     char path[600], other[600];
@@ -1019,7 +971,7 @@ static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
         T_STATUS(hfdcp_writer_open(comm, rank == P - 1 ? other : path, NULL,
                                    &w),
                  HFDCP_ERR_MISMATCH, "differs from rank 0's");
-        T_CHECK(same_message(comm));
+        T_CHECK(hfdcp_test_same_message(comm));
         hfdcp_save_options_init(&o);
         o.max_shard_bytes = rank == P - 1 ? 100 : 0;
         T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
@@ -1037,7 +989,7 @@ static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
         o.consolidated_output_path = rank == P - 1 ? other : dir;
         T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
                  "consolidated_output_path");
-        T_CHECK(same_message(comm));
+        T_CHECK(hfdcp_test_same_message(comm));
     }
 
     /* Local errors of add; the first is reported again by commit. */
@@ -1071,7 +1023,7 @@ static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
     T_STATUS(hfdcp_writer_add(w, "f4", HFDCP_F4, 2, f4s, f4o, f4z, data),
              HFDCP_ERR_UNSUPPORTED, "do not start and end on whole bytes");
     T_STATUS(hfdcp_writer_commit(w), HFDCP_ERR_ARG, "data is NULL");
-    T_CHECK(same_message(comm));
+    T_CHECK(hfdcp_test_same_message(comm));
     T_STATUS(hfdcp_writer_add(w, "y", HFDCP_F32, 1, &n, &z, &n, data),
              HFDCP_ERR_ARG, "already committed");
     T_STATUS(hfdcp_writer_commit(w), HFDCP_ERR_ARG, "already committed");
@@ -1088,7 +1040,7 @@ static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
 static int writer_should_replace_an_earlier_checkpoint_cleanly(MPI_Comm comm,
                                                                 const char *dir)
 {
-    int P = comm_size(comm), nf, st = HFDCP_ERR_INTERNAL;
+    int P = hfdcp_test_comm_size(comm), nf, st = HFDCP_ERR_INTERNAL;
     tspec ts[6];
     hfdcp_save_options o;
     char path[600], p[700], names[16][256];
@@ -1106,7 +1058,7 @@ static int writer_should_replace_an_earlier_checkpoint_cleanly(MPI_Comm comm,
     T_CHECK(nf == 3);
 
     /* Junk an earlier tool or a crash left, and a file of the user's. */
-    if (comm_rank(comm) == 0) {
+    if (hfdcp_test_comm_rank(comm) == 0) {
         static const char *junk[] = {
             "shard-00001-model-00001-of-00002.safetensors",
             "model.safetensors-00001-of-00009.safetensors",
@@ -1122,7 +1074,7 @@ static int writer_should_replace_an_earlier_checkpoint_cleanly(MPI_Comm comm,
 
     /* One file now: model.safetensors. */
     T_OKCALL(save_specs(comm, path, ts, 4, NULL, 8, &st));
-    T_CHECK(all_ok(comm, st == HFDCP_OK));
+    T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
     T_CHECK(files_ok(comm, path, ts, 4, 1, &nf));
     T_CHECK(nf == 1);
     T_CHECK(list_dir(path, names, 16) == 3);
@@ -1133,7 +1085,7 @@ static int writer_should_replace_an_earlier_checkpoint_cleanly(MPI_Comm comm,
 
     /* Two files again: model.safetensors goes. */
     T_OKCALL(save_specs(comm, path, ts + 2, 4, &o, 9, &st));
-    T_CHECK(all_ok(comm, st == HFDCP_OK));
+    T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
     T_CHECK(files_ok(comm, path, ts + 2, 4, 1, &nf));
     T_CHECK(nf == 2);
     T_CHECK(list_dir(path, names, 16) == 4);
@@ -1150,7 +1102,7 @@ static int writer_should_replace_an_earlier_checkpoint_cleanly(MPI_Comm comm,
 static int writer_should_leave_no_files_after_a_failed_commit(MPI_Comm comm,
                                                               const char *dir)
 {
-    int P = comm_size(comm), st = HFDCP_ERR_INTERNAL, nf;
+    int P = hfdcp_test_comm_size(comm), st = HFDCP_ERR_INTERNAL, nf;
     tspec ts[3];
     char a[600], b[600], names[8][256];
     int64_t m[2] = {4 * P, 64}, big[2] = {64 * P, 1024};
@@ -1180,9 +1132,9 @@ static int writer_should_leave_no_files_after_a_failed_commit(MPI_Comm comm,
     signal(SIGXFSZ, SIG_DFL);
     int st0 = st;
     MPI_Bcast(&st0, 1, MPI_INT, 0, comm);
-    T_CHECKF(all_ok(comm, st != HFDCP_OK && st == st0), "status %s",
+    T_CHECKF(hfdcp_test_all_ok(comm, st != HFDCP_OK && st == st0), "status %s",
              hfdcp_status_name(st));
-    T_CHECK(same_message(comm));
+    T_CHECK(hfdcp_test_same_message(comm));
     T_CHECKF(list_dir(b, names, 8) == 0, "%s holds %s", b, names[0]);
     T_CHECK(files_ok(comm, a, ts, 2, 0, NULL));
     T_CHECK(load_check(comm, a, ts, 2, 10) == T_OK);
@@ -1198,7 +1150,7 @@ static int writer_should_leave_no_files_after_a_failed_commit(MPI_Comm comm,
  * the file's blocks first. */
 static int writer_should_fail_cleanly_on_a_full_disk(MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm), rank = comm_rank(comm), st = HFDCP_ERR_INTERNAL, mounted = 0, nf;
+    int P = hfdcp_test_comm_size(comm), rank = hfdcp_test_comm_rank(comm), st = HFDCP_ERR_INTERNAL, mounted = 0, nf;
     tspec big[1], small[1];
     char mnt[600], path[600], cmd[1400], names[8][256];
     int64_t b[2] = {256 * P, 512}, sm[2] = {4 * P, 8};
@@ -1225,7 +1177,7 @@ static int writer_should_fail_cleanly_on_a_full_disk(MPI_Comm comm, const char *
                    strstr(hfdcp_last_error(), "No space left on device") != NULL &&
                    /* found before any data moved, not at the index */
                    strstr(hfdcp_last_error(), "reserving") != NULL;
-    bool same = same_message(comm);
+    bool same = hfdcp_test_same_message(comm);
     bool empty = list_dir(path, names, 8) == 0;
     bool small_ok = ok && round_trip(comm, path, small, 1, NULL, 22, &nf) == HFDCP_OK;
     MPI_Barrier(comm);
@@ -1235,10 +1187,10 @@ static int writer_should_fail_cleanly_on_a_full_disk(MPI_Comm comm, const char *
             fprintf(stderr, "could not unmount %s\n", mnt);
     }
     MPI_Barrier(comm);
-    T_CHECKF(all_ok(comm, full_ok), "status %s: %s", hfdcp_status_name(st), hfdcp_last_error());
+    T_CHECKF(hfdcp_test_all_ok(comm, full_ok), "status %s: %s", hfdcp_status_name(st), hfdcp_last_error());
     T_CHECK(same);
-    T_CHECKF(all_ok(comm, empty), "%s holds %s", path, names[0]);
-    T_CHECK(all_ok(comm, small_ok));
+    T_CHECKF(hfdcp_test_all_ok(comm, empty), "%s holds %s", path, names[0]);
+    T_CHECK(hfdcp_test_all_ok(comm, small_ok));
     return T_OK;
 }
 
@@ -1248,7 +1200,7 @@ static int writer_should_fail_cleanly_on_a_full_disk(MPI_Comm comm, const char *
 static int writer_should_write_with_tiny_collective_buffers(MPI_Comm comm,
                                                             const char *dir)
 {
-    int P = comm_size(comm);
+    int P = hfdcp_test_comm_size(comm);
     tspec ts[4];
     hfdcp_save_options o;
     MPI_Info info;
@@ -1277,7 +1229,7 @@ static int writer_should_write_with_tiny_collective_buffers(MPI_Comm comm,
 
 static int writer_should_follow_a_file_map(MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm), nf;
+    int P = hfdcp_test_comm_size(comm), nf;
     tspec ts[4];
     hfdcp_save_options o;
     hfdcp_file_map *fm;
@@ -1311,7 +1263,7 @@ static int writer_should_follow_a_file_map(MPI_Comm comm, const char *dir)
     T_OKCALL(round_trip(comm, path, ts, 4, &o, 14, &nf));
     hfdcp_file_map_free(fm); /* the writer kept its own copy */
     T_CHECK(nf == 3);
-    if (comm_rank(comm) == 0) {
+    if (hfdcp_test_comm_rank(comm) == 0) {
         hfdcp__index ix;
         size_t len;
         unsigned char *buf;
@@ -1365,7 +1317,7 @@ static int same_files(const char *dir, const int *counts, int n)
 static int writer_should_write_the_same_files_at_any_thread_count(
     MPI_Comm comm, const char *dir)
 {
-    int P = comm_size(comm), nf;
+    int P = hfdcp_test_comm_size(comm), nf;
     static const int counts[] = {0, 2, 4, 1};
     tspec ts[5];
     hfdcp_save_options o;
@@ -1386,7 +1338,7 @@ static int writer_should_write_the_same_files_at_any_thread_count(
         T_OKCALL(round_trip(comm, path, ts, 5, &o, 17, &nf));
         T_CHECK(nf == 5);
     }
-    T_CHECK(all_ok(comm, comm_rank(comm) != 0 ||
+    T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
                              same_files(dir, counts, 4) == T_OK));
     return T_OK;
 }
@@ -1399,7 +1351,7 @@ static int writer_should_write_the_same_files_at_any_thread_count(
 static int writer_should_align_the_data_as_the_hint_says(MPI_Comm comm,
                                                           const char *dir)
 {
-    int rank = comm_rank(comm), P = comm_size(comm), nf = 0;
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm), nf = 0;
     static const int both[] = {1, 2};
     static const char *const bad[] = {"4000", "4", "0", "abc", "-4096",
                                       "33554432", "4096x"};
@@ -1450,12 +1402,12 @@ static int writer_should_align_the_data_as_the_hint_says(MPI_Comm comm,
         if (st != HFDCP_OK)
             fprintf(stderr, "[rank %d] sharded save: %s\n", rank,
                     hfdcp_last_error());
-        if (rc == T_OK && !all_ok(comm, st == HFDCP_OK))
+        if (rc == T_OK && !hfdcp_test_all_ok(comm, st == HFDCP_OK))
             rc = 1;
     }
     if (rc == T_OK && !files_ok(comm, path, ts, 5, 0, NULL))
         rc = 1;
-    if (rc == T_OK && !all_ok(comm, rank != 0 || same_files(dir, both, 2) == T_OK))
+    if (rc == T_OK && !hfdcp_test_all_ok(comm, rank != 0 || same_files(dir, both, 2) == T_OK))
         rc = 1;
     expect_align = 8;
     for (size_t k = 0; k < sizeof bad / sizeof bad[0] && rc == T_OK; k++) {
@@ -1506,7 +1458,7 @@ static void three_files(int P, tspec ts[3], hfdcp_save_options *o)
 static int writer_should_agree_on_a_failed_flush(MPI_Comm comm,
                                                  const char *dir)
 {
-    int P = comm_size(comm), rank = comm_rank(comm), nf;
+    int P = hfdcp_test_comm_size(comm), rank = hfdcp_test_comm_rank(comm), nf;
     tspec ts[3];
     hfdcp_save_options o;
     char path[600], want[64], names[8][256];
@@ -1519,14 +1471,14 @@ static int writer_should_agree_on_a_failed_flush(MPI_Comm comm,
         hfdcp__writer_fault_file = 1;
     T_OKCALL(save_specs(comm, path, ts, 3, &o, 30, &st));
     hfdcp__writer_fault_file = -1;
-    T_CHECKF(all_ok(comm, st == HFDCP_ERR_IO), "status %s: %s",
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_ERR_IO), "status %s: %s",
              hfdcp_status_name(st), hfdcp_last_error());
     snprintf(want, sizeof want, "on rank %d (test fault)", P - 1);
     T_CHECKF(strstr(hfdcp_last_error(), want) != NULL &&
                  strstr(hfdcp_last_error(),
                         "model-00002-of-00003.safetensors.tmp") != NULL,
              "message: %s", hfdcp_last_error());
-    T_CHECK(same_message(comm));
+    T_CHECK(hfdcp_test_same_message(comm));
     T_CHECKF(list_dir(path, names, 8) == 0, "%s holds %s", path, names[0]);
     T_OKCALL(round_trip(comm, path, ts, 3, &o, 31, &nf));
     T_CHECK(nf == 3);
@@ -1541,7 +1493,7 @@ static int writer_should_agree_on_a_failed_flush(MPI_Comm comm,
 static int writer_should_leave_nothing_when_publishing_fails(MPI_Comm comm,
                                                              const char *dir)
 {
-    int P = comm_size(comm), rank = comm_rank(comm), nf;
+    int P = hfdcp_test_comm_size(comm), rank = hfdcp_test_comm_rank(comm), nf;
     static const char *const want[] = {"", "renaming", "(test fault)"};
     tspec ts[3];
     hfdcp_save_options o;
@@ -1555,14 +1507,14 @@ static int writer_should_leave_nothing_when_publishing_fails(MPI_Comm comm,
             hfdcp__publish_fault = fault;
         T_OKCALL(save_specs(comm, path, ts, 3, &o, 40 + (uint64_t)fault, &st));
         hfdcp__publish_fault = 0;
-        T_CHECKF(all_ok(comm, st == HFDCP_ERR_IO), "fault %d: status %s: %s",
+        T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_ERR_IO), "fault %d: status %s: %s",
                  fault, hfdcp_status_name(st), hfdcp_last_error());
         T_CHECKF(strstr(hfdcp_last_error(), want[fault]) != NULL &&
                      strstr(hfdcp_last_error(), fault == 1
                                 ? "model-00003-of-00003.safetensors"
                                 : path) != NULL,
                  "fault %d: message: %s", fault, hfdcp_last_error());
-        T_CHECK(same_message(comm));
+        T_CHECK(hfdcp_test_same_message(comm));
         T_CHECKF(list_dir(path, names, 8) == 0, "fault %d: %s holds %s", fault,
                  path, names[0]);
     }
@@ -1652,7 +1604,7 @@ static int check_big_file(const char *path)
 static int writer_should_write_more_than_2_gib_per_rank(MPI_Comm comm,
                                                          const char *dir)
 {
-    int rank = comm_rank(comm), P = comm_size(comm), skip = 0, st = HFDCP_ERR_INTERNAL, bad = 0;
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm), skip = 0, st = HFDCP_ERR_INTERNAL, bad = 0;
     int64_t shape[2] = {BIG_ROWS, BIG_COLS}, zero[2] = {0, 0},
             left[2] = {BIG_ROWS, BIG_C0}, roff[2] = {0, BIG_C0},
             right[2] = {BIG_ROWS, BIG_COLS - BIG_C0};
@@ -1694,7 +1646,7 @@ static int writer_should_write_more_than_2_gib_per_rank(MPI_Comm comm,
             big_fill(b + r * (BIG_COLS - BIG_C0),
                      (uint64_t)(r * BIG_COLS + BIG_C0),
                      (uint64_t)(BIG_COLS - BIG_C0));
-    T_CHECK(all_ok(comm, (rank != 0 || a != NULL) &&
+    T_CHECK(hfdcp_test_all_ok(comm, (rank != 0 || a != NULL) &&
                              (rank != P - 1 || b != NULL)));
     T_OKCALL(hfdcp_writer_open(comm, path, NULL, &w));
     if (rank == 0)
@@ -1707,12 +1659,12 @@ static int writer_should_write_more_than_2_gib_per_rank(MPI_Comm comm,
     hfdcp_writer_free(w);
     free(a);
     free(b);
-    T_CHECKF(all_ok(comm, st == HFDCP_OK), "commit: %s", hfdcp_last_error());
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s", hfdcp_last_error());
     if (rank == 0) {
         snprintf(file, sizeof file, "%s/model.safetensors", path);
         bad = check_big_file(file);
     }
-    T_CHECK(all_ok(comm, bad == 0));
+    T_CHECK(hfdcp_test_all_ok(comm, bad == 0));
     return T_OK;
 }
 
