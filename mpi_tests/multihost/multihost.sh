@@ -51,7 +51,7 @@ fail() {
 [ "$(id -u)" = 0 ] || skip "needs root to create network namespaces (ip netns add)"
 command -v ip >/dev/null 2>&1 || skip "no 'ip' command (apt-get install iproute2)"
 command -v "$mpirun" >/dev/null 2>&1 || skip "no $mpirun"
-"$mpirun" --version 2>&1 | grep -q "Open MPI" ||
+"$mpirun" --version 2>&1 | grep -Eqi "open ?mpi|openrte" ||
   skip "needs Open MPI's launcher (it enters the namespaces through plm_rsh_agent); $mpirun is not"
 [ -x "$check" ] || fail "no program $check"
 [ -x "$tool" ] || fail "no program $tool"
