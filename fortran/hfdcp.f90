@@ -38,7 +38,8 @@
 !   - Errors found by this module itself (non-contiguous array, shape
 !     argument of the wrong length) are reported like the library's: the
 !     add returns HFDCP_ERR_ARG, hfdcp_last_error() explains, and the next
-!     commit or load fails on every rank.  Such messages are kept per
+!     commit or load fails on every rank with that message.  The other
+!     messages of this module (a list position out of range) are kept per
 !     process, not per thread.
 module hfdcp
   use, intrinsic :: iso_c_binding
@@ -281,6 +282,16 @@ module hfdcp
        type(c_ptr), value :: dest
        integer(c_int) :: st
      end function c_reader_add
+     ! Fails an add refused by this module (libhfdcp's internal entry point
+     ! for bindings): sets the message, and the next load reports it.
+     function c_reader_add_failed(r, status, name, why) &
+          bind(C, name="hfdcp__reader_add_failed") result(st)
+       import :: c_ptr, c_char, c_int
+       type(c_ptr), value :: r
+       integer(c_int), value :: status
+       character(kind=c_char), intent(in) :: name(*), why(*)
+       integer(c_int) :: st
+     end function c_reader_add_failed
      function c_reader_load(r) bind(C, name="hfdcp_reader_load") result(st)
        import :: c_ptr, c_int
        type(c_ptr), value :: r
@@ -366,6 +377,15 @@ module hfdcp
        type(c_ptr), value :: data
        integer(c_int) :: st
      end function c_writer_add
+     ! The same for the writer: the next commit reports it.
+     function c_writer_add_failed(w, status, name, why) &
+          bind(C, name="hfdcp__writer_add_failed") result(st)
+       import :: c_ptr, c_char, c_int
+       type(c_ptr), value :: w
+       integer(c_int), value :: status
+       character(kind=c_char), intent(in) :: name(*), why(*)
+       integer(c_int) :: st
+     end function c_writer_add_failed
      function c_writer_commit(w) bind(C, name="hfdcp_writer_commit") result(st)
        import :: c_ptr, c_int
        type(c_ptr), value :: w
@@ -657,8 +677,8 @@ contains
   end function hfdcp_reader_find
 
   ! Shared by every reader_add_*: checks, reverses and calls C.  A request
-  ! refused here is also passed to C, with a name that says why, so that the
-  ! next load fails on every rank.
+  ! refused here is failed in C (hfdcp__reader_add_failed) with the reason,
+  ! so that the next load fails on every rank with that same message.
   function reader_add_any(reader, name, kind_dtype, rnk, shp, contiguous, &
        dest, offsets, dtype) result(st)
     type(hfdcp_reader), intent(in) :: reader
@@ -676,13 +696,9 @@ contains
     if (present(dtype)) d = dtype
     why = check_array(rnk, contiguous, kind_dtype, d, offsets, "offsets")
     if (len(why) > 0) then
-       off = 0
-       sz = 0
        call c_call()
-       st = int(c_reader_add(reader%p, cstr(trim(name) // " [" // why // "]"), &
-            int(d, c_int), -1_c_int, off, sz, c_null_ptr))
-       st = fail(HFDCP_ERR_ARG, "hfdcp_reader_add: tensor '" // trim(name) &
-            // "': " // why)
+       st = int(c_reader_add_failed(reader%p, int(HFDCP_ERR_ARG, c_int), cstr(name), &
+            cstr(why)))
        return
     end if
     off = 0
@@ -980,7 +996,9 @@ contains
   end function writer_open_f08
 
   ! Shared by every writer_add_*.  global_shape and offsets are in Fortran
-  ! order; offsets default to zeros.
+  ! order; offsets default to zeros.  A chunk refused here is failed in C
+  ! (hfdcp__writer_add_failed), so that the next commit fails on every rank
+  ! with that same message.
   function writer_add_any(writer, name, kind_dtype, rnk, shp, contiguous, &
        data, global_shape, offsets, dtype) result(st)
     type(hfdcp_writer), intent(in) :: writer
@@ -1006,10 +1024,8 @@ contains
     sz = 0
     if (len(why) > 0) then
        call c_call()
-       st = int(c_writer_add(writer%p, cstr(trim(name) // " [" // why // "]"), &
-            int(d, c_int), -1_c_int, gs, off, sz, c_null_ptr))
-       st = fail(HFDCP_ERR_ARG, "hfdcp_writer_add: tensor '" // trim(name) &
-            // "': " // why)
+       st = int(c_writer_add_failed(writer%p, int(HFDCP_ERR_ARG, c_int), cstr(name), &
+            cstr(why)))
        return
     end if
     if (rnk > 0) then

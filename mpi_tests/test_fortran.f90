@@ -126,6 +126,8 @@ program test_fortran
   call fortran_should_rename_keys()
   call fortran_should_save_column_major_as_reversed_shape()
   call fortran_should_refuse_non_contiguous_arrays_on_every_rank()
+  call fortran_should_report_the_refusal_itself_at_commit()
+  call fortran_should_report_the_refusal_itself_at_load()
   call fortran_should_map_files()
   call fortran_should_save_sharded_and_consolidate()
 
@@ -386,6 +388,82 @@ contains
     call hfdcp_reader_free(r)
     call end_case("fortran_should_refuse_non_contiguous_arrays_on_every_rank")
   end subroutine fortran_should_refuse_non_contiguous_arrays_on_every_rank
+
+  ! The message of the next collective after a refused add: the add's own
+  ! message, prefixed with "rank R: " by the agreement, on every rank; not
+  ! a made-up one about the call the module passed to C to remember it.
+  subroutine expect_refusal_reported(st, what, add_msg)
+    integer, intent(in) :: st
+    character(len=*), intent(in) :: what, add_msg
+    character(len=:), allocatable :: msg, prefix
+    character(len=24) :: buf
+    msg = hfdcp_last_error()
+    write (buf, '(a, i0, a)') "rank ", nranks - 1, ": "
+    prefix = trim(buf) // " "
+    call expect_status(st, HFDCP_ERR_ARG, what, "tensor 'x': the Fortran array is not contiguous")
+    call expect(index(msg, prefix) == 1, what // ": '" // msg // "' starts with '" // prefix // "'")
+    call expect(index(msg, "ndim") == 0 .and. index(msg, "dimensions") == 0, &
+         what // ": '" // msg // "' says nothing of dimensions")
+    if (rank == nranks - 1) call expect(msg == prefix // add_msg, &
+         what // ": '" // msg // "' is the add's '" // add_msg // "' prefixed")
+  end subroutine expect_refusal_reported
+
+  ! A non-contiguous section refused by hfdcp_writer_add on the last rank:
+  ! the commit fails on every rank with that refusal; a new writer works.
+  subroutine fortran_should_report_the_refusal_itself_at_commit()
+    real(real32), target :: a(4, 6)
+    type(hfdcp_writer) :: w
+    character(len=:), allocatable :: add_msg
+    integer :: st
+    a = 1
+    add_msg = ""
+    call expect_status(hfdcp_writer_open(MPI_COMM_WORLD, path("nc2"), w), HFDCP_OK, "open")
+    if (rank == nranks - 1) then
+       st = hfdcp_writer_add(w, "x", a(1:4:2, :), [2_int64, 6_int64])
+       add_msg = hfdcp_last_error()
+       call expect_status(st, HFDCP_ERR_ARG, "add of a(1:4:2, :)", &
+            "tensor 'x': the Fortran array is not contiguous (hfdcp does not copy")
+       call expect(index(add_msg, "ndim") == 0 .and. index(add_msg, "[") == 0, &
+            "the add's message '" // add_msg // "' is the refusal alone")
+    end if
+    call expect_status(hfdcp_writer_add(w, "y", a, [4_int64, 6_int64]), HFDCP_OK, "add y")
+    call expect_refusal_reported(hfdcp_writer_commit(w), "commit after the refused add", add_msg)
+    call hfdcp_writer_free(w)
+    call expect_status(hfdcp_writer_open(MPI_COMM_WORLD, path("nc2"), w), HFDCP_OK, "open again")
+    call expect_status(hfdcp_writer_add(w, "x", a, [4_int64, 6_int64]), HFDCP_OK, "add a")
+    call expect_status(hfdcp_writer_commit(w), HFDCP_OK, "commit of a new writer")
+    call hfdcp_writer_free(w)
+    call end_case("fortran_should_report_the_refusal_itself_at_commit")
+  end subroutine fortran_should_report_the_refusal_itself_at_commit
+
+  ! The same for hfdcp_reader_add and the load (of the checkpoint the
+  ! writer case above wrote); the next load of the same reader works.
+  subroutine fortran_should_report_the_refusal_itself_at_load()
+    real(real32), target :: a(4, 6), back(4, 6)
+    type(hfdcp_reader) :: r
+    character(len=:), allocatable :: add_msg
+    integer :: st
+    a = 5
+    back = 0
+    add_msg = ""
+    call expect_status(hfdcp_reader_open(MPI_COMM_WORLD, path("nc2"), r), HFDCP_OK, "open")
+    if (rank == nranks - 1) then
+       st = hfdcp_reader_add(r, "x", a(1:4:2, :))
+       add_msg = hfdcp_last_error()
+       call expect_status(st, HFDCP_ERR_ARG, "reader add of a(1:4:2, :)", &
+            "tensor 'x': the Fortran array is not contiguous (hfdcp does not copy")
+       call expect(index(add_msg, "dimensions") == 0 .and. index(add_msg, "[") == 0, &
+            "the add's message '" // add_msg // "' is the refusal alone")
+    end if
+    call expect_status(hfdcp_reader_add(r, "x", back), HFDCP_OK, "add back")
+    call expect_refusal_reported(hfdcp_reader_load(r), "load after the refused add", add_msg)
+    call expect(all(back == 0), "nothing read by the failed load")
+    call expect_status(hfdcp_reader_add(r, "x", back), HFDCP_OK, "add back again")
+    call expect_status(hfdcp_reader_load(r), HFDCP_OK, "the next load")
+    call expect(all(back == 1), "x read back")
+    call hfdcp_reader_free(r)
+    call end_case("fortran_should_report_the_refusal_itself_at_load")
+  end subroutine fortran_should_report_the_refusal_itself_at_load
 
   ! File maps: set/get/entries, file indices of names, a map copied from a
   ! reference checkpoint reproduces its files exactly.

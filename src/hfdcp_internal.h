@@ -646,6 +646,20 @@ void hfdcp__convert(hfdcp_dtype from, const void *src, hfdcp_dtype to,
                     void *dst, size_t n);
 
 /* ------------------------------------------------------------------------
+ * reader.c
+ * ---------------------------------------------------------------------- */
+
+/* For bindings that refuse a request themselves, before it could reach
+ * hfdcp_reader_add() (the Fortran module: a non-contiguous array): fails
+ * an add as hfdcp_reader_add() does.  Sets the message "request for
+ * tensor '<name>': <why>", remembers it (when it is the first error of an
+ * add since the last load) so that the next hfdcp_reader_load() returns
+ * `status` with it on every rank, and returns `status`.  Local.  Exported
+ * for libhfdcp_f. */
+HFDCP_API int hfdcp__reader_add_failed(hfdcp_reader *r, int status,
+                                       const char *name, const char *why);
+
+/* ------------------------------------------------------------------------
  * filemap.c, plan.c, writer.c: the writer
  * ---------------------------------------------------------------------- */
 
@@ -735,6 +749,14 @@ extern int hfdcp__writer_fault_file;
  * if the system call had returned EIO.  Default 0.  Set it only between
  * commits, on rank 0, from one thread. */
 extern int hfdcp__publish_fault;
+
+/* hfdcp__reader_add_failed() for the writer: the message is
+ * "hfdcp_writer_add (rank R): tensor '<name>': <why>", and the next
+ * hfdcp_writer_commit() reports it on every rank (when it is the writer's
+ * first failed add and the writer has not committed).  Local.  Exported
+ * for libhfdcp_f. */
+HFDCP_API int hfdcp__writer_add_failed(hfdcp_writer *w, int status,
+                                       const char *name, const char *why);
 
 /* ------------------------------------------------------------------------
  * writer.c: temporary names and publication, shared with consolidate.c

@@ -200,6 +200,14 @@ static int remember(hfdcp_reader *r, int status)
     return status;
 }
 
+int hfdcp__reader_add_failed(hfdcp_reader *r, int status, const char *name,
+                             const char *why)
+{
+    hfdcp__error(status, "request for tensor '%s': %s",
+                 name ? name : "(NULL)", why ? why : "refused");
+    return r != NULL ? remember(r, status) : status;
+}
+
 /* Whether the box of a sub-byte tensor starts and ends on whole bytes
  * along its innermost dimension, once the trailing dimensions it covers
  * whole are merged into it (as the MPI-IO layer does). */

@@ -547,6 +547,21 @@ int hfdcp_writer_add(hfdcp_writer *w, const char *name, hfdcp_dtype dtype,
     return rc;
 }
 
+int hfdcp__writer_add_failed(hfdcp_writer *w, int status, const char *name,
+                             const char *why)
+{
+    if (w == NULL)
+        return hfdcp__error(status, "hfdcp_writer_add: tensor '%.200s': %s",
+                            name ? name : "(NULL)", why ? why : "refused");
+    hfdcp__error(status, "hfdcp_writer_add (rank %d): tensor '%.200s': %s",
+                 w->rank, name ? name : "(NULL)", why ? why : "refused");
+    if (w->first_error == HFDCP_OK && !w->committed) {
+        w->first_error = status;
+        w->first_message = hfdcp__strdup(hfdcp_last_error());
+    }
+    return status;
+}
+
 /* ---- commit: writing the files ---- */
 
 /* The temporary and final paths of one commit (hfdcp_internal.h: shared
