@@ -253,8 +253,10 @@ HFDCP_API int hfdcp_reader_find(const hfdcp_reader *r, const char *name,
  *  of tensor `name`, to be stored in `dest` as a contiguous row-major array
  *  of shape `sizes` and element type `dtype` by the next hfdcp_reader_load().
  *  The box need not match how the tensor was stored (resharding).  When
- *  `dtype` differs from the stored dtype, values are converted exactly
- *  among F64, F32, F16 and BF16 (rounding to nearest even); any other
+ *  `dtype` differs from the stored dtype, values are converted among F64,
+ *  F32, F16 and BF16: exactly to a wider type, and with one correct
+ *  rounding (to nearest, ties to even; too large gives infinity, NaN stays
+ *  NaN) to a narrower one, whatever the FPU's rounding mode; any other
  *  conversion is HFDCP_ERR_UNSUPPORTED.  For a scalar, ndim is 0 and
  *  offsets/sizes may be NULL.  `dest` must stay valid until load returns.
  *  Note: errors in a request are also remembered and reported by the next
