@@ -8,7 +8,9 @@
  * it cannot run here (after printing why).  The ranks agree on the outcome
  * (any rank failing fails the case; otherwise any rank skipping skips it)
  * and rank 0 prints
- *   ok <case>   /   FAIL <case>   /   skip <case> (needs N ranks)
+ *   ok <case> (T s)   /   FAIL <case> (T s)   /   skip <case> (T s)
+ * (a case that runs past 30 s also gets "... <case> still running after
+ * N s" on stderr every 30 s, so a slow run is told from a hung one)
  * and at the end "<n> passed, <n> failed, <n> skipped".  A run in which
  * every case was skipped exits with 77, which CTest reports as skipped
  * (SKIP_RETURN_CODE); one in which any failed exits with 1.  Assertion
