@@ -172,9 +172,11 @@ static cJSON *run_oracle(const char *dir, const cJSON *spec)
     char in[1024], cmd[4096];
     char *json = cJSON_PrintUnformatted(spec), *out = NULL;
     cJSON *res = NULL;
-    int st;
+    int st, rank = 0;
 
-    snprintf(in, sizeof in, "%s/oracle_in.json", dir);
+    /* One file per rank: every rank runs every case in the same dir. */
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    snprintf(in, sizeof in, "%s/oracle_in.%d.json", dir, rank);
     if (json == NULL || hfdcp_test_write_file(in, json, strlen(json)) != 0) {
         fprintf(stderr, "cannot write %s\n", in);
         free(json);
@@ -882,6 +884,233 @@ static int keymap_should_agree_with_python_on_random_patterns(MPI_Comm comm,
     return T_OK;
 }
 
+/* ---- deeply nested groups ---- */
+
+/* hfdcp's nesting limit (MAX_NESTING in src/keymap.c). */
+#define NEST_LIMIT 100
+#define NEST_MESSAGE "groups nested more than 100 deep are not supported"
+
+typedef struct {
+    const char *head;         /* before the groups */
+    const char *const *opens; /* the groups, outermost first, cycled */
+    size_t n_opens;
+    const char *mid;          /* inside the innermost group */
+} nest_kind;
+
+static const char *const OPEN_GROUP[] = {"("};
+static const char *const OPEN_MIXED[] = {"(",    "(?:", "(?>",
+                                         "(?i:", "(?=", "(?<="};
+static const char *const OPEN_COND[] = {"(?(1)"};
+static const char *const OPEN_LOOKBEHIND[] = {"(?<!"};
+static const nest_kind NESTS[] = {
+    {"", OPEN_GROUP, 1, "a"},
+    {"", OPEN_MIXED, COUNT(OPEN_MIXED), "a"},
+    {"(a)?", OPEN_COND, 1, "b"},
+    {"", OPEN_LOOKBEHIND, 1, "a"},
+};
+
+/* `depth` groups of kind `k` (malloc'd); *at (may be NULL) gets where the
+ * group one deeper than NEST_LIMIT opens (all ASCII: bytes = chars). */
+static char *nested_pattern(const nest_kind *k, size_t depth, size_t *at)
+{
+    size_t len = strlen(k->head) + strlen(k->mid) + depth + 1, o;
+    char *s;
+
+    for (size_t i = 0; i < depth; i++)
+        len += strlen(k->opens[i % k->n_opens]);
+    if ((s = malloc(len)) == NULL)
+        return NULL;
+    o = (size_t)sprintf(s, "%s", k->head);
+    for (size_t i = 0; i < depth; i++) {
+        if (i == NEST_LIMIT && at != NULL)
+            *at = o;
+        o += (size_t)sprintf(s + o, "%s", k->opens[i % k->n_opens]);
+    }
+    o += (size_t)sprintf(s + o, "%s", k->mid);
+    memset(s + o, ')', depth);
+    s[o + depth] = '\0';
+    return s;
+}
+
+/* Nesting up to the limit: accepted, renaming as re.subn does. */
+static int keymap_should_accept_groups_nested_up_to_its_limit(MPI_Comm comm,
+                                                              const char *dir)
+{
+    static const size_t depths[] = {50, NEST_LIMIT - 1, NEST_LIMIT};
+    static const char *const keys[] = {"bab.A.ab.x", "a", "",
+                                       "model.layers.0.weight"};
+    enum { N = COUNT(NESTS) * COUNT(depths) };
+    char *pats[N], repl[32], out[64];
+    rule_t rules[N];
+    cJSON *spec = cJSON_CreateObject(), *maps, *res;
+    hfdcp_key_map *km;
+    int fail = 0;
+
+    (void)comm;
+    maps = cJSON_AddArrayToObject(spec, "maps");
+    for (size_t i = 0; i < N; i++) {
+        pats[i] = nested_pattern(&NESTS[i / COUNT(depths)],
+                                 depths[i % COUNT(depths)], NULL);
+        T_CHECK(pats[i] != NULL);
+        rules[i].pattern = pats[i];
+        rules[i].replacement = "<\\g<0>>";
+        add_map(maps, &rules[i], 1, keys, COUNT(keys));
+    }
+    res = run_oracle(dir, spec);
+    cJSON_Delete(spec);
+    T_CHECK(res != NULL);
+    for (size_t i = 0; i < N && !fail; i++)
+        fail = check_map_against(&rules[i], 1, keys, COUNT(keys),
+                                 oracle_map(res, (int)i));
+    cJSON_Delete(res);
+    if (fail)
+        return fail;
+    /* Spelled out: the innermost of 100 groups is group 100. */
+    snprintf(repl, sizeof repl, "<\\1|\\g<%d>>", NEST_LIMIT);
+    T_OKCALL(hfdcp_key_map_create(&km));
+    T_OKCALL(hfdcp_key_map_add(km, pats[COUNT(depths) - 1], repl));
+    T_OKCALL(hfdcp_key_map_apply(km, "bab", out, sizeof out));
+    T_CHECKF(strcmp(out, "b<a|a>b") == 0, "%s", out);
+    /* Side by side, nests do not add up: each kind twice in a row. */
+    for (size_t k = 0; k < COUNT(NESTS); k++) {
+        const char *p = pats[k * COUNT(depths) + COUNT(depths) - 1];
+        char *two = malloc(2 * strlen(p) + 1);
+        T_CHECK(two != NULL);
+        sprintf(two, "%s%s", p, p);
+        T_OKCALL(hfdcp_key_map_add(km, two, "x"));
+        free(two);
+    }
+    hfdcp_key_map_free(km);
+    for (size_t i = 0; i < N; i++)
+        free(pats[i]);
+    return T_OK;
+}
+
+/* hfdcp_key_map_add(pattern) refused as nested too deep: the message
+ * names rule 2, the pattern (its start at least), the limit and where. */
+static int check_nesting_refused(const char *pattern, size_t at)
+{
+    hfdcp_key_map *km;
+    const char *msg;
+    char head[48], pos[48];
+    char out[8];
+
+    snprintf(head, sizeof head, "pattern '%.32s", pattern);
+    snprintf(pos, sizeof pos, "at position %zu", at);
+    T_OKCALL(hfdcp_key_map_create(&km));
+    T_OKCALL(hfdcp_key_map_add(km, "zz", "y"));
+    T_STATUS(hfdcp_key_map_add(km, pattern, "x"), HFDCP_ERR_ARG,
+             NEST_MESSAGE);
+    msg = hfdcp_last_error();
+    T_CHECKF(strstr(msg, "rule 2") != NULL && strstr(msg, head) != NULL &&
+                 strstr(msg, pos) != NULL,
+             "%.300s", msg);
+    /* The map keeps working with its good rule. */
+    T_OKCALL(hfdcp_key_map_apply(km, "zz", out, sizeof out));
+    T_CHECK(strcmp(out, "y") == 0);
+    hfdcp_key_map_free(km);
+    return T_OK;
+}
+
+/* Deeper nesting is refused before the parser's recursion can exhaust the
+ * stack (100000 "(" crashed it with SIGSEGV).  Python's re accepts 101
+ * levels (a deliberate refusal) and fails itself from about 495 levels
+ * with RecursionError. */
+static int keymap_should_refuse_groups_nested_beyond_its_limit(
+    MPI_Comm comm, const char *dir)
+{
+    /* 100000 first: without the limit, it crashes (8 MiB stack). */
+    static const size_t depths[] = {100000, 5000, NEST_LIMIT + 1};
+    enum { N = COUNT(NESTS) * COUNT(depths) };
+    static const char *const keys[] = {"a"};
+    char *pats[N];
+    size_t at[N];
+    rule_t rules[N];
+    cJSON *spec = cJSON_CreateObject(), *maps, *res;
+
+    (void)comm;
+    maps = cJSON_AddArrayToObject(spec, "maps");
+    for (size_t i = 0; i < N; i++) {
+        pats[i] = nested_pattern(&NESTS[i / COUNT(depths)],
+                                 depths[i % COUNT(depths)], &at[i]);
+        T_CHECK(pats[i] != NULL);
+        rules[i].pattern = pats[i];
+        rules[i].replacement = "x";
+        add_map(maps, &rules[i], 1, keys, COUNT(keys));
+    }
+    res = run_oracle(dir, spec);
+    cJSON_Delete(spec);
+    T_CHECK(res != NULL);
+    for (size_t i = 0; i < N; i++) {
+        const cJSON *err = oracle_error(oracle_map(res, (int)i));
+        size_t depth = depths[i % COUNT(depths)];
+        if (depth == NEST_LIMIT + 1)
+            T_CHECKF(err == NULL, "Python refuses %.40s...: %s", pats[i],
+                     oracle_str(err, "message"));
+        else
+            T_CHECKF(err != NULL &&
+                         strcmp(oracle_str(err, "type"), "RecursionError") ==
+                             0,
+                     "Python at depth %zu: %s", depth,
+                     err ? oracle_str(err, "type") : "accepted");
+        if (check_nesting_refused(pats[i], at[i]))
+            return 1;
+    }
+    cJSON_Delete(res);
+    for (size_t i = 0; i < N; i++)
+        free(pats[i]);
+    return T_OK;
+}
+
+/* The deepest pattern accepted, and a far too deep one, on a 512 KiB
+ * thread stack (the limit leaves room to spare, even under ASan). */
+typedef struct {
+    int deepest_rc, too_deep_rc;
+    char msg[256];
+} nest_thread_arg;
+
+static void *add_nested(void *p)
+{
+    nest_thread_arg *a = p;
+    char *deepest = nested_pattern(&NESTS[1], NEST_LIMIT, NULL);
+    char *too_deep = nested_pattern(&NESTS[0], 100000, NULL);
+    hfdcp_key_map *km = NULL;
+
+    a->deepest_rc = a->too_deep_rc = -1;
+    if (deepest != NULL && too_deep != NULL &&
+        hfdcp_key_map_create(&km) == HFDCP_OK) {
+        a->deepest_rc = hfdcp_key_map_add(km, deepest, "<\\g<0>>");
+        a->too_deep_rc = hfdcp_key_map_add(km, too_deep, "x");
+        snprintf(a->msg, sizeof a->msg, "%s", hfdcp_last_error());
+    }
+    hfdcp_key_map_free(km);
+    free(deepest);
+    free(too_deep);
+    return NULL;
+}
+
+static int keymap_should_nest_within_a_small_thread_stack(MPI_Comm comm,
+                                                          const char *dir)
+{
+    pthread_attr_t attr;
+    pthread_t th;
+    nest_thread_arg a = {0, 0, ""};
+
+    (void)comm;
+    (void)dir;
+    T_CHECK(pthread_attr_init(&attr) == 0);
+    T_CHECK(pthread_attr_setstacksize(&attr, 512 * 1024) == 0);
+    T_CHECK(pthread_create(&th, &attr, add_nested, &a) == 0);
+    T_CHECK(pthread_join(th, NULL) == 0);
+    pthread_attr_destroy(&attr);
+    T_CHECKF(a.deepest_rc == HFDCP_OK, "depth %d: %d", NEST_LIMIT,
+             a.deepest_rc);
+    T_CHECKF(a.too_deep_rc == HFDCP_ERR_ARG &&
+                 strstr(a.msg, NEST_MESSAGE) != NULL,
+             "depth 100000: %d %s", a.too_deep_rc, a.msg);
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"keymap_should_rename_like_python_re_subn",
      keymap_should_rename_like_python_re_subn, 1},
@@ -899,6 +1128,12 @@ static const hfdcp_test_case cases[] = {
      keymap_should_apply_from_several_threads, 1},
     {"keymap_should_agree_with_python_on_random_patterns",
      keymap_should_agree_with_python_on_random_patterns, 1},
+    {"keymap_should_accept_groups_nested_up_to_its_limit",
+     keymap_should_accept_groups_nested_up_to_its_limit, 1},
+    {"keymap_should_refuse_groups_nested_beyond_its_limit",
+     keymap_should_refuse_groups_nested_beyond_its_limit, 1},
+    {"keymap_should_nest_within_a_small_thread_stack",
+     keymap_should_nest_within_a_small_thread_stack, 1},
 };
 
 int main(int argc, char **argv)

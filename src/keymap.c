@@ -52,6 +52,24 @@
 #define PCRE2_MAX_GROUPS 65535u
 /* Widths saturate here (any value above MAXREPEAT behaves the same). */
 #define WIDTH_SAT (UINT64_C(1) << 40)
+/* How deep groups may nest: "(", "(?:", "(?P<n>", "(?>", "(?flags:",
+ * look-arounds and "(?(id)" all count.  The parser recurses once per
+ * level (parse_seq -> parse_group -> parse_sub -> parse_seq, or through
+ * parse_lookaround or parse_conditional): 20000 "(" used to overflow an
+ * 8 MiB stack, a few thousand a smaller one.  So the limit is checked
+ * before recursing.
+ * Python 3.11 has no limit of its own: re._parser recurses too and fails
+ * with RecursionError ("maximum recursion depth exceeded") from about 495
+ * levels, under the default recursion limit of 1000.  PCRE2 10.42 refuses
+ * parentheses nested more than 250 deep (its PARENS_NEST_LIMIT).  Measured
+ * (x86-64, gcc 12), hfdcp_key_map_add needs some 32 KiB plus 0.65 KiB per
+ * level at -O2 (up to 0.85 KiB at -O0, 2-3 KiB under AddressSanitizer):
+ * 95 KiB in all at 100 levels (115 KiB at -O0, 350 KiB under ASan), within
+ * even musl's 128 KiB default thread stack, where 200 levels would take
+ * 160-220 KiB (610 KiB under ASan).  Key renaming patterns nest a few
+ * levels: 100 refuses nothing real.  Nothing else recurses: character
+ * sets and replacement templates are read in loops. */
+#define MAX_NESTING 100
 
 enum {
     F_TEMPLATE = 1,
@@ -340,6 +358,7 @@ typedef struct {
     group_name *names;
     size_t n_names, cap_names;
     size_t lookbehind_groups; /* 0: not in a lookbehind (Python's None) */
+    int depth;                /* groups open (see MAX_NESTING) */
     cond_ref *condrefs;       /* (?(N)...) references, checked at the end */
     size_t n_condrefs, cap_condrefs;
     hfdcp__buf out;           /* the PCRE2 pattern (ASCII) */
@@ -1415,6 +1434,21 @@ static int parse_named_ref(parser *p, uint32_t flags, width *w)
     return 0;
 }
 
+/* Before parsing the body of the group whose "(" is at `start`: refuses
+ * one more level than MAX_NESTING, before the recursion could exhaust the
+ * stack.  The caller decrements p->depth after the body. */
+static int nest_enter(parser *p, size_t start)
+{
+    if (p->depth >= MAX_NESTING)
+        return perr_pos(p, HFDCP_ERR_ARG, start,
+                        "groups nested more than %d deep are not supported "
+                        "(hfdcp's nesting limit; Python's re fails with "
+                        "RecursionError from about 495)",
+                        MAX_NESTING);
+    p->depth++;
+    return 0;
+}
+
 /* "(?=" "(?!" "(?<=" "(?<!": `ch` is the token after "?". */
 static int parse_lookaround(parser *p, token ch, size_t start, bool verbose,
                             int nested, uint32_t flags)
@@ -1440,8 +1474,10 @@ static int parse_lookaround(parser *p, token ch, size_t start, bool verbose,
     negative = ch.c == '!';
     emit(p, behind ? (negative ? "(?<!" : "(?<=")
                    : (negative ? "(?!" : "(?="));
-    if (parse_sub(p, verbose, nested + 1, flags, &inner, &inner_risky) < 0)
+    if (nest_enter(p, start) < 0 ||
+        parse_sub(p, verbose, nested + 1, flags, &inner, &inner_risky) < 0)
         return -1;
+    p->depth--;
     if (behind)
         p->lookbehind_groups = saved;
     if (!tk_match(&p->t, ')'))
@@ -1500,7 +1536,8 @@ static int parse_conditional(parser *p, size_t start, bool verbose,
     if (check_lookbehind_group(p, cond) < 0)
         return -1;
     emitf(p, "(?(%zu)", cond);
-    if (parse_seq(p, verbose, nested + 1, false, flags, &wy, &ry) < 0)
+    if (nest_enter(p, start) < 0 ||
+        parse_seq(p, verbose, nested + 1, false, flags, &wy, &ry) < 0)
         return -1;
     if (tk_match(&p->t, '|')) {
         emit(p, "|");
@@ -1511,6 +1548,7 @@ static int parse_conditional(parser *p, size_t start, bool verbose,
             return PERR(p, 0,
                         "conditional backref with more than two branches");
     }
+    p->depth--;
     if (!tk_match(&p->t, ')'))
         return PERR(p, tk_tell(&p->t) - start,
                     "missing ), unterminated subpattern");
@@ -1602,10 +1640,12 @@ static int parse_group(parser *p, bool *verbose, int nested, bool first,
     if (capture && open_group(p, name, name_n, name_ci, &gid) < 0)
         return -1;
     emit(p, capture ? "(" : atomic ? "(?>" : "(?:");
-    if (parse_sub(p, (*verbose || (add & F_VERBOSE)) && !(del & F_VERBOSE),
+    if (nest_enter(p, start) < 0 ||
+        parse_sub(p, (*verbose || (add & F_VERBOSE)) && !(del & F_VERBOSE),
                   nested + 1, combine_flags(*flags, add, del), w,
                   &inner_risky) < 0)
         return -1;
+    p->depth--;
     if (!tk_match(&p->t, ')'))
         return PERR(p, tk_tell(&p->t) - start,
                     "missing ), unterminated subpattern");
@@ -2068,6 +2108,46 @@ static int compile_pcre2(parser *p, pcre2_code **out)
     return 0;
 }
 
+/* For messages: `s` in quotes, in full up to QUOTE_MAX bytes; a longer
+ * one by its first bytes (whole characters), "..." and its length, so
+ * that what a message says after it is not cut off by the size limit of
+ * hfdcp_last_error() (a pattern may be 100000 "(" long). */
+#define QUOTE_MAX 1000
+#define QUOTE_HEAD 64
+static const char *quoted(char *buf, size_t size, const char *s)
+{
+    size_t len = strlen(s), n = QUOTE_HEAD;
+
+    if (len <= QUOTE_MAX) {
+        snprintf(buf, size, "'%s'", s);
+        return buf;
+    }
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    snprintf(buf, size, "'%.*s...' (%zu bytes)", (int)n, s, len);
+    return buf;
+}
+
+/* What re's compiler would report: PCRE2 must see Python's groups. */
+static int check_compiled(const parser *p, rule *r, size_t no,
+                          const char *qpat)
+{
+    uint32_t count = 0, opts = 0;
+
+    if (pcre2_pattern_info(r->code, PCRE2_INFO_CAPTURECOUNT, &count) != 0 ||
+        pcre2_pattern_info(r->code, PCRE2_INFO_ALLOPTIONS, &opts) != 0 ||
+        count != p->ngroups)
+        return hfdcp__error(HFDCP_ERR_INTERNAL,
+                            "key map rule %zu: pattern %s: PCRE2 sees "
+                            "%" PRIu32 " groups, Python %zu",
+                            no, qpat, count, p->ngroups);
+    /* Note: PCRE2 10.42 also calls some patterns anchored that are not,
+     * e.g. (?:x|\A){0}; rule_search() then tries every start. */
+    r->anchored = (opts & PCRE2_ANCHORED) != 0;
+    r->ngroups = p->ngroups;
+    return HFDCP_OK;
+}
+
 int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
                       const char *replacement)
 {
@@ -2076,6 +2156,7 @@ int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
     rule r;
     size_t bad, no;
     int rc = HFDCP_OK;
+    char qpat[QUOTE_MAX + 3], qrep[QUOTE_MAX + 3];
 
     if (km == NULL || pattern == NULL || replacement == NULL)
         return hfdcp__error(HFDCP_ERR_ARG,
@@ -2089,11 +2170,12 @@ int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
                             "key map rule %zu: pattern is not valid UTF-8 "
                             "(byte %zu)",
                             no, bad);
+    quoted(qpat, sizeof qpat, pattern);
     if (!utf8_check(replacement, NULL, &bad))
         return hfdcp__error(HFDCP_ERR_ARG,
-                            "key map rule %zu: replacement for pattern '%s' "
+                            "key map rule %zu: replacement for pattern %s "
                             "is not valid UTF-8 (byte %zu)",
-                            no, pattern, bad);
+                            no, qpat, bad);
 
     memset(&r, 0, sizeof r);
     memset(&tpl, 0, sizeof tpl);
@@ -2102,33 +2184,20 @@ int hfdcp_key_map_add(hfdcp_key_map *km, const char *pattern,
     if (translate(&p, pattern) < 0 || compile_pcre2(&p, &r.code) < 0) {
         rc = p.status == HFDCP_ERR_NOMEM
                  ? hfdcp__nomem("a key map pattern")
-                 : hfdcp__error(p.status, "key map rule %zu: pattern '%s': %s",
-                                no, pattern, p.msg);
+                 : hfdcp__error(p.status, "key map rule %zu: pattern %s: %s",
+                                no, qpat, p.msg);
         goto cleanup;
     }
-    {
-        uint32_t count = 0, opts = 0;
-        if (pcre2_pattern_info(r.code, PCRE2_INFO_CAPTURECOUNT, &count) != 0 ||
-            pcre2_pattern_info(r.code, PCRE2_INFO_ALLOPTIONS, &opts) != 0 ||
-            count != p.ngroups) {
-            rc = hfdcp__error(HFDCP_ERR_INTERNAL,
-                              "key map rule %zu: pattern '%s': PCRE2 sees "
-                              "%" PRIu32 " groups, Python %zu",
-                              no, pattern, count, p.ngroups);
-            goto cleanup;
-        }
-        /* Note: PCRE2 10.42 also calls some patterns anchored that are
-         * not, e.g. (?:x|\A){0}; rule_search() then tries every start. */
-        r.anchored = (opts & PCRE2_ANCHORED) != 0;
-    }
-    r.ngroups = p.ngroups;
+    if ((rc = check_compiled(&p, &r, no, qpat)) != HFDCP_OK)
+        goto cleanup;
     if (parse_template(&p, replacement, &tpl) < 0) {
         rc = p.status == HFDCP_ERR_NOMEM
                  ? hfdcp__nomem("a key map replacement")
                  : hfdcp__error(p.status,
-                                "key map rule %zu: replacement '%s' for "
-                                "pattern '%s': %s",
-                                no, replacement, pattern, p.msg);
+                                "key map rule %zu: replacement %s for "
+                                "pattern %s: %s",
+                                no, quoted(qrep, sizeof qrep, replacement),
+                                qpat, p.msg);
         goto cleanup;
     }
     if (!grow_array((void **)&km->rules, &km->cap, km->n + 1, sizeof(rule)) ||
