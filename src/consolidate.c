@@ -29,7 +29,8 @@
  *      num_threads threads) into the output buffer; then one collective
  *      write of every rank's slice (rank 0 adds the header in round 0).
  *      Then set size, sync, close;
- *   5. publication as the writer's (hfdcp__publish: index last).
+ *   5. publication as the writer's (publish.c, hfdcp__publish: index
+ *      last).
  *
  * Memory per rank: one output buffer of at most S bytes (+ the input
  * buffer of the cast slices, S scaled by the size ratio, S chosen so that
@@ -105,8 +106,8 @@ static int check_args(const char *in, const char *out,
     if (o->buffer_bytes != 0 && o->buffer_bytes < MIN_BUFFER)
         return hfdcp__error(HFDCP_ERR_ARG,
                             "hfdcp_consolidate: buffer_bytes %" PRIu64
-                            " is below the minimum of %d bytes (0: 256 MiB)",
-                            o->buffer_bytes, MIN_BUFFER);
+                            " is below the minimum of %d bytes (0: the default, %d MiB)",
+                            o->buffer_bytes, MIN_BUFFER, (int)(DEFAULT_BUFFER >> 20));
     return HFDCP_OK;
 }
 

@@ -16,9 +16,11 @@
  *   mpiio.c    the only user of MPI_File_*: pieces -> datatypes -> I/O
  *   convert.c  F64/F32/F16/BF16 conversion
  *   reader.c   the public reader
- *   filemap.c, plan.c, writer.c   the public writer
- *   consolidate.c   shard files -> a checkpoint (reader + plan + writer's
- *                   publication)
+ *   filemap.c, plan.c   file maps, the save plan
+ *   publish.c  temporary names, shared creation, renames, index last
+ *   consolidate.c   shard files -> a checkpoint (reader + plan + publish)
+ *   writer.c   the public writer (plan + publish; consolidation after a
+ *              sharded save)
  */
 #ifndef HFDCP_INTERNAL_H
 #define HFDCP_INTERNAL_H
@@ -744,12 +746,6 @@ void hfdcp__wplan_free(hfdcp__wplan *p);
  * one thread. */
 extern int hfdcp__writer_fault_file;
 
-/* Test hook (writer.c, hfdcp__publish): 1 fails the rename of the plan's
- * last file, 2 the directory's sync after the index is in place, each as
- * if the system call had returned EIO.  Default 0.  Set it only between
- * commits, on rank 0, from one thread. */
-extern int hfdcp__publish_fault;
-
 /* hfdcp__reader_add_failed() for the writer: the message is
  * "hfdcp_writer_add (rank R): tensor '<name>': <why>", and the next
  * hfdcp_writer_commit() reports it on every rank (when it is the writer's
@@ -759,8 +755,13 @@ HFDCP_API int hfdcp__writer_add_failed(hfdcp_writer *w, int status,
                                        const char *name, const char *why);
 
 /* ------------------------------------------------------------------------
- * writer.c: temporary names and publication, shared with consolidate.c
+ * publish.c: temporary names and publication, shared by writer.c and
+ * consolidate.c
  * ---------------------------------------------------------------------- */
+
+/* Temporary files: ".hfdcp-tmp-<16 hex digits>-<final name>.tmp".  The
+ * ".tmp" suffix keeps them out of every "*.safetensors" listing. */
+#define HFDCP_TMP_PREFIX ".hfdcp-tmp-"
 
 /* The temporary and final paths of one commit. */
 typedef struct {
@@ -799,6 +800,26 @@ int hfdcp__create_shared(MPI_Comm comm, const char *path, uint64_t size);
  * commit, the index first when it was already in place. */
 int hfdcp__publish(const char *dir, const hfdcp__wplan *plan,
                    const hfdcp__paths *paths);
+
+/* Test hook (publish.c, hfdcp__publish): 1 fails the rename of the plan's
+ * last file, 2 the directory's sync after the index is in place, each as
+ * if the system call had returned EIO.  Default 0.  Set it only between
+ * commits, on rank 0, from one thread. */
+extern int hfdcp__publish_fault;
+
+/* fsync of the directory `path` (EINVAL, a directory that cannot be
+ * synced, is not an error).  Local. */
+int hfdcp__sync_dir(const char *path);
+
+/* Rank 0: removes the old index of `dir` first (from then on no index
+ * names missing files), then its stale files: those of an earlier
+ * checkpoint or an interrupted save that a loader listing the directory
+ * would pick up (model files, shard files, temporary files: is_stale() in
+ * publish.c), but none of this commit's temporary files (tag `tag`) and
+ * none of the names in `keep` (may be NULL).  Used by hfdcp__publish and
+ * by the writer's sharded save.  Local. */
+int hfdcp__remove_old(const char *dir, const char *tag,
+                      const hfdcp__strmap *keep);
 
 /* ------------------------------------------------------------------------
  * consolidate.c (with catalog.c): per-rank shard files -> a checkpoint
