@@ -6,8 +6,9 @@
  * shards of the SafeTensors.jl model consolidated with --map-from the
  * fixture's sharded copy of the same model must give the bytes of a direct
  * save with that map (and the fixture's own files), with plain progress
- * lines (the output is a pipe, not a terminal); bad input gives exit 3 and
- * the library's message, a bad command line exit 2.
+ * lines (the output is a pipe, not a terminal), and the byte count of the
+ * summary with --progress none; a missing or malformed input gives exit 1
+ * and the library's message, a bad command line exit 2 and the reason.
  */
 #include <sys/stat.h>
 
@@ -227,6 +228,54 @@ static int same_but_aligned(const char *a, const char *b, uint64_t align)
     return ok;
 }
 
+/* The summary's byte count as the tool prints it: powers of 1000, "%.0f B"
+ * below 1000, else "%.2f kB" (MB, GB, ...). */
+static void human_bytes(char *buf, size_t size, uint64_t n)
+{
+    static const char *units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1000.0 && u < 5) {
+        v /= 1000.0;
+        u++;
+    }
+    snprintf(buf, size, u ? "%.2f %s" : "%.0f %s", v, units[u]);
+}
+
+/* --hint: the data aligned to 4 KiB, the rest of each file the same as
+ * the reference's.  --progress none: no progress, but the summary counts
+ * the bytes written all the same (the tensor bytes of the output), and
+ * --buffer-mb 0 is the default, as buffer_bytes 0. */
+static int consolidate_aligned_and_quiet(MPI_Comm comm, const char *dir, const char *shards,
+                                         const char *ref)
+{
+    char args[4096], a[1200], b[1200], want[1400], bytes[32];
+    char *text = NULL;
+    hfdcp__catalog *cat = NULL;
+
+    snprintf(args, sizeof args, "%s %s/aligned --map-from %s --progress none "
+             "--buffer-mb 0 --hint hfdcp_data_alignment=4096 "
+             "--hint cb_buffer_size=1048576", shards, dir, ref);
+    T_CHECKF(consolidate(2, args, &text) == 0, "%s", text ? text : "");
+    snprintf(a, sizeof a, "%s/aligned", dir);
+    T_OKCALL(hfdcp__catalog_open(comm, a, NULL, &cat));
+    T_CHECK(cat->total_size == 4305); /* the fixture model's */
+    human_bytes(bytes, sizeof bytes, cat->total_size);
+    hfdcp__catalog_free(cat);
+    snprintf(want, sizeof want, "%s/aligned: consolidated %s of tensors from %s in ", dir,
+             bytes, shards);
+    T_CHECKF(text && strstr(text, want) && strstr(text, "consolidated 0 B") == NULL &&
+                 strstr(text, "%") == NULL,
+             "want '%s':\n%s", want, text ? text : "");
+    free(text);
+    for (int i = 1; i <= 6; i++) {
+        snprintf(a, sizeof a, "%s/aligned/model-%05d-of-00006.safetensors", dir, i);
+        snprintf(b, sizeof b, "%s/model-%05d-of-00006.safetensors", ref, i);
+        T_CHECKF(same_but_aligned(a, b, 4096), "%s vs %s", a, b);
+    }
+    return T_OK;
+}
+
 static int consolidate_tool_should_copy_a_reference_layout(MPI_Comm comm,
                                                            const char *dir)
 {
@@ -270,18 +319,7 @@ static int consolidate_tool_should_copy_a_reference_layout(MPI_Comm comm,
     snprintf(b, sizeof b, "%s/%s", direct, HFDCP_INDEX_NAME);
     T_CHECK(same_file(a, b));
 
-    /* Hints: the data aligned to 4 KiB, the rest of each file the same. */
-    snprintf(args, sizeof args, "%s %s/aligned --map-from %s --progress none "
-             "--hint hfdcp_data_alignment=4096 --hint cb_buffer_size=1048576",
-             shards, dir, ref);
-    T_CHECKF(consolidate(2, args, &text) == 0, "%s", text ? text : "");
-    free(text);
-    for (int i = 1; i <= 6; i++) {
-        snprintf(a, sizeof a, "%s/aligned/model-%05d-of-00006.safetensors",
-                 dir, i);
-        snprintf(b, sizeof b, "%s/model-%05d-of-00006.safetensors", ref, i);
-        T_CHECKF(same_but_aligned(a, b, 4096), "%s vs %s", a, b);
-    }
+    T_CHECK(consolidate_aligned_and_quiet(comm, dir, shards, ref) == T_OK);
 
     /* The bar, forced (a rank's stderr is a pipe under mpirun), and a cast:
      * every floating-point tensor becomes F32, the others stay. */
@@ -313,46 +351,104 @@ static int consolidate_tool_should_copy_a_reference_layout(MPI_Comm comm,
     return T_OK;
 }
 
-static int consolidate_tool_should_report_errors(MPI_Comm comm,
-                                                 const char *dir)
+/* A missing or malformed input: exit 1, the library's message once. */
+static int consolidate_tool_should_report_invalid_input(MPI_Comm comm,
+                                                        const char *dir)
 {
     char args[2048];
     char *text = NULL;
     (void)comm;
 
-    /* A missing input: exit 3 and the library's message, on rank 0 only. */
+    /* A missing input: invalid input, exit 1 (as inspect and verify), and
+     * the library's message, on rank 0 only. */
     snprintf(args, sizeof args, "%s/nothing %s/out", dir, dir);
-    T_CHECK(consolidate(2, args, &text) == 3);
+    T_CHECK(consolidate(2, args, &text) == 1);
     T_CHECKF(text && strstr(text, "hfdcp consolidate: HFDCP_ERR_NOT_FOUND: ") &&
                  strstr(text, "does not exist") &&
                  strstr(strstr(text, "does not exist") + 1,
                         "HFDCP_ERR_NOT_FOUND") == NULL,
              "%s", text ? text : "");
     free(text);
-    /* Bad command lines. */
-    T_CHECK(consolidate(0, "onlyone", &text) == 2);
-    T_CHECK(text && strstr(text, "usage: hfdcp consolidate IN OUT"));
-    free(text);
-    static const char *const bad[] = {"--dtype i32", "--buffer-mb 0",
-                                      "--progress sometimes",
-                                      "--hint novalue", "--hint"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        snprintf(args, sizeof args, "%s %s/out %s", dir, dir, bad[i]);
-        T_CHECKF(consolidate(0, args, &text) == 2, "%s", bad[i]);
+    /* A malformed shard file: exit 1 too, the message once. */
+    {
+        char bad[1200], path[1400];
+        snprintf(bad, sizeof bad, "%s/bad", dir);
+        T_CHECK(mkdir(bad, 0777) == 0);
+        snprintf(path, sizeof path, "%s/shard-00001-model-00001-of-00001.safetensors", bad);
+        T_CHECK(hfdcp_test_write_file(path, "\x02\0\0\0\0\0\0\0[]", 10) == 0);
+        snprintf(args, sizeof args, "%s %s/out", bad, dir);
+        T_CHECK(consolidate(2, args, &text) == 1);
+        T_CHECKF(text && strstr(text, "hfdcp consolidate: HFDCP_ERR_FORMAT: ") &&
+                     strstr(text, "shard-00001-model-00001-of-00001.safetensors") &&
+                     strstr(strstr(text, "HFDCP_ERR_FORMAT") + 1, "HFDCP_ERR_FORMAT") == NULL,
+                 "%s", text ? text : "");
         free(text);
     }
-    /* A bad value of hfdcp's own hint: the library refuses it. */
-    snprintf(args, sizeof args, "%s %s/out --hint hfdcp_data_alignment=3",
-             dir, dir);
-    T_CHECK(consolidate(2, args, &text) == 3);
-    T_CHECKF(text && strstr(text, "hfdcp consolidate: HFDCP_ERR_ARG: ") &&
-                 strstr(text, "hfdcp_consolidate: hint hfdcp_data_alignment=3: "
-                              "expected a power of two from 8 to 16777216"),
+    return T_OK;
+}
+
+/* Bad command lines: exit 2, the reason naming the option and the value
+ * first, then the usage; a value the library refuses (a hint) exits 2 too. */
+static int consolidate_tool_should_refuse_bad_command_lines(MPI_Comm comm, const char *dir)
+{
+    char args[2048];
+    char *text = NULL;
+    (void)comm;
+
+    T_CHECK(consolidate(0, "onlyone", &text) == 2);
+    T_CHECKF(text && strstr(text, "hfdcp consolidate: missing OUT\nusage: hfdcp "
+                                  "consolidate IN OUT"), "%s", text ? text : "");
+    free(text);
+    static const struct {
+        const char *arg, *reason;
+    } bad[] = {
+        {"--dtype i8", "--dtype 'i8': expected bf16, f16, f32 or f64, the dtypes a cast "
+                       "accepts (it converts the floating-point tensors; integer, BOOL "
+                       "and FP8 tensors are copied unchanged)\n"},
+        {"--dtype i32", "--dtype 'i32': expected bf16, f16, f32 or f64"},
+        {"--dtype", "--dtype needs a value: bf16, f16, f32 or f64"},
+        {"--buffer-mb -1", "--buffer-mb '-1': expected MiB from 0 (the default, 32 MiB) "
+                           "to 1073741824\n"},
+        {"--buffer-mb 1073741825", "--buffer-mb '1073741825': expected MiB from 0"},
+        {"--buffer-mb 1M", "--buffer-mb '1M': expected MiB from 0"},
+        {"--threads 2000", "--threads '2000': expected a thread count from 0 to 1024\n"},
+        {"--progress sometimes", "--progress 'sometimes': expected auto, bar, lines or "
+                                 "none\n"},
+        {"--hint novalue", "--hint 'novalue': expected KEY=VALUE, an MPI-IO hint\n"},
+        {"--hint", "--hint needs a value: KEY=VALUE, an MPI-IO hint\n"},
+        {"--map-from", "--map-from needs a value: a reference model's directory\n"},
+        {"extra", "unexpected argument 'extra'"},
+        {"--bogus", "unknown option '--bogus'\n"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char want[512];
+        snprintf(args, sizeof args, "%s %s/out %s", dir, dir, bad[i].arg);
+        T_CHECKF(consolidate(0, args, &text) == 2, "%s", bad[i].arg);
+        snprintf(want, sizeof want, "hfdcp consolidate: %s", bad[i].reason);
+        T_CHECKF(text && strstr(text, want) &&
+                     strstr(strstr(text, want), "\nusage: hfdcp consolidate IN OUT"),
+                 "%s:\n%s", bad[i].arg, text ? text : "");
+        free(text);
+    }
+    /* Under mpirun, rank 0 alone prints: the reason once, every rank
+     * exiting 2. */
+    snprintf(args, sizeof args, "%s %s/out --dtype i8", dir, dir);
+    T_CHECK(consolidate(2, args, &text) == 2);
+    T_CHECKF(text && strstr(text, "hfdcp consolidate: --dtype 'i8': ") &&
+                 strstr(strstr(text, "--dtype 'i8'") + 1, "--dtype 'i8'") == NULL &&
+                 strstr(strstr(text, "usage: hfdcp") + 1, "usage: hfdcp") == NULL,
              "%s", text ? text : "");
     free(text);
-    snprintf(args, sizeof args, "%s %s/out --bogus", dir, dir);
-    T_CHECK(consolidate(0, args, &text) == 2);
-    T_CHECK(text && strstr(text, "unknown option '--bogus'"));
+    /* A bad value of hfdcp's own hint: the library refuses it, a bad
+     * command line too (HFDCP_ERR_ARG: exit 2), its message once. */
+    snprintf(args, sizeof args, "%s %s/out --hint hfdcp_data_alignment=3",
+             dir, dir);
+    T_CHECK(consolidate(2, args, &text) == 2);
+    T_CHECKF(text && strstr(text, "hfdcp consolidate: HFDCP_ERR_ARG: ") &&
+                 strstr(text, "hfdcp_consolidate: hint hfdcp_data_alignment=3: "
+                              "expected a power of two from 8 to 16777216") &&
+                 strstr(strstr(text, "HFDCP_ERR_ARG") + 1, "HFDCP_ERR_ARG") == NULL,
+             "%s", text ? text : "");
     free(text);
     return T_OK;
 }
@@ -360,8 +456,10 @@ static int consolidate_tool_should_report_errors(MPI_Comm comm,
 static const hfdcp_test_case cases[] = {
     {"consolidate_tool_should_copy_a_reference_layout",
      consolidate_tool_should_copy_a_reference_layout, 1},
-    {"consolidate_tool_should_report_errors",
-     consolidate_tool_should_report_errors, 1},
+    {"consolidate_tool_should_report_invalid_input",
+     consolidate_tool_should_report_invalid_input, 1},
+    {"consolidate_tool_should_refuse_bad_command_lines",
+     consolidate_tool_should_refuse_bad_command_lines, 1},
 };
 
 int main(int argc, char **argv)

@@ -4,8 +4,10 @@
  * test_tool.c - the hfdcp command-line tool, run as a user would (one
  * process per call through popen; the test itself runs on one rank):
  * help, inspect (text and JSON, checked against the catalog oracle),
- * verify (valid and invalid inputs, every problem reported, exit codes),
- * and verify on mutated files, which must never crash.
+ * verify (valid and invalid inputs, every problem reported), the exit
+ * codes and messages of bad command lines and of missing or malformed
+ * inputs (one rule, `hfdcp help`), and verify on mutated files, which
+ * must never crash.
  */
 #include <dirent.h>
 #include <sys/wait.h>
@@ -24,6 +26,32 @@ static int tool(const char *args, char **out)
     }
     snprintf(cmd, sizeof cmd, "%s %s 2>&1", hfdcp_test_tool(), args);
     return hfdcp_test_run(cmd, out);
+}
+
+/* Runs `hfdcp ARGS` and returns its exit status; its stderr alone in
+ * *err (stdout discarded): where every message of the tool must go. */
+static int tool_err(const char *args, char **err)
+{
+    char cmd[4096];
+    hfdcp_test_scrub_launcher();
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", hfdcp_test_tool(), args);
+    return hfdcp_test_run(cmd, err);
+}
+
+/* The same with its stdout alone in *out (stderr discarded). */
+static int tool_out(const char *args, char **out)
+{
+    char cmd[4096];
+    hfdcp_test_scrub_launcher();
+    snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", hfdcp_test_tool(), args);
+    return hfdcp_test_run(cmd, out);
+}
+
+/* `hay` holds `a`, and `b` after it. */
+static int in_order(const char *hay, const char *a, const char *b)
+{
+    const char *p = hay ? strstr(hay, a) : NULL;
+    return p != NULL && strstr(p + strlen(a), b) != NULL;
 }
 
 static int tool_should_print_help_for_every_command(MPI_Comm comm, const char *dir)
@@ -60,7 +88,58 @@ static int tool_should_print_help_for_every_command(MPI_Comm comm, const char *d
     T_CHECK(tool("nosuch", &out) == 2);
     T_CHECK(out && strstr(out, "unknown command 'nosuch'"));
     free(out);
-    T_CHECK(tool("inspect", &out) == 2);
+    return T_OK;
+}
+
+/* The one exit-code rule is printed by `hfdcp help`; every bad command
+ * line exits 2 with the command and the reason first on stderr, then the
+ * usage. */
+static int tool_should_refuse_bad_command_lines_with_a_reason(MPI_Comm comm, const char *dir)
+{
+    static const struct {
+        const char *args, *reason, *usage;
+    } bad[] = {
+        {"help inspect extra", "hfdcp help: unexpected argument 'extra': takes at most one "
+                               "COMMAND\n", "usage: hfdcp help [COMMAND]\n"},
+        {"help nosuch", "hfdcp help: unknown command 'nosuch'\n", "usage: hfdcp help"},
+        {"version extra", "hfdcp version: unexpected argument 'extra': takes no arguments\n",
+         "usage: hfdcp version\n"},
+        {"", "hfdcp: no command given\n", "usage: hfdcp COMMAND"},
+        {"nosuch", "hfdcp: unknown command 'nosuch'\n", "usage: hfdcp COMMAND"},
+        {"inspect", "hfdcp inspect: missing PATH\n", "usage: hfdcp inspect PATH"},
+        {"inspect a b", "hfdcp inspect: unexpected argument 'b'\n", "usage: hfdcp inspect"},
+        {"inspect a --yaml", "hfdcp inspect: unknown option '--yaml'\n", "usage: hfdcp inspect"},
+        {"verify", "hfdcp verify: missing PATH\n", "usage: hfdcp verify PATH\n"},
+        {"verify a b", "hfdcp verify: unexpected argument 'b'\n", "usage: hfdcp verify"},
+        {"verify --all", "hfdcp verify: unknown option '--all'\n", "usage: hfdcp verify"},
+        {"demo --hint novalue", "hfdcp demo: --hint 'novalue': expected KEY=VALUE",
+         "usage: hfdcp demo"},
+        {"demo --params 5", "hfdcp demo: --params '5': expected a parameter count",
+         "usage: hfdcp demo"},
+        {"demo --dtype", "hfdcp demo: --dtype needs a value: bf16, f16 or f32\n",
+         "usage: hfdcp demo"},
+        {"demo --frob 1", "hfdcp demo: unknown option '--frob'\n", "usage: hfdcp demo"},
+    };
+    char *out = NULL;
+    (void)comm;
+    (void)dir;
+    /* The rule, in the general help. */
+    T_CHECK(tool("help", &out) == 0);
+    T_CHECKF(out && strstr(out, "  0  success") && strstr(out, "  1  the input is invalid") &&
+                 strstr(out, "  2  bad command line") && strstr(out, "  3  any other failure"),
+             "%s", out ? out : "");
+    free(out);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int st = tool_err(bad[i].args, &out);
+        T_CHECKF(st == 2, "'%s': exit %d: %s", bad[i].args, st, out ? out : "");
+        T_CHECKF(out && strncmp(out, bad[i].reason, strlen(bad[i].reason)) == 0 &&
+                     in_order(out, bad[i].reason, bad[i].usage),
+                 "'%s' printed on stderr:\n%s", bad[i].args, out ? out : "");
+        free(out);
+    }
+    /* Nothing on stdout for them. */
+    T_CHECK(tool_out("help inspect extra", &out) == 2);
+    T_CHECKF(out == NULL || out[0] == '\0', "%s", out);
     free(out);
     return T_OK;
 }
@@ -112,11 +191,51 @@ static int tool_should_inspect_like_the_oracle(MPI_Comm comm, const char *dir)
     T_CHECK(strstr(out, "float64_357  F64  [3, 5, 7]  model-0000") != NULL);
     T_CHECK(strstr(out, "total: 4305 bytes") != NULL);
     free(out);
-    /* A missing path is an error (exit 3) naming it. */
+    return T_OK;
+}
+
+/* A missing or malformed input is invalid input, exit 1, for inspect as
+ * for verify (and consolidate: test_consolidate_tool.c); the message on
+ * stderr, the command first. */
+static int tool_should_exit_1_on_a_missing_or_malformed_input(MPI_Comm comm, const char *dir)
+{
+    char args[1024], bad[512], *err = NULL, *out = NULL;
+    (void)comm;
+    snprintf(bad, sizeof bad, "%s/invalid/safetensors_cpp_abuse_attempt_1.safetensors",
+             hfdcp_test_fixtures());
+    /* inspect: the library's status and message, nothing on stdout. */
     snprintf(args, sizeof args, "inspect %s/nope", dir);
-    T_CHECK(tool(args, &out) == 3);
-    T_CHECK(strstr(out, "HFDCP_ERR_NOT_FOUND") && strstr(out, "/nope"));
+    T_CHECK(tool_err(args, &err) == 1);
+    T_CHECKF(err && strncmp(err, "hfdcp inspect: HFDCP_ERR_NOT_FOUND: ", 36) == 0 &&
+                 strstr(err, "/nope' does not exist\n"), "%s", err ? err : "");
+    free(err);
+    snprintf(args, sizeof args, "inspect %s", bad);
+    T_CHECK(tool_out(args, &out) == 1);
+    T_CHECKF(out == NULL || out[0] == '\0', "%s", out);
     free(out);
+    snprintf(args, sizeof args, "inspect --json %s", bad);
+    T_CHECK(tool_err(args, &err) == 1);
+    T_CHECKF(err && strncmp(err, "hfdcp inspect: HFDCP_ERR_FORMAT: ", 33) == 0 &&
+                 strstr(err, "past the end of the file"), "%s", err ? err : "");
+    free(err);
+    /* verify: the report on stdout, the verdict on stderr. */
+    snprintf(args, sizeof args, "verify %s/nope", dir);
+    T_CHECK(tool_out(args, &out) == 1);
+    T_CHECKF(out && strncmp(out, "HFDCP_ERR_NOT_FOUND: ", 21) == 0 &&
+                 strstr(out, "/nope' does not exist\n"), "%s", out ? out : "");
+    free(out);
+    snprintf(args, sizeof args, "verify %s/nope", dir);
+    T_CHECK(tool_err(args, &err) == 1);
+    T_CHECKF(err && strncmp(err, "hfdcp verify: ", 14) == 0 &&
+                 strstr(err, "/nope: not valid, 1 problem (listed on stdout)\n"),
+             "%s", err ? err : "");
+    free(err);
+    snprintf(args, sizeof args, "verify %s", bad);
+    T_CHECK(tool_err(args, &err) == 1);
+    T_CHECKF(err && strncmp(err, "hfdcp verify: ", 14) == 0 &&
+                 strstr(err, "abuse_attempt_1.safetensors: not valid, 1 problem"),
+             "%s", err ? err : "");
+    free(err);
     return T_OK;
 }
 
@@ -143,11 +262,12 @@ static int tool_should_verify_and_report_every_problem(MPI_Comm comm, const char
     T_CHECK(hfdcp_test_write_file(path, "\x02\0\0\0\0\0\0\0{}x", 11) == 0);
     snprintf(args, sizeof args, "verify %s", dir);
     T_CHECK(tool(args, &out) == 1);
-    int lines = 0;
+    int lines = 0; /* one per problem, and the verdict */
     for (char *p = out; *p; p++)
         lines += *p == '\n';
-    T_CHECKF(lines == 3, "%s", out);
+    T_CHECKF(lines == 4, "%s", out);
     T_CHECK(strstr(out, "a.safetensors") && strstr(out, "b.safetensors") && strstr(out, "c.safetensors"));
+    T_CHECKF(strstr(out, ": not valid, 3 problems (listed on stdout)\n"), "%s", out);
     free(out);
     return T_OK;
 }
@@ -230,14 +350,18 @@ static int tool_should_pass_hints_to_the_demo(MPI_Comm comm, const char *dir)
     T_CHECKF(files >= 2, "%d files", files);
     snprintf(args, sizeof args, "demo --params 200k --out %s/e --hint novalue", dir);
     T_CHECK(tool(args, &out) == 2);
-    T_CHECK(out && strstr(out, "bad argument near 'novalue'"));
+    T_CHECK(out && strstr(out, "hfdcp demo: --hint 'novalue': expected KEY=VALUE"));
     free(out);
     return T_OK;
 }
 
 static const hfdcp_test_case cases[] = {
     {"tool_should_print_help_for_every_command", tool_should_print_help_for_every_command, 1},
+    {"tool_should_refuse_bad_command_lines_with_a_reason",
+     tool_should_refuse_bad_command_lines_with_a_reason, 1},
     {"tool_should_inspect_like_the_oracle", tool_should_inspect_like_the_oracle, 1},
+    {"tool_should_exit_1_on_a_missing_or_malformed_input",
+     tool_should_exit_1_on_a_missing_or_malformed_input, 1},
     {"tool_should_verify_and_report_every_problem", tool_should_verify_and_report_every_problem, 1},
     {"tool_should_never_crash_on_mutated_files", tool_should_never_crash_on_mutated_files, 1},
     {"tool_should_pass_hints_to_the_demo", tool_should_pass_hints_to_the_demo, 1},

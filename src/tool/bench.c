@@ -552,251 +552,329 @@ static void merge_alt(MPI_Info base, MPI_Info over, MPI_Info *out)
     }
 }
 
+/* The command line. */
+typedef struct {
+    uint64_t size, tensors, shard_bytes;
+    int reps, layouts, peers, quick, verify, threads;
+    int set_size, set_tensors, set_reps;
+    const char *dir, *csv, *fault;
+    hfdcp_dtype dtype;
+    MPI_Info info, alt; /* --hint, --alt-hint */
+} bench_args;
+
+/* What each option taking a value expects, for the reason of a refusal. */
+static const struct {
+    const char *opt, *expected;
+} expectations[] = {
+    {"--size", "a byte count like 1G or 512M (suffixes k, M, G, T: powers of 1000)"},
+    {"--tensors", "a tensor count from 1 to 10000000"},
+    {"--reps", "a repetition count from 1 to 255"},
+    {"--threads", "a thread count from 0 to 64"},
+    {"--max-shard-bytes", "a byte count like 256M (0: one file)"},
+    {"--shard-bytes", "a byte count like 256M (0: one file)"},
+    {"--dtype", "bf16 or f32"},
+    {"--layout", "rows, cols, blocks, replicated, llama, llama-tp or all"},
+    {"--peers", "a comma list of plain, hfdcp, plan, hdf5, sharded, naive, all"},
+    {"--dir", "a directory"},
+    {"--csv", "a file name"},
+    {"--inject-fault", "a comma list of check names"},
+    {"--hint", "KEY=VALUE, an MPI-IO hint"},
+    {"--alt-hint", "KEY=VALUE, an MPI-IO hint"},
+};
+
+/* Rank 0: the reason `opt` (with value `v`, NULL when missing) was
+ * refused, then the usage. */
+static void bad_arg(const char *opt, const char *v)
+{
+    const char *expected = NULL;
+    for (size_t i = 0; i < sizeof expectations / sizeof expectations[0]; i++)
+        if (strcmp(opt, expectations[i].opt) == 0)
+            expected = expectations[i].expected;
+    if (expected == NULL)
+        fprintf(stderr, "hfdcp bench: %s '%s'\n",
+                opt[0] == '-' ? "unknown option" : "unexpected argument", opt);
+    else if (v == NULL)
+        fprintf(stderr, "hfdcp bench: %s needs a value: %s\n", opt, expected);
+    else
+        fprintf(stderr, "hfdcp bench: %s '%s': expected %s\n", opt, v, expected);
+    fputs(usage_text, stderr);
+}
+
+/* One option `a` with the next argument `v` (NULL: none) into *b: the
+ * arguments it takes (0 or 1), or -1 when refused. */
+static int parse_option(bench_args *b, const char *a, const char *v)
+{
+    uint64_t r = 0;
+    int ok = 1;
+    if (strcmp(a, "--quick") == 0 || strcmp(a, "--verify") == 0) {
+        *(a[2] == 'q' ? &b->quick : &b->verify) = 1;
+        return 0;
+    }
+    if (v == NULL)
+        return -1;
+    if (strcmp(a, "--size") == 0) {
+        ok = tool_parse_size(v, 1e15, &b->size) == 0 && b->size >= 1;
+        b->set_size = 1;
+    } else if (strcmp(a, "--tensors") == 0) {
+        ok = tool_parse_size(v, 1e15, &b->tensors) == 0 && b->tensors >= 1 &&
+             b->tensors <= 10000000;
+        b->set_tensors = 1;
+    } else if (strcmp(a, "--reps") == 0) {
+        ok = tool_parse_size(v, 1e15, &r) == 0 && r >= 1 && r <= 255;
+        b->reps = (int)r;
+        b->set_reps = 1;
+    } else if (strcmp(a, "--threads") == 0) {
+        ok = tool_parse_size(v, 1e15, &r) == 0 && r <= 64;
+        b->threads = (int)r;
+    } else if (strcmp(a, "--max-shard-bytes") == 0 || strcmp(a, "--shard-bytes") == 0) {
+        ok = tool_parse_size(v, 1e15, &b->shard_bytes) == 0;
+    } else if (strcmp(a, "--dtype") == 0) {
+        ok = strcmp(v, "bf16") == 0 || strcmp(v, "f32") == 0;
+        b->dtype = strcmp(v, "f32") == 0 ? HFDCP_F32 : HFDCP_BF16;
+    } else if (strcmp(a, "--layout") == 0) {
+        int l = 0;
+        while (l < N_LAYOUTS && strcmp(v, layout_names[l]) != 0)
+            l++;
+        ok = l < N_LAYOUTS || strcmp(v, "all") == 0;
+        b->layouts |= l < N_LAYOUTS ? 1 << l : (1 << N_LAYOUTS) - 1;
+    } else if (strcmp(a, "--peers") == 0) {
+        ok = parse_peers(v, &b->peers) == 0;
+    } else if (strcmp(a, "--dir") == 0 || strcmp(a, "--csv") == 0 ||
+               strcmp(a, "--inject-fault") == 0) {
+        *(a[2] == 'd' ? &b->dir : a[2] == 'c' ? &b->csv : &b->fault) = v;
+    } else if (strcmp(a, "--hint") == 0 || strcmp(a, "--alt-hint") == 0) {
+        ok = tool_add_hint(a[2] == 'h' ? &b->info : &b->alt, v);
+    } else {
+        ok = 0;
+    }
+    return ok ? 1 : -1;
+}
+
+/* The command line into *b, --quick's defaults applied: 1, or 0 after the
+ * reason and the usage on rank 0 (the hints freed). */
+static int parse_args(int argc, char **argv, int rank, bench_args *b)
+{
+    memset(b, 0, sizeof *b);
+    b->size = 1000000000;
+    b->tensors = 100;
+    b->reps = 3;
+    b->peers = PEER_ALL;
+    b->dir = "hfdcp-bench";
+    b->dtype = HFDCP_BF16;
+    b->info = b->alt = MPI_INFO_NULL;
+    for (int i = 1; i < argc; i++) {
+        int takes = parse_option(b, argv[i], i + 1 < argc ? argv[i + 1] : NULL);
+        if (takes < 0) {
+            if (rank == 0)
+                bad_arg(argv[i], i + 1 < argc ? argv[i + 1] : NULL);
+            if (b->info != MPI_INFO_NULL)
+                MPI_Info_free(&b->info);
+            if (b->alt != MPI_INFO_NULL)
+                MPI_Info_free(&b->alt);
+            return 0;
+        }
+        i += takes;
+    }
+    if (b->quick) {
+        if (!b->set_size)
+            b->size = 2000000;
+        if (!b->set_tensors)
+            b->tensors = 12;
+        if (!b->set_reps)
+            b->reps = 1;
+        b->verify = 1;
+    }
+    if (b->layouts == 0)
+        b->layouts = (1 << N_LAYOUTS) - 1;
+    return 1;
+}
+
+/* Rank 0 opens the CSV and prints the run's header: TOOL_EXIT_OK on every
+ * rank, or TOOL_EXIT_ERROR when the CSV cannot be written. */
+static int start_run(const bench_ctx *c, const bench_args *b)
+{
+    int failed;
+    g.nranks = c->nranks;
+    g.size_arg = b->size;
+    g.dtype = b->dtype == HFDCP_BF16 ? "bf16" : "f32";
+    if (c->rank == 0) {
+        if (b->csv != NULL) {
+            g.csv = fopen(b->csv, "w");
+            if (g.csv == NULL)
+                fprintf(stderr, "hfdcp bench: cannot write '%s': %s\n", b->csv,
+                        strerror(errno));
+            else
+                fprintf(g.csv, "peer,layout,size,tensors,dtype,ranks,rep,seconds,bytes,gbps,"
+                               "extra_mem_max,extra_mem_rank0\n");
+        }
+        printf("hfdcp bench: %d rank%s, size %.3f GB, %s, %d rep%s, dir %s%s\n", c->nranks,
+               c->nranks == 1 ? "" : "s", (double)b->size / 1e9, g.dtype, b->reps,
+               b->reps == 1 ? "" : "s", b->dir,
+               b->quick ? " (quick: verifying every peer)" : "");
+        printf("%s\n", bench_hdf5_status());
+        printf("MPI-IO hints passed: %s; durable = commit/fsync/MPI_File_sync returned; "
+               "memory = VmHWM - VmRSS per step\n",
+               b->info == MPI_INFO_NULL ? "none (hfdcp's defaults)" : "--hint values");
+        if (b->alt != MPI_INFO_NULL)
+            printf("hfdcp_alt: hfdcp's direct save and loads again, with the --alt-hint "
+                   "values over those\n");
+        fflush(stdout);
+    }
+    failed = b->csv != NULL && c->rank == 0 && g.csv == NULL;
+    MPI_Bcast(&failed, 1, MPI_INT, 0, c->comm);
+    return failed ? TOOL_EXIT_ERROR : TOOL_EXIT_OK;
+}
+
+/* One repetition of every peer in `path`: the worst exit code of the
+ * peers (TOOL_EXIT_ERROR stops at once). */
+static int run_rep(bench_ctx *c, const bench_args *b, const char *path, int rep, int *hdf5_ok,
+                   int *sharded_ok)
+{
+    int r[10], nr = 0, code = TOOL_EXIT_OK, peers = b->peers;
+
+    if (empty_dir(c, path) != 0)
+        return TOOL_EXIT_ERROR;
+    /* Peers in turn; without verification the first one rotates from one
+     * repetition to the next, and every other repetition runs them in the
+     * reverse order, so that none always runs first nor always after the
+     * same peer (the step before a measurement moves it on some machines:
+     * docs/benchmarks.md, "Fresh memory").  With verification, hfdcp runs
+     * before the peers whose files are compared with its own. */
+    for (int step = 0; step < 9; step++) {
+        int ran = nr;
+        int p = c->verify ? step : rep % 2 == 0 ? (step + rep) % 9 : (9 - step + rep) % 9;
+        if (p == 0 && (peers & PEER_PLAIN))
+            r[nr++] = bench_plain(c, 0);
+        if (p == 1 && (peers & (PEER_HFDCP | PEER_SHARDED | PEER_NAIVE)))
+            r[nr++] = bench_hfdcp(c, (peers & PEER_HFDCP) != 0);
+        if (p == 2 && (peers & PEER_PLAIN))
+            r[nr++] = bench_plain(c, 1);
+        if (p == 3 && *hdf5_ok)
+            r[nr++] = bench_hdf5(c, hdf5_ok);
+        if (p == 4 && *sharded_ok)
+            r[nr++] = bench_sharded(c, sharded_ok);
+        if (p == 5 && (peers & PEER_NAIVE))
+            r[nr++] = bench_naive(c);
+        if (p == 6 && (peers & (PEER_HFDCP | PEER_PLAN)))
+            r[nr++] = bench_plan(c);
+        if (p == 7 && b->threads > 1 && (peers & PEER_HFDCP))
+            r[nr++] = bench_threads(c, b->threads);
+        if (p == 8 && c->alt_info != MPI_INFO_NULL && (peers & PEER_HFDCP))
+            r[nr++] = bench_hfdcp_alt(c);
+        /* Without verification no step reads another's files: they go
+         * now, so that the next step's writes find the memory they free
+         * just freed, as the first step of the repetition does
+         * (docs/benchmarks.md, "The step after another peer's loads"). */
+        if (!c->verify && nr > ran && r[nr - 1] != TOOL_EXIT_ERROR && empty_dir(c, path) != 0) {
+            r[nr++] = TOOL_EXIT_ERROR;
+            break;
+        }
+    }
+    for (int i = 0; i < nr; i++)
+        if (r[i] != TOOL_EXIT_OK && code != TOOL_EXIT_ERROR)
+            code = r[i];
+    bench_rmtree(c, path);
+    return code;
+}
+
+/* Layout `l`: the model generated, every repetition, the table.  The
+ * worst exit code. */
+static int run_layout(bench_ctx *c, const bench_args *b, int l, int *hdf5_ok, int *sharded_ok)
+{
+    bench_model m;
+    int code = TOOL_EXIT_OK;
+    double t0 = MPI_Wtime();
+    int rc;
+
+    memset(&m, 0, sizeof m);
+    m.dtype = b->dtype;
+    m.esize = hfdcp_dtype_bits(b->dtype) / 8;
+    g.layout = l;
+    rc = hfdcp__agree(c->comm, make_model(&m, l, b->size, b->tensors, c->rank, c->nranks));
+    if (rc != HFDCP_OK) {
+        tool_report_error("bench", rc);
+        free_model(&m);
+        return TOOL_EXIT_ERROR;
+    }
+    g.tensors = m.n;
+    g.total = m.total;
+    c->m = &m;
+    if (c->rank == 0) {
+        printf("\n== layout %s: %zu tensors, %.3f GB, generated in %.1f s\n", layout_names[l],
+               m.n, (double)m.total / 1e9, MPI_Wtime() - t0);
+        fflush(stdout);
+    }
+    for (int rep = 0; rep < b->reps && code != TOOL_EXIT_ERROR; rep++) {
+        char path[4096];
+        int r;
+        snprintf(path, sizeof path, "%s/%s-rep%d", b->dir, layout_names[l], rep);
+        c->dir = path;
+        c->rep = rep;
+        r = run_rep(c, b, path, rep, hdf5_ok, sharded_ok);
+        if (r != TOOL_EXIT_OK && code != TOOL_EXIT_ERROR)
+            code = r;
+    }
+    print_table(c, b->reps);
+    c->m = NULL;
+    free_model(&m);
+    return code;
+}
+
 int tool_bench(int argc, char **argv)
 {
-    uint64_t size = 1000000000, tensors = 100, shard_bytes = 0;
-    int reps = 3, layouts = 0, peers = PEER_ALL, quick = 0, verify = 0, threads = 0;
-    int set_size = 0, set_tensors = 0, set_reps = 0;
-    const char *dir = "hfdcp-bench", *csv = NULL, *fault = NULL;
-    hfdcp_dtype dtype = HFDCP_BF16;
+    bench_args b;
     bench_ctx c;
-    int code = TOOL_EXIT_OK;
-    MPI_Info info = MPI_INFO_NULL, alt = MPI_INFO_NULL, alt_info = MPI_INFO_NULL;
+    int code;
+    MPI_Info alt_info = MPI_INFO_NULL;
 
     memset(&c, 0, sizeof c);
     c.comm = MPI_COMM_WORLD;
     MPI_Comm_rank(c.comm, &c.rank);
     MPI_Comm_size(c.comm, &c.nranks);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int ok = 1, takes = 1;
-        if (strcmp(a, "--quick") == 0) {
-            quick = 1;
-            takes = 0;
-        } else if (strcmp(a, "--verify") == 0) {
-            verify = 1;
-            takes = 0;
-        } else if (v == NULL) {
-            ok = 0;
-        } else if (strcmp(a, "--size") == 0) {
-            ok = tool_parse_size(v, 1e15, &size) == 0 && size >= 1;
-            set_size = 1;
-        } else if (strcmp(a, "--tensors") == 0) {
-            ok = tool_parse_size(v, 1e15, &tensors) == 0 && tensors >= 1 && tensors <= 10000000;
-            set_tensors = 1;
-        } else if (strcmp(a, "--reps") == 0) {
-            uint64_t r;
-            ok = tool_parse_size(v, 1e15, &r) == 0 && r >= 1 && r <= 255;
-            reps = (int)r;
-            set_reps = 1;
-        } else if (strcmp(a, "--threads") == 0) {
-            uint64_t r;
-            ok = tool_parse_size(v, 1e15, &r) == 0 && r <= 64;
-            threads = (int)r;
-        } else if (strcmp(a, "--max-shard-bytes") == 0 || strcmp(a, "--shard-bytes") == 0) {
-            ok = tool_parse_size(v, 1e15, &shard_bytes) == 0;
-        } else if (strcmp(a, "--dtype") == 0) {
-            if (strcmp(v, "bf16") == 0) dtype = HFDCP_BF16;
-            else if (strcmp(v, "f32") == 0) dtype = HFDCP_F32;
-            else ok = 0;
-        } else if (strcmp(a, "--layout") == 0) {
-            int l;
-            for (l = 0; l < N_LAYOUTS; l++)
-                if (strcmp(v, layout_names[l]) == 0)
-                    break;
-            if (l < N_LAYOUTS)
-                layouts |= 1 << l;
-            else if (strcmp(v, "all") == 0)
-                layouts = (1 << N_LAYOUTS) - 1;
-            else
-                ok = 0;
-        } else if (strcmp(a, "--peers") == 0) {
-            ok = parse_peers(v, &peers) == 0;
-        } else if (strcmp(a, "--dir") == 0) {
-            dir = v;
-        } else if (strcmp(a, "--csv") == 0) {
-            csv = v;
-        } else if (strcmp(a, "--inject-fault") == 0) {
-            fault = v;
-        } else if (strcmp(a, "--hint") == 0) {
-            ok = tool_add_hint(&info, v);
-        } else if (strcmp(a, "--alt-hint") == 0) {
-            ok = tool_add_hint(&alt, v);
-        } else {
-            ok = 0;
-        }
-        if (!ok) {
-            if (c.rank == 0)
-                fprintf(stderr, "hfdcp bench: bad argument near '%s'\n%s", a, usage_text);
-            if (info != MPI_INFO_NULL)
-                MPI_Info_free(&info);
-            if (alt != MPI_INFO_NULL)
-                MPI_Info_free(&alt);
-            return TOOL_EXIT_USAGE;
-        }
-        i += takes;
-    }
-    if (quick) {
-        if (!set_size)
-            size = 2000000;
-        if (!set_tensors)
-            tensors = 12;
-        if (!set_reps)
-            reps = 1;
-        if (layouts == 0)
-            layouts = (1 << N_LAYOUTS) - 1;
-        verify = 1;
-    }
-    if (layouts == 0)
-        layouts = (1 << N_LAYOUTS) - 1;
-
-    c.verify = verify;
-    c.fault = fault;
+    if (!parse_args(argc, argv, c.rank, &b))
+        return TOOL_EXIT_USAGE;
+    c.verify = b.verify;
+    c.fault = b.fault;
     c.threads = 0; /* every peer but the threads peer: one thread */
-    c.shard_bytes = shard_bytes;
-    c.info = info;
-    merge_alt(info, alt, &alt_info);
+    c.shard_bytes = b.shard_bytes;
+    c.info = b.info;
+    merge_alt(b.info, b.alt, &alt_info);
     c.alt_info = alt_info;
-    g.nranks = c.nranks;
-    g.size_arg = size;
-    g.dtype = dtype == HFDCP_BF16 ? "bf16" : "f32";
-    if (c.rank == 0) {
-        if (csv != NULL) {
-            g.csv = fopen(csv, "w");
-            if (g.csv == NULL)
-                fprintf(stderr, "hfdcp bench: cannot write '%s': %s\n", csv, strerror(errno));
-            else
-                fprintf(g.csv, "peer,layout,size,tensors,dtype,ranks,rep,seconds,bytes,gbps,"
-                               "extra_mem_max,extra_mem_rank0\n");
+    code = start_run(&c, &b);
+    if (code == TOOL_EXIT_OK) {
+        int hdf5_ok = (b.peers & PEER_HDF5) != 0, sharded_ok = (b.peers & PEER_SHARDED) != 0;
+        bench_mkdir(&c, b.dir);
+        for (int l = 0; l < N_LAYOUTS && code != TOOL_EXIT_ERROR; l++) {
+            int r = b.layouts & (1 << l) ? run_layout(&c, &b, l, &hdf5_ok, &sharded_ok)
+                                         : TOOL_EXIT_OK;
+            if (r != TOOL_EXIT_OK && code != TOOL_EXIT_ERROR)
+                code = r;
         }
-        printf("hfdcp bench: %d rank%s, size %.3f GB, %s, %d rep%s, dir %s%s\n", c.nranks,
-               c.nranks == 1 ? "" : "s", (double)size / 1e9, g.dtype, reps,
-               reps == 1 ? "" : "s", dir, quick ? " (quick: verifying every peer)" : "");
-        printf("%s\n", bench_hdf5_status());
-        printf("MPI-IO hints passed: %s; durable = commit/fsync/MPI_File_sync returned; "
-               "memory = VmHWM - VmRSS per step\n",
-               info == MPI_INFO_NULL ? "none (hfdcp's defaults)" : "--hint values");
-        if (alt != MPI_INFO_NULL)
-            printf("hfdcp_alt: hfdcp's direct save and loads again, with the --alt-hint "
-                   "values over those\n");
-        fflush(stdout);
-    }
-    int code_open = (csv != NULL && c.rank == 0 && g.csv == NULL) ? 1 : 0;
-    MPI_Bcast(&code_open, 1, MPI_INT, 0, c.comm);
-    if (code_open) {
-        if (info != MPI_INFO_NULL)
-            MPI_Info_free(&info);
-        if (alt != MPI_INFO_NULL)
-            MPI_Info_free(&alt);
-        if (alt_info != MPI_INFO_NULL)
-            MPI_Info_free(&alt_info);
-        return TOOL_EXIT_ERROR;
-    }
-
-    int hdf5_ok = (peers & PEER_HDF5) != 0, sharded_ok = (peers & PEER_SHARDED) != 0;
-    bench_mkdir(&c, dir);
-    for (int l = 0; l < N_LAYOUTS && code != TOOL_EXIT_ERROR; l++) {
-        bench_model m;
-        if (!(layouts & (1 << l)))
-            continue;
-        memset(&m, 0, sizeof m);
-        m.dtype = dtype;
-        m.esize = hfdcp_dtype_bits(dtype) / 8;
-        g.layout = l;
-        double t0 = MPI_Wtime();
-        int rc = hfdcp__agree(c.comm, make_model(&m, l, size, tensors, c.rank, c.nranks));
-        if (rc != HFDCP_OK) {
-            tool_report_error("bench", rc);
-            free_model(&m);
+        if (g.failed_alloc && code == TOOL_EXIT_OK)
             code = TOOL_EXIT_ERROR;
-            break;
-        }
-        g.tensors = m.n;
-        g.total = m.total;
-        c.m = &m;
         if (c.rank == 0) {
-            printf("\n== layout %s: %zu tensors, %.3f GB, generated in %.1f s\n",
-                   layout_names[l], m.n, (double)m.total / 1e9, MPI_Wtime() - t0);
-            fflush(stdout);
+            if (code == TOOL_EXIT_OK && b.verify)
+                printf("\nverified: every peer wrote and read back exactly the generated "
+                       "bytes\n");
+            else if (code == TOOL_EXIT_INVALID)
+                printf("\nFAILED: a peer's output differs from the generated bytes (see "
+                       "MISMATCH)\n");
         }
-        for (int rep = 0; rep < reps && code != TOOL_EXIT_ERROR; rep++) {
-            char path[4096];
-            int r[10], nr = 0;
-            snprintf(path, sizeof path, "%s/%s-rep%d", dir, layout_names[l], rep);
-            c.dir = path;
-            c.rep = rep;
-            if (empty_dir(&c, path) != 0) {
-                code = TOOL_EXIT_ERROR;
-                break;
-            }
-            /* Peers in turn; without verification the first one rotates
-             * from one repetition to the next, and every other
-             * repetition runs them in the reverse order, so that none
-             * always runs first nor always after the same peer (the step
-             * before a measurement moves it on some machines:
-             * docs/benchmarks.md, "Fresh memory").  With verification,
-             * hfdcp runs before the peers whose files are compared with
-             * its own. */
-            for (int step = 0; step < 9; step++) {
-                int ran = nr;
-                int p = c.verify ? step
-                        : rep % 2 == 0 ? (step + rep) % 9
-                                       : (9 - step + rep) % 9;
-                if (p == 0 && (peers & PEER_PLAIN))
-                    r[nr++] = bench_plain(&c, 0);
-                if (p == 1 && (peers & (PEER_HFDCP | PEER_SHARDED | PEER_NAIVE)))
-                    r[nr++] = bench_hfdcp(&c, (peers & PEER_HFDCP) != 0);
-                if (p == 2 && (peers & PEER_PLAIN))
-                    r[nr++] = bench_plain(&c, 1);
-                if (p == 3 && hdf5_ok)
-                    r[nr++] = bench_hdf5(&c, &hdf5_ok);
-                if (p == 4 && sharded_ok)
-                    r[nr++] = bench_sharded(&c, &sharded_ok);
-                if (p == 5 && (peers & PEER_NAIVE))
-                    r[nr++] = bench_naive(&c);
-                if (p == 6 && (peers & (PEER_HFDCP | PEER_PLAN)))
-                    r[nr++] = bench_plan(&c);
-                if (p == 7 && threads > 1 && (peers & PEER_HFDCP))
-                    r[nr++] = bench_threads(&c, threads);
-                if (p == 8 && alt_info != MPI_INFO_NULL && (peers & PEER_HFDCP))
-                    r[nr++] = bench_hfdcp_alt(&c);
-                /* Without verification no step reads another's files:
-                 * they go now, so that the next step's writes find the
-                 * memory they free just freed, as the first step of the
-                 * repetition does (docs/benchmarks.md, "The step after
-                 * another peer's loads"). */
-                if (!c.verify && nr > ran && r[nr - 1] != TOOL_EXIT_ERROR &&
-                    empty_dir(&c, path) != 0) {
-                    r[nr++] = TOOL_EXIT_ERROR;
-                    break;
-                }
-            }
-            for (int i = 0; i < nr; i++)
-                if (r[i] != TOOL_EXIT_OK && code != TOOL_EXIT_ERROR)
-                    code = r[i];
-            bench_rmtree(&c, path);
-        }
-        print_table(&c, reps);
-        free_model(&m);
     }
-    if (g.failed_alloc && code == TOOL_EXIT_OK)
-        code = TOOL_EXIT_ERROR;
-    if (c.rank == 0) {
-        if (code == TOOL_EXIT_OK && verify)
-            printf("\nverified: every peer wrote and read back exactly the generated bytes\n");
-        else if (code == TOOL_EXIT_INVALID)
-            printf("\nFAILED: a peer's output differs from the generated bytes (see MISMATCH)\n");
-        if (g.csv != NULL)
-            fclose(g.csv);
-    }
+    if (c.rank == 0 && g.csv != NULL)
+        fclose(g.csv);
     free(g.rec);
     memset(&g, 0, sizeof g);
-    if (info != MPI_INFO_NULL)
-        MPI_Info_free(&info);
-    if (alt != MPI_INFO_NULL)
-        MPI_Info_free(&alt);
+    if (b.info != MPI_INFO_NULL)
+        MPI_Info_free(&b.info);
+    if (b.alt != MPI_INFO_NULL)
+        MPI_Info_free(&b.alt);
     if (alt_info != MPI_INFO_NULL)
         MPI_Info_free(&alt_info);
+    /* A failed hfdcp call by the rule of every command (tool.h): a value
+     * hfdcp refused (a --hint) is a bad command line. */
+    if (code == TOOL_EXIT_ERROR)
+        code = tool_last_failure_exit();
     MPI_Bcast(&code, 1, MPI_INT, 0, c.comm);
     return code;
 }

@@ -10,6 +10,7 @@
  * --progress bar forces the bar (mpirun passes the \r through).
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,6 +23,7 @@
 
 typedef struct {
     FILE *out;
+    bool quiet;        /* --progress none: count, draw nothing */
     bool bar;          /* redraw one line with \r */
     double start, last;
     int last_decile;   /* lines mode: the last 10% step printed */
@@ -100,6 +102,8 @@ static void on_progress(uint64_t done, uint64_t total, void *arg)
 
     p->done = done;
     p->total = total;
+    if (p->quiet)
+        return;
     if (p->bar) {
         if (t - p->last >= 0.1 || done == total) { /* at most 10 per second */
             draw(p, t, false);
@@ -128,13 +132,39 @@ static int usage(void)
     return TOOL_EXIT_USAGE;
 }
 
-/* usage(), freeing the hints given so far. */
-static int usage_free(MPI_Info info)
+/* Prints "hfdcp consolidate: REASON" (printf-like) then usage(), freeing
+ * the hints given so far. */
+static int usage_free(MPI_Info info, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int usage_free(MPI_Info info, const char *fmt, ...)
 {
+    va_list ap;
     if (info != MPI_INFO_NULL)
         MPI_Info_free(&info);
+    if (tool_rank() == 0) {
+        fputs("hfdcp consolidate: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+    }
     return usage();
 }
+
+/* usage_free() for OPT's value `val` (NULL: missing), which must be
+ * `expected`. */
+static int bad_value(MPI_Info info, const char *opt, const char *val, const char *expected)
+{
+    if (val == NULL)
+        return usage_free(info, "%s needs a value: %s", opt, expected);
+    return usage_free(info, "%s '%s': expected %s", opt, val, expected);
+}
+
+#define DTYPES_EXPECTED                                                              \
+    "bf16, f16, f32 or f64, the dtypes a cast accepts (it converts the "             \
+    "floating-point tensors; integer, BOOL and FP8 tensors are copied unchanged)"
+#define BUFFER_MB_MAX (1L << 30)
+#define BUFFER_MB_EXPECTED "MiB from 0 (the default, 32 MiB) to 1073741824"
 
 static bool parse_count(const char *s, long min, long max, long *out)
 {
@@ -182,68 +212,89 @@ static int map_from(const char *ref, hfdcp_file_map **map)
     return rc;
 }
 
+/* The command line into *o (hints in o->info), IN, OUT, REFERENCE_DIR
+ * and the progress mode: TOOL_EXIT_OK, or TOOL_EXIT_USAGE after the
+ * reason and the usage (o->info freed). */
+static int parse_args(int argc, char **argv, hfdcp_consolidate_options *o, const char **in,
+                      const char **out, const char **ref, const char **mode)
+{
+    long v;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--map-from") == 0) {
+            if (val == NULL)
+                return bad_value(o->info, a, val, "a reference model's directory");
+            *ref = val;
+        } else if (strcmp(a, "--progress") == 0) {
+            if (val == NULL || (strcmp(val, "auto") && strcmp(val, "bar") &&
+                                strcmp(val, "lines") && strcmp(val, "none")))
+                return bad_value(o->info, a, val, "auto, bar, lines or none");
+            *mode = val;
+        } else if (strcmp(a, "--dtype") == 0) {
+            if (!parse_dtype(val, &o->cast_dtype))
+                return bad_value(o->info, a, val, DTYPES_EXPECTED);
+            o->cast = 1;
+        } else if (strcmp(a, "--buffer-mb") == 0) {
+            /* 0: the library's default, as buffer_bytes 0. */
+            if (!parse_count(val, 0, BUFFER_MB_MAX, &v))
+                return bad_value(o->info, a, val, BUFFER_MB_EXPECTED);
+            o->buffer_bytes = (uint64_t)v << 20;
+        } else if (strcmp(a, "--threads") == 0) {
+            if (!parse_count(val, 0, 1024, &v))
+                return bad_value(o->info, a, val, "a thread count from 0 to 1024");
+            o->num_threads = (int)v;
+        } else if (strcmp(a, "--hint") == 0) {
+            if (!tool_add_hint(&o->info, val))
+                return bad_value(o->info, a, val, "KEY=VALUE, an MPI-IO hint");
+        } else if (a[0] == '-' && a[1] != '\0') {
+            return usage_free(o->info, "unknown option '%s'", a);
+        } else {
+            if (*in != NULL && *out != NULL)
+                return usage_free(o->info, "unexpected argument '%s' (IN and OUT "
+                                  "are '%s' and '%s')", a, *in, *out);
+            *(*in == NULL ? in : out) = a;
+            continue;
+        }
+        i++;
+    }
+    if (*in == NULL || *out == NULL)
+        return usage_free(o->info, "missing %s", *in == NULL ? "IN and OUT" : "OUT");
+    return TOOL_EXIT_OK;
+}
+
+/* Rank 0's summary line: the output's tensor bytes (counted by the
+ * progress callback, installed whatever the mode) and the rate. */
+static void summary(progress_state *p, const char *mode, const char *in,
+                    const char *out)
+{
+    double t = now(), s = t - p->start;
+    char bytes[32], rate[32];
+
+    if (strcmp(mode, "none") != 0 && (p->bar || p->last_decile < 10))
+        draw(p, t, true);
+    human(bytes, sizeof bytes, (double)p->total);
+    human(rate, sizeof rate, s > 0.0 ? (double)p->total / s : 0.0);
+    printf("%s: consolidated %s of tensors from %s in %.2f s (%s/s)\n", out, bytes, in, s,
+           rate);
+}
+
 int tool_consolidate(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *ref = NULL, *mode = "auto";
     hfdcp_consolidate_options o;
     hfdcp_file_map *map = NULL;
     progress_state p;
-    long v;
     int rc;
 
     hfdcp_consolidate_options_init(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--map-from") == 0 && val) {
-            ref = val;
-            i++;
-        } else if (strcmp(a, "--progress") == 0) {
-            if (val == NULL || (strcmp(val, "auto") && strcmp(val, "bar") &&
-                                strcmp(val, "lines") && strcmp(val, "none")))
-                return usage_free(o.info);
-            mode = val;
-            i++;
-        } else if (strcmp(a, "--dtype") == 0) {
-            if (!parse_dtype(val, &o.cast_dtype))
-                return usage_free(o.info);
-            o.cast = 1;
-            i++;
-        } else if (strcmp(a, "--buffer-mb") == 0) {
-            if (!parse_count(val, 1, 1L << 30, &v))
-                return usage_free(o.info);
-            o.buffer_bytes = (uint64_t)v << 20;
-            i++;
-        } else if (strcmp(a, "--threads") == 0) {
-            if (!parse_count(val, 0, 1024, &v))
-                return usage_free(o.info);
-            o.num_threads = (int)v;
-            i++;
-        } else if (strcmp(a, "--hint") == 0) {
-            if (!tool_add_hint(&o.info, val))
-                return usage_free(o.info);
-            i++;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            if (tool_rank() == 0)
-                fprintf(stderr, "hfdcp consolidate: unknown option '%s'\n",
-                        a);
-            return usage_free(o.info);
-        } else if (in == NULL) {
-            in = a;
-        } else if (out == NULL) {
-            out = a;
-        } else {
-            return usage_free(o.info);
-        }
-    }
-    if (in == NULL || out == NULL)
-        return usage_free(o.info);
-
+    if ((rc = parse_args(argc, argv, &o, &in, &out, &ref, &mode)) != TOOL_EXIT_OK)
+        return rc;
     if (ref != NULL) {
         if ((rc = map_from(ref, &map)) != HFDCP_OK) {
-            tool_report_error("consolidate", rc);
             if (o.info != MPI_INFO_NULL)
                 MPI_Info_free(&o.info);
-            return TOOL_EXIT_ERROR;
+            return tool_fail("consolidate", rc);
         }
         if (tool_rank() == 0 && hfdcp_file_map_warning(map)[0] != '\0')
             fprintf(stderr, "hfdcp consolidate: warning: %s\n",
@@ -251,11 +302,12 @@ int tool_consolidate(int argc, char **argv)
     }
     memset(&p, 0, sizeof p);
     p.out = stderr;
+    p.quiet = strcmp(mode, "none") == 0;
     p.bar = strcmp(mode, "bar") == 0 ||
             (strcmp(mode, "auto") == 0 && isatty(fileno(stderr)));
     p.last_decile = -1;
     p.start = p.last = now();
-    if (tool_rank() == 0 && strcmp(mode, "none") != 0) {
+    if (tool_rank() == 0) { /* counts the bytes, even when quiet */
         o.progress = on_progress;
         o.progress_arg = &p;
     }
@@ -264,20 +316,11 @@ int tool_consolidate(int argc, char **argv)
     if (o.info != MPI_INFO_NULL)
         MPI_Info_free(&o.info);
     if (rc != HFDCP_OK) {
-        if (tool_rank() == 0 && p.bar && p.done > 0)
+        if (tool_rank() == 0 && !p.quiet && p.bar && p.done > 0)
             fputc('\n', stderr);
-        tool_report_error("consolidate", rc);
-        return TOOL_EXIT_ERROR;
+        return tool_fail("consolidate", rc);
     }
-    if (tool_rank() == 0) {
-        double t = now(), s = t - p.start;
-        char bytes[32], rate[32];
-        if (strcmp(mode, "none") != 0 && (p.bar || p.last_decile < 10))
-            draw(&p, t, true);
-        human(bytes, sizeof bytes, (double)p.total);
-        human(rate, sizeof rate, s > 0.0 ? (double)p.total / s : 0.0);
-        printf("%s: consolidated %s of tensors from %s in %.2f s (%s/s)\n",
-               out, bytes, in, s, rate);
-    }
+    if (tool_rank() == 0)
+        summary(&p, mode, in, out);
     return TOOL_EXIT_OK;
 }

@@ -125,54 +125,110 @@ static double slowest(double t0)
     return all;
 }
 
+/* What option `opt` expects as its value, NULL if it is no option. */
+static const char *expected(const char *opt)
+{
+    static const struct {
+        const char *opt, *expected;
+    } options[] = {
+        {"--out", "a directory"},
+        {"--params", "a parameter count of at least 1000, like 500M or 7G"},
+        {"--max-shard-bytes", "a byte count like 256M (0: one file)"},
+        {"--threads", "a thread count from 0 to 1024"},
+        {"--thread-count", "a thread count from 0 to 1024"},
+        {"--dtype", "bf16, f16 or f32"},
+        {"--hint", "KEY=VALUE, an MPI-IO hint"},
+    };
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
+        if (strcmp(opt, options[i].opt) == 0)
+            return options[i].expected;
+    return NULL;
+}
+
+/* Rank 0: why `opt` (with the value `v`, NULL when missing) was refused,
+ * then the usage. */
+static void bad_arg(const char *opt, const char *v)
+{
+    const char *want = expected(opt);
+    if (want == NULL)
+        fprintf(stderr, "hfdcp demo: %s '%s'\n",
+                opt[0] == '-' ? "unknown option" : "unexpected argument", opt);
+    else if (v == NULL)
+        fprintf(stderr, "hfdcp demo: %s needs a value: %s\n", opt, want);
+    else
+        fprintf(stderr, "hfdcp demo: %s '%s': expected %s\n", opt, v, want);
+    fprintf(stderr, "usage: hfdcp demo [--out DIR] [--params P] [--dtype bf16|f16|f32]"
+            " [--max-shard-bytes B] [--threads N] [--hint KEY=VALUE]...\n");
+}
+
+/* The command line. */
+typedef struct {
+    const char *out;
+    uint64_t params, max_shard, threads;
+    hfdcp_dtype dtype;
+    MPI_Info info; /* --hint: for the save and the load */
+} demo_args;
+
+/* The command line into *d: 1, or 0 after the reason and the usage on
+ * rank 0 (the hints freed). */
+static int parse_args(int argc, char **argv, int rank, demo_args *d)
+{
+    d->out = "hfdcp-demo";
+    d->params = 500000000;
+    d->max_shard = 256000000;
+    d->threads = 0;
+    d->dtype = HFDCP_BF16;
+    d->info = MPI_INFO_NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = v != NULL;
+        if (strcmp(a, "--out") == 0) {
+            d->out = v;
+        } else if (strcmp(a, "--params") == 0 && ok) {
+            ok = tool_parse_size(v, 1e18, &d->params) == 0 && d->params >= 1000;
+        } else if (strcmp(a, "--max-shard-bytes") == 0 && ok) {
+            ok = tool_parse_size(v, 1e18, &d->max_shard) == 0;
+        } else if ((strcmp(a, "--threads") == 0 || strcmp(a, "--thread-count") == 0) && ok) {
+            ok = tool_parse_size(v, 1e18, &d->threads) == 0 && d->threads <= 1024;
+        } else if (strcmp(a, "--dtype") == 0 && ok) {
+            if (strcmp(v, "bf16") == 0) d->dtype = HFDCP_BF16;
+            else if (strcmp(v, "f16") == 0) d->dtype = HFDCP_F16;
+            else if (strcmp(v, "f32") == 0) d->dtype = HFDCP_F32;
+            else ok = 0;
+        } else if (strcmp(a, "--hint") == 0 && ok) {
+            ok = tool_add_hint(&d->info, v);
+        } else {
+            ok = 0; /* an unknown option, or a known one without a value */
+        }
+        if (!ok) {
+            if (rank == 0)
+                bad_arg(a, v);
+            if (d->info != MPI_INFO_NULL)
+                MPI_Info_free(&d->info);
+            return 0;
+        }
+        i++;
+    }
+    return 1;
+}
+
 int tool_demo(int argc, char **argv)
 {
-    const char *out = "hfdcp-demo";
-    uint64_t params = 500000000, max_shard = 256000000, threads = 0;
-    hfdcp_dtype dtype = HFDCP_BF16;
+    demo_args d;
     int rank, nranks, rc = HFDCP_OK, code = TOOL_EXIT_ERROR;
     model m = {0};
     unsigned char **saved = NULL, **loaded = NULL;
     hfdcp_writer *w = NULL;
     hfdcp_reader *r = NULL;
-    MPI_Info info = MPI_INFO_NULL; /* --hint: for the save and the load */
 
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int ok = v != NULL;
-        if (strcmp(a, "--out") == 0 && ok) {
-            out = v;
-        } else if (strcmp(a, "--params") == 0 && ok) {
-            ok = tool_parse_size(v, 1e18, &params) == 0 && params >= 1000;
-        } else if (strcmp(a, "--max-shard-bytes") == 0 && ok) {
-            ok = tool_parse_size(v, 1e18, &max_shard) == 0;
-        } else if ((strcmp(a, "--threads") == 0 || strcmp(a, "--thread-count") == 0) && ok) {
-            ok = tool_parse_size(v, 1e18, &threads) == 0 && threads <= 1024;
-        } else if (strcmp(a, "--dtype") == 0 && ok) {
-            if (strcmp(v, "bf16") == 0) dtype = HFDCP_BF16;
-            else if (strcmp(v, "f16") == 0) dtype = HFDCP_F16;
-            else if (strcmp(v, "f32") == 0) dtype = HFDCP_F32;
-            else ok = 0;
-        } else if (strcmp(a, "--hint") == 0 && ok) {
-            ok = tool_add_hint(&info, v);
-        } else {
-            ok = 0;
-            v = a;
-        }
-        if (!ok) {
-            if (rank == 0)
-                fprintf(stderr, "hfdcp demo: bad argument near '%s'\n"
-                        "usage: hfdcp demo [--out DIR] [--params P] [--dtype bf16|f16|f32]"
-                        " [--max-shard-bytes B] [--threads N] [--hint KEY=VALUE]...\n",
-                        v ? v : a);
-            if (info != MPI_INFO_NULL)
-                MPI_Info_free(&info);
-            return TOOL_EXIT_USAGE;
-        }
-        i++;
-    }
+    if (!parse_args(argc, argv, rank, &d))
+        return TOOL_EXIT_USAGE;
+    const char *out = d.out;
+    uint64_t params = d.params, max_shard = d.max_shard, threads = d.threads;
+    hfdcp_dtype dtype = d.dtype;
+    MPI_Info info = d.info;
 
     rc = tool_llama_model((double)params, LLAMA_MIX, add_tensor_cb, &m);
     saved = calloc(m.n, sizeof *saved);
@@ -282,10 +338,8 @@ int tool_demo(int argc, char **argv)
     (void)my_bytes;
 
 cleanup:
-    if (rc != HFDCP_OK) {
-        tool_report_error("demo", rc);
-        code = TOOL_EXIT_ERROR;
-    }
+    if (rc != HFDCP_OK)
+        code = tool_fail("demo", rc);
     hfdcp_reader_free(r);
     hfdcp_writer_free(w);
     for (size_t k = 0; k < m.n; k++) {

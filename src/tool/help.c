@@ -17,8 +17,20 @@ static const char overview[] =
     "  version                 the library's version (also: hfdcp --version)\n"
     "  help [COMMAND]          this text, or a command's manual\n"
     "\n"
-    "exit codes: 0 success, 1 invalid input or mismatch found,\n"
-    "            2 bad command line, 3 an hfdcp call failed\n";
+    "exit codes (every command, the same on every rank):\n"
+    "  0  success (verify: the checkpoint is valid)\n"
+    "  1  the input is invalid: verify found problems (one line each on\n"
+    "     stdout); inspect or consolidate refused a missing, malformed or\n"
+    "     inconsistent checkpoint (HFDCP_ERR_NOT_FOUND, _FORMAT, _PLAN,\n"
+    "     _UNSUPPORTED); demo or bench read back bytes that differ\n"
+    "  2  bad command line: an unknown command or option, a missing or bad\n"
+    "     value, or a value hfdcp refused (HFDCP_ERR_ARG, e.g. a --hint)\n"
+    "  3  any other failure: I/O, memory, MPI, internal\n"
+    "\n"
+    "messages go to stderr (from rank 0 only under mpirun), the command\n"
+    "first: \"hfdcp CMD: OPTION 'VALUE': expected ...\" then the usage for\n"
+    "a bad command line, \"hfdcp CMD: HFDCP_ERR_...: reason\" for a failed\n"
+    "hfdcp call.\n";
 
 static const struct {
     const char *cmd;
@@ -47,8 +59,9 @@ static const struct {
      "            \"offsets\": [...], \"shape\": [...]}, ...].\n"
      "\n"
      "EXIT STATUS\n"
-     "    0 listed; 2 bad command line; 3 the checkpoint could not be read\n"
-     "    (the reason on stderr).\n"},
+     "    0 listed; 1 PATH is missing or not a valid checkpoint; 2 bad\n"
+     "    command line; 3 another failure (I/O, memory, MPI).  The reason\n"
+     "    on stderr: \"hfdcp inspect: HFDCP_ERR_...: ...\".\n"},
     {"verify",
      "NAME\n"
      "    hfdcp verify - check a safetensors file or checkpoint\n"
@@ -60,13 +73,15 @@ static const struct {
      "    Checks every rule of docs/format.md: each file's header (length,\n"
      "    UTF-8, JSON, duplicate keys, dtypes, shapes, offsets, no hole, no\n"
      "    overlap, exact file size, __metadata__), the index against the\n"
-     "    files, and DCP shard coverage.  Prints one line per problem found,\n"
-     "    or \"PATH: valid (...)\".  Never crashes on any input.  Serial:\n"
-     "    run it without mpirun (it starts no MPI runtime).\n"
+     "    files, and DCP shard coverage.  Prints \"PATH: valid (...)\", or one\n"
+     "    line per problem found (\"HFDCP_ERR_...: ...\", on stdout) and\n"
+     "    \"hfdcp verify: PATH: not valid, N problems\" on stderr.  Never\n"
+     "    crashes on any input.  Serial: run it without mpirun (it starts no\n"
+     "    MPI runtime).\n"
      "\n"
      "EXIT STATUS\n"
-     "    0 valid; 1 problems found (one line each on stdout);\n"
-     "    2 bad command line.\n"},
+     "    0 valid; 1 not valid (a missing PATH among the problems);\n"
+     "    2 bad command line; 3 another failure (out of memory).\n"},
     {"demo",
      "NAME\n"
      "    hfdcp demo - save, reload and verify a generated Llama-shaped model\n"
@@ -102,8 +117,9 @@ static const struct {
      "                          the load; repeat for several\n"
      "\n"
      "EXIT STATUS\n"
-     "    0 saved and verified; 1 a byte differed; 2 bad command line;\n"
-     "    3 an hfdcp call failed (the reason on stderr).\n"},
+     "    0 saved and verified; 1 a byte differed or the files broke a\n"
+     "    format rule; 2 bad command line (or a --hint value hfdcp\n"
+     "    refused); 3 another failure (the reason on stderr).\n"},
     {"consolidate",
      "NAME\n"
      "    hfdcp consolidate - per-rank shard files into a standard checkpoint\n"
@@ -141,13 +157,17 @@ static const struct {
      "                     hfdcp_file_map_from_reference()); its warning, if\n"
      "                     any, is printed.  Default: one file\n"
      "    --dtype T        convert the floating-point tensors (F64, F32, F16,\n"
-     "                     BF16) to T on the way; integer, BOOL and FP8\n"
+     "                     BF16) to T, one of bf16, f16, f32, f64 (any\n"
+     "                     case), on the way; integer, BOOL and FP8\n"
      "                     tensors are copied unchanged\n"
-     "    --buffer-mb N    staging memory per rank in MiB (default 32)\n"
+     "    --buffer-mb N    staging memory per rank in MiB, 0 to 1073741824\n"
+     "                     (default 32; 0 means the default, as the\n"
+     "                     library's buffer_bytes 0)\n"
      "    --threads N      threads per rank converting the data for --dtype\n"
      "                     (default 1)\n"
      "    --progress M     auto (default: bar if stderr is a terminal, else\n"
-     "                     lines), bar, lines or none\n"
+     "                     lines), bar, lines or none (the summary line\n"
+     "                     on stdout is printed in every mode)\n"
      "    --hint KEY=VALUE an MPI-IO hint for the reads and writes (repeat\n"
      "                     for several), e.g. cb_buffer_size=16777216, or\n"
      "                     hfdcp_data_alignment=4096 to start each file's\n"
@@ -155,8 +175,12 @@ static const struct {
      "                     the reference pads)\n"
      "\n"
      "EXIT STATUS\n"
-     "    0 consolidated; 2 bad command line; 3 an hfdcp call failed (the\n"
-     "    reason on stderr, e.g. a hole in the shards).\n"},
+     "    0 consolidated; 1 IN (or --map-from's DIR) is missing or its\n"
+     "    shards are malformed or inconsistent (a hole, an overlap, mixed\n"
+     "    dtypes, no DCP_SHARDING_INFO); 2 bad command line, or a value\n"
+     "    hfdcp refused (a --hint, IN not a directory, OUT the same as IN);\n"
+     "    3 another failure (I/O, memory, MPI).  The reason on stderr:\n"
+     "    \"hfdcp consolidate: HFDCP_ERR_...: ...\".\n"},
     {"bench",
      "NAME\n"
      "    hfdcp bench - hfdcp against the disk's limit and the peers\n"
@@ -236,8 +260,9 @@ static const struct {
      "                      so that the check must fail\n"
      "\n"
      "EXIT STATUS\n"
-     "    0 done (and verified); 1 a peer's bytes differed; 2 bad command\n"
-     "    line; 3 a call failed (the reason on stderr).\n"},
+     "    0 done (and verified); 1 a peer's bytes differed (or hfdcp found\n"
+     "    its own files malformed); 2 bad command line (or a --hint value\n"
+     "    hfdcp refused); 3 another failure (the reason on stderr).\n"},
     {"version",
      "NAME\n"
      "    hfdcp version - print the version of the hfdcp library\n"
@@ -251,7 +276,7 @@ static const struct {
      "    library the tool is linked with.  Starts no MPI runtime.\n"
      "\n"
      "EXIT STATUS\n"
-     "    0 printed; 2 bad command line.\n"},
+     "    0 printed; 2 any argument (it takes none).\n"},
     {"help",
      "NAME\n"
      "    hfdcp help - list the commands, or print a command's manual\n"
@@ -266,7 +291,7 @@ static const struct {
      "    OPTIONS and EXIT STATUS.  Starts no MPI runtime.\n"
      "\n"
      "EXIT STATUS\n"
-     "    0 printed; 2 unknown COMMAND.\n"},
+     "    0 printed; 2 unknown COMMAND or more than one argument.\n"},
 };
 
 int tool_help(const char *cmd, FILE *out)

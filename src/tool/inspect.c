@@ -90,8 +90,10 @@ int tool_inspect(int argc, char **argv)
             json = 1;
         } else if (argv[i][0] == '-' || path != NULL) {
             if (tool_rank() == 0)
-                fprintf(stderr, "hfdcp inspect: unexpected argument '%s'\n"
-                        "usage: hfdcp inspect PATH [--json]\n", argv[i]);
+                fprintf(stderr, "hfdcp inspect: %s '%s'\n"
+                        "usage: hfdcp inspect PATH [--json]\n",
+                        argv[i][0] == '-' ? "unknown option" : "unexpected argument",
+                        argv[i]);
             return TOOL_EXIT_USAGE;
         } else {
             path = argv[i];
@@ -99,14 +101,14 @@ int tool_inspect(int argc, char **argv)
     }
     if (path == NULL) {
         if (tool_rank() == 0)
-            fprintf(stderr, "usage: hfdcp inspect PATH [--json]\n");
+            fprintf(stderr, "hfdcp inspect: missing PATH\n"
+                    "usage: hfdcp inspect PATH [--json]\n");
         return TOOL_EXIT_USAGE;
     }
+    /* A missing or malformed checkpoint: 1, as for verify. */
     rc = hfdcp__catalog_open(MPI_COMM_WORLD, path, NULL, &c);
-    if (rc != HFDCP_OK) {
-        tool_report_error("inspect", rc);
-        return TOOL_EXIT_ERROR;
-    }
+    if (rc != HFDCP_OK)
+        return tool_fail("inspect", rc);
     if (tool_rank() == 0) {
         if (json)
             print_json(stdout, c);
@@ -126,6 +128,12 @@ int tool_verify(int argc, char **argv)
     int rc, code;
 
     if (argc != 2 || argv[1][0] == '-') {
+        const char *bad = argc < 2 ? NULL : argv[argc > 2 && argv[1][0] != '-' ? 2 : 1];
+        if (bad == NULL)
+            fprintf(stderr, "hfdcp verify: missing PATH\n");
+        else
+            fprintf(stderr, "hfdcp verify: %s '%s'\n",
+                    bad[0] == '-' ? "unknown option" : "unexpected argument", bad);
         fprintf(stderr, "usage: hfdcp verify PATH\n");
         return TOOL_EXIT_USAGE;
     }
@@ -135,13 +143,19 @@ int tool_verify(int argc, char **argv)
                argv[1], c->n_files, c->n_files == 1 ? "" : "s", c->n_tensors,
                c->n_tensors == 1 ? "" : "s", c->total_size);
         code = TOOL_EXIT_OK;
-    } else {
+    } else if (n > 0) {
+        /* The report: one line per problem on stdout, every one a reason
+         * the input is invalid (an unreadable file among them). */
         for (size_t i = 0; i < n; i++)
             printf("%s: %s\n", hfdcp_status_name(problems[i].status),
                    problems[i].message);
-        if (n == 0)
-            printf("%s: %s\n", hfdcp_status_name(rc), hfdcp_last_error());
+        fflush(stdout);
+        fprintf(stderr, "hfdcp verify: %s: not valid, %zu problem%s (listed on stdout)\n",
+                argv[1], n, n == 1 ? "" : "s");
         code = TOOL_EXIT_INVALID;
+    } else {
+        /* Nothing to check (a missing PATH: 1), or no memory (3). */
+        code = tool_fail("verify", rc);
     }
     fflush(stdout);
     hfdcp__problems_free(problems, n);

@@ -23,6 +23,7 @@ static const struct {
 };
 
 static int world_rank;
+static int last_failure = HFDCP_OK; /* the status tool_report_error() saw last */
 
 int tool_rank(void)
 {
@@ -31,9 +32,38 @@ int tool_rank(void)
 
 void tool_report_error(const char *cmd, int status)
 {
+    last_failure = status;
     if (world_rank == 0)
         fprintf(stderr, "hfdcp %s: %s: %s\n", cmd, hfdcp_status_name(status),
                 hfdcp_last_error());
+}
+
+int tool_exit_of(int status)
+{
+    switch (status) {
+    case HFDCP_OK:
+        return TOOL_EXIT_OK;
+    case HFDCP_ERR_NOT_FOUND:   /* a missing checkpoint, file or tensor */
+    case HFDCP_ERR_FORMAT:      /* a malformed file or index */
+    case HFDCP_ERR_PLAN:        /* shards with a hole, an overlap, ... */
+    case HFDCP_ERR_UNSUPPORTED: /* a file hfdcp cannot represent */
+        return TOOL_EXIT_INVALID;
+    case HFDCP_ERR_ARG:         /* a value of the command line refused */
+        return TOOL_EXIT_USAGE;
+    default:                    /* I/O, memory, MPI, internal */
+        return TOOL_EXIT_ERROR;
+    }
+}
+
+int tool_fail(const char *cmd, int status)
+{
+    tool_report_error(cmd, status);
+    return tool_exit_of(status);
+}
+
+int tool_last_failure_exit(void)
+{
+    return last_failure == HFDCP_OK ? TOOL_EXIT_ERROR : tool_exit_of(last_failure);
 }
 
 void tool_json_string(FILE *out, const char *s)
@@ -67,12 +97,20 @@ int main(int argc, char **argv)
     int rc = TOOL_EXIT_USAGE;
 
     /* Help needs no MPI. */
-    if (argc < 2)
+    if (argc < 2) {
+        fprintf(stderr, "hfdcp: no command given\n");
         return usage(stderr);
+    }
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "-h") == 0) {
+        if (argc > 3) {
+            fprintf(stderr, "hfdcp help: unexpected argument '%s': takes at most "
+                    "one COMMAND\nusage: hfdcp help [COMMAND]\n", argv[3]);
+            return TOOL_EXIT_USAGE;
+        }
         if (argc > 2 && !tool_help(argv[2], stdout)) {
-            fprintf(stderr, "hfdcp help: unknown command '%s'\n", argv[2]);
+            fprintf(stderr, "hfdcp help: unknown command '%s'\n"
+                    "usage: hfdcp help [COMMAND]\n", argv[2]);
             return TOOL_EXIT_USAGE;
         }
         if (argc <= 2)
@@ -82,7 +120,8 @@ int main(int argc, char **argv)
     /* The version of the library linked in, without MPI either. */
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         if (argc > 2) {
-            fprintf(stderr, "hfdcp version: takes no arguments\n");
+            fprintf(stderr, "hfdcp version: unexpected argument '%s': takes no arguments\n"
+                    "usage: hfdcp version\n", argv[2]);
             return TOOL_EXIT_USAGE;
         }
         printf("hfdcp %s\n", hfdcp_version());

@@ -8,12 +8,20 @@
 
 #include "hfdcp_internal.h"
 
-/* Exit codes of every subcommand (documented in `hfdcp help`). */
+/* Exit codes of every subcommand: one rule, documented in `hfdcp help`
+ * and docs/guide.md ("Command-line tool: help and exit codes").  Every
+ * message goes to stderr, "hfdcp CMD: ..." first, from rank 0 only. */
 enum {
     TOOL_EXIT_OK = 0,      /* success; for verify: the checkpoint is valid */
-    TOOL_EXIT_INVALID = 1, /* verify found problems; demo found a mismatch */
-    TOOL_EXIT_USAGE = 2,   /* bad command line */
-    TOOL_EXIT_ERROR = 3    /* an hfdcp call failed (message on stderr) */
+    TOOL_EXIT_INVALID = 1, /* the input is invalid: verify found problems;
+                              inspect/consolidate refused a missing,
+                              malformed or inconsistent checkpoint;
+                              demo/bench read back bytes that differ */
+    TOOL_EXIT_USAGE = 2,   /* bad command line: an unknown command or
+                              option, a bad value (the tool's reason and
+                              usage), or a value hfdcp refused
+                              (HFDCP_ERR_ARG, e.g. a hint) */
+    TOOL_EXIT_ERROR = 3    /* any other failure: I/O, memory, MPI, ... */
 };
 
 /* Each subcommand: argv[0] is the subcommand's name.  Called after
@@ -69,8 +77,21 @@ int tool_help(const char *cmd, FILE *out);
 /* Writes `s` as a JSON string literal (quotes and escapes included). */
 void tool_json_string(FILE *out, const char *s);
 
-/* Prints "hfdcp CMD: <status name>: <message>" on stderr (rank 0 only). */
+/* Prints "hfdcp CMD: <status name>: <message>" on stderr (rank 0 only)
+ * and remembers `status` for tool_last_failure_exit(). */
 void tool_report_error(const char *cmd, int status);
+
+/* The exit code of a failed hfdcp call's status, by the rule above:
+ * HFDCP_ERR_NOT_FOUND, _FORMAT, _PLAN, _UNSUPPORTED: TOOL_EXIT_INVALID;
+ * HFDCP_ERR_ARG: TOOL_EXIT_USAGE; any other: TOOL_EXIT_ERROR. */
+int tool_exit_of(int status);
+
+/* tool_report_error(), then tool_exit_of(status). */
+int tool_fail(const char *cmd, int status);
+
+/* tool_exit_of() of the status tool_report_error() saw last, or
+ * TOOL_EXIT_ERROR when it saw none. */
+int tool_last_failure_exit(void);
 
 int tool_rank(void);
 
