@@ -1,7 +1,7 @@
 /*
  * consolidate_buffers.c - consolidation time against the staging buffer's
- * size, side by side in one process (docs/benchmarks.md, "Consolidation's
- * staging buffer").
+ * size, side by side in one process (why the default buffer_bytes is
+ * 32 MiB: docs/design.md, "Consolidation").
  *
  * Saves a model of 100 BF16 tensors of 2048 x 2560 (1.05 GB), split by
  * columns over the ranks, as per-rank shard files once, then consolidates

@@ -77,7 +77,7 @@ uint64_t hfdcp__mpiio_round_max = (uint64_t)1 << 30;
  *       interleave (always so on one rank) take ROMIO's independent strided
  *       path, which never finished reading a 2.2 GiB request on one rank
  *       in ROMIO 3.2.1 (Open MPI 4.1's romio321; test_large at 1 rank);
- *       the two-phase path reads it in seconds.  OMPIO ignores it.
+ *       the two-phase path completes it.  OMPIO ignores it.
  */
 static const struct {
     const char *key;
@@ -303,9 +303,9 @@ static int detect_ompio(void)
            (ompio && sieving && buggy ? DETECT_READ_BUG : 0);
 }
 
-/* The detection, once per process: MPI_T_init_thread + MPI_T_finalize cost
- * a quarter of a second in Open MPI 4.1.  Two threads racing here both
- * detect, and find the same answer. */
+/* The detection, once per process: MPI_T_init_thread + MPI_T_finalize are
+ * too costly in Open MPI 4.1 to repeat at every open.  Two threads racing
+ * here both detect, and find the same answer. */
 static int detected(void)
 {
     static atomic_int known = -1;
@@ -335,14 +335,16 @@ static bool ompio_read_bug(void)
  * OMPIO picks its "vulcan" component for a local file system, which
  * gathers every rank's runs to a few aggregators, each writing 32 MiB at a
  * time: for runs of megabytes that is one more copy of the whole
- * checkpoint and fewer ranks writing (measured: 4 ranks, 1 GB split by
- * rows, 1.41 s against 0.96 s with OMPIO's own "individual" component,
- * which lets each rank write its runs itself; on two ranks or fewer OMPIO
- * picks "individual" anyway).  No hint selects the component.  So with
- * the hint hfdcp_long_runs=auto (the default) such writes are independent
- * (MPI_File_write over the same file view, each rank its own runs) when
- * OMPIO serves MPI-IO on three ranks or more and the file lies on a local
- * file system (ext2/3/4, XFS, btrfs, tmpfs, ZFS, F2FS).  Elsewhere -- ROMIO
+ * checkpoint and fewer ranks writing (measured slower, 4 ranks, 1 GB split
+ * by rows, than OMPIO's own "individual" component, which lets each rank
+ * write its runs itself; on two ranks or fewer OMPIO picks "individual"
+ * anyway; hfdcp bench --alt-hint hfdcp_long_runs=collective compares the
+ * independent writes below with the collective path, docs/benchmarks.md).
+ * No hint selects the component.  So with the hint hfdcp_long_runs=auto
+ * (the default) such writes are independent (MPI_File_write over the same
+ * file view, each rank its own runs) when OMPIO serves MPI-IO on three
+ * ranks or more and the file lies on a local file system (ext2/3/4, XFS,
+ * btrfs, tmpfs, ZFS, F2FS).  Elsewhere -- ROMIO
  * (its two-phase path aligns to the file system), parallel and network
  * file systems (Lustre, GPFS, NFS, whose collective components align to
  * stripes and locks), other MPI libraries -- they stay collective.
@@ -1340,12 +1342,13 @@ static int check_size(hfdcp__mfile *f, npiece *const *sorted, size_t m)
 /*
  * The window of an aggregated or sieved transfer (32 MiB by default) is
  * kept when the transfer ends, and the next one takes it: touching fresh
- * memory costs a page fault per page, and on the development VM 120 ms
- * per 32 MiB (docs/benchmarks.md, "Fresh memory"), once per file of
- * every save and load.  One buffer is kept per process, the largest
- * given back; it is freed by hfdcp_release_buffers() or at MPI_Finalize
- * (the delete callback of an attribute on MPI_COMM_SELF, which
- * MPI_Finalize runs first).  Hint hfdcp_keep_buffer=disable: the
+ * memory costs a page fault per page, once per file of every save and
+ * load, and on a VM that hands freed memory back to its host, as the
+ * development VM does, each fault goes through the host
+ * (docs/benchmarks.md, "The machine").  One buffer is kept per process,
+ * the largest given back; it is freed by hfdcp_release_buffers() or at
+ * MPI_Finalize (the delete callback of an attribute on MPI_COMM_SELF,
+ * which MPI_Finalize runs first).  Hint hfdcp_keep_buffer=disable: the
  * transfer neither takes nor keeps it.  Consolidation stages its output
  * through it too (hfdcp__buffer_take / give).  A mutex guards it for
  * callers in several threads (MPI_THREAD_MULTIPLE).
@@ -1507,10 +1510,11 @@ void hfdcp__buffer_give(void *p, uint64_t size, bool keep)
  *
  * Used when the hint hfdcp_aggregate is "enable", or "auto" (the default)
  * with more than one rank and runs of less than 8 KiB on average over
- * all ranks (measured: aggregation wins 1.1x to 12x on runs of 64 bytes to
- * 2 KB, loses up to 3x on runs of 12.8 and 128 KB, where the
- * component's path does few, long requests and the exchange is pure
- * cost).  "disable" keeps the MPI-IO component's own collective path.
+ * all ranks (measured with hfdcp bench --alt-hint hfdcp_aggregate=disable,
+ * docs/benchmarks.md: aggregation is faster on runs of 64 bytes to 2 KB,
+ * slower on runs of 12.8 and 128 KB, where the component's path does few,
+ * long requests and the exchange is pure cost).  "disable" keeps the
+ * MPI-IO component's own collective path.
  */
 
 #define AGG_ALIGN ((uint64_t)1 << 20)
@@ -2164,20 +2168,22 @@ static void aggr_free(aggr *g)
  * but on a local file system the ranks that read the same blocks share
  * them through the page cache, so the disk reads the file once, as the
  * aggregation does, while the aggregation's exchange (a copy of every
- * byte through MPI_Alltoallw, 0.2 s per gigabyte here) is not paid.  On a
- * network or parallel file system every rank's bytes would cross the
- * network, so there the reads stay aggregated.  A span is the extent of
- * this rank's parts, parts less than SIEVE_GAP apart sharing one.
+ * byte through MPI_Alltoallw, which Open MPI 4.1 cannot overlap with the
+ * I/O) is not paid.  On a network or parallel file system every rank's
+ * bytes would cross the network, so there the reads stay aggregated.  A
+ * span is the extent of this rank's parts, parts less than SIEVE_GAP
+ * apart sharing one.
  *
  * With shared windows (every rank on one node) the aggregation is the
  * cheaper: its exchange is one copy of each run out of the windows, as
  * sieving copies its runs out of its buffer, and each byte of the file is
  * read once in all, where sieving reads up to SIEVE_SPAN_MAX times the
- * bytes on every rank (1 GB, 2 ranks, columns and blocks, side by side:
- * warm loads 0.13-0.17 s against 0.23 s on a tmpfs, cold loads the same
- * within the noise; docs/benchmarks.md, "Sieving or shared windows").  So
- * sieving is for ranks on several nodes reading node-local copies of the
- * files, or where the shared windows could not be had.
+ * bytes on every rank (columns and blocks side by side, hfdcp bench
+ * --alt-hint hfdcp_sieve_reads=enable: warm loads on a tmpfs faster
+ * aggregated, cold loads the same within the noise; docs/design.md,
+ * "Sieving reads").  So sieving is for ranks on several nodes reading
+ * node-local copies of the files, or where the shared windows could not
+ * be had.
  *
  * Hint hfdcp_sieve_reads: "auto" (the default) sieves such reads when every
  * rank sees a local file system (as in "Long runs"), reads at most

@@ -737,8 +737,9 @@ static int run_rep(bench_ctx *c, const bench_args *b, const char *path, int rep,
     /* Peers in turn; without verification the first one rotates from one
      * repetition to the next, and every other repetition runs them in the
      * reverse order, so that none always runs first nor always after the
-     * same peer (the step before a measurement moves it on some machines:
-     * docs/benchmarks.md, "Fresh memory").  With verification, hfdcp runs
+     * same peer (the step before a measurement moves it on some machines,
+     * such as a VM that hands freed memory back to its host:
+     * docs/benchmarks.md, "The machine").  With verification, hfdcp runs
      * before the peers whose files are compared with its own. */
     for (int step = 0; step < 9; step++) {
         int ran = nr;
@@ -764,7 +765,8 @@ static int run_rep(bench_ctx *c, const bench_args *b, const char *path, int rep,
         /* Without verification no step reads another's files: they go
          * now, so that the next step's writes find the memory they free
          * just freed, as the first step of the repetition does
-         * (docs/benchmarks.md, "The step after another peer's loads"). */
+         * (docs/benchmarks.md, "Results against the targets", on the
+         * saves against the plain write). */
         if (!c->verify && nr > ran && r[nr - 1] != TOOL_EXIT_ERROR && empty_dir(c, path) != 0) {
             r[nr++] = TOOL_EXIT_ERROR;
             break;
