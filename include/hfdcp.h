@@ -211,8 +211,10 @@ typedef struct {
                                      independent, for reads
                                      hfdcp_sieve_reads = auto|enable|
                                      disable; hfdcp_keep_buffer =
-                                     enable|disable (section 7):
-                                     docs/api.md */
+                                     enable|disable (section 7);
+                                     hfdcp_exchange = auto|alltoallw:
+                                     docs/api.md.  A bad value of one of
+                                     these is HFDCP_ERR_ARG at open */
 } hfdcp_load_options;
 
 /*! hfdcp_load_options_init() : Local.  Sets every field to its default. */
@@ -431,7 +433,7 @@ typedef struct {
                               cast); 0 or 1: the calling thread only
                               (docs/api.md) */
     MPI_Info info;         /* MPI-IO hints; MPI_INFO_NULL: defaults
-                              (hfdcp_data_alignment as for a save) */
+                              (hfdcp's own as for a save) */
     /* Called on rank 0 only, from the calling thread, after each round of
      * writes: bytes of the output's tensor data done and in all. */
     void (*progress)(uint64_t done, uint64_t total, void *arg);

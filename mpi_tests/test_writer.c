@@ -1668,6 +1668,58 @@ static int writer_should_write_more_than_2_gib_per_rank(MPI_Comm comm,
     return T_OK;
 }
 
+/* hfdcp's own MPI-IO hints with a bad value are refused when the writer,
+ * the reader or the consolidation starts, on every rank, with the key and
+ * the value named: not at the first transfer. */
+static int writer_should_refuse_bad_hints_at_open(MPI_Comm comm, const char *dir)
+{
+    static const struct {
+        const char *key, *value, *expected;
+    } bad[] = {
+        {"hfdcp_aggregate", "sometimes", "expected auto, enable or disable"},
+        {"hfdcp_sieve_reads", "1", "expected auto, enable or disable"},
+        {"hfdcp_keep_buffer", "yes", "expected auto, enable or disable"},
+        {"hfdcp_exchange", "shm", "expected auto or alltoallw"},
+        {"hfdcp_long_runs", "never", "expected auto, collective or independent"},
+        {"hfdcp_aggregate_buffer_size", "0", "expected a byte count from 1"},
+    };
+    char path[600], shards[600], want[200];
+    hfdcp_save_options so;
+    hfdcp_load_options lo;
+    hfdcp_consolidate_options co;
+    hfdcp_writer *w = NULL;
+    hfdcp_reader *r = NULL;
+    MPI_Info info;
+    int bad_count = 0;
+
+    snprintf(path, sizeof path, "%s/ckpt", dir);
+    snprintf(shards, sizeof shards, "%s/shards", dir);
+    MPI_Info_create(&info);
+    hfdcp_save_options_init(&so);
+    hfdcp_load_options_init(&lo);
+    hfdcp_consolidate_options_init(&co);
+    so.info = lo.info = co.info = info;
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        MPI_Info_set(info, bad[k].key, bad[k].value);
+        snprintf(want, sizeof want, "hint %s=%s: %s", bad[k].key, bad[k].value,
+                 bad[k].expected);
+        bad_count += hfdcp_test_status(__FILE__, __LINE__, "hfdcp_writer_open",
+                                       hfdcp_writer_open(comm, path, &so, &w),
+                                       HFDCP_ERR_ARG, want);
+        bad_count += hfdcp_test_status(__FILE__, __LINE__, "hfdcp_reader_open",
+                                       hfdcp_reader_open(comm, path, &lo, &r),
+                                       HFDCP_ERR_ARG, want);
+        bad_count += hfdcp_test_status(__FILE__, __LINE__, "hfdcp_consolidate",
+                                       hfdcp_consolidate(comm, shards, path, NULL, &co),
+                                       HFDCP_ERR_ARG, want);
+        bad_count += !hfdcp_test_same_message(comm) || w != NULL || r != NULL;
+        MPI_Info_delete(info, bad[k].key);
+    }
+    MPI_Info_free(&info);
+    T_CHECK(hfdcp_test_all_ok(comm, bad_count == 0));
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"writer_should_round_trip_every_dtype",
      writer_should_round_trip_every_dtype, 1},
@@ -1700,6 +1752,7 @@ static const hfdcp_test_case cases[] = {
      writer_should_write_the_same_files_at_any_thread_count, 1},
     {"writer_should_align_the_data_as_the_hint_says",
      writer_should_align_the_data_as_the_hint_says, 1},
+    {"writer_should_refuse_bad_hints_at_open", writer_should_refuse_bad_hints_at_open, 1},
     {"writer_should_agree_on_a_failed_flush",
      writer_should_agree_on_a_failed_flush, 1},
     {"writer_should_leave_nothing_when_publishing_fails",

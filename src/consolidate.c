@@ -825,6 +825,9 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
         rc = check_args(input_dir, output_dir, opts);
     if (rc == HFDCP_OK)
         rc = hfdcp__align_hint(opts->info, "hfdcp_consolidate", &align);
+    if (rc == HFDCP_OK)
+        rc = hfdcp__mpiio_check_hints(opts->info, "hfdcp_consolidate",
+                                      output_dir);
     HFDCP_CHECK(hfdcp__agree(dup, rc));
     HFDCP_CHECK(compare_args(dup, J.rank, input_dir, output_dir, map, opts,
                              align));

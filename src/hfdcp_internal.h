@@ -552,6 +552,14 @@ int hfdcp__mfile_set_size(hfdcp__mfile *f, uint64_t size);
  * HFDCP_ALIGN_DEFAULT.  HFDCP_ERR_ARG naming `who` and the value. */
 int hfdcp__align_hint(MPI_Info info, const char *who, uint64_t *align);
 
+/* Local: checks hfdcp's own hints in `info` (may be MPI_INFO_NULL), the
+ * ones every MPI-IO open reads (hfdcp_aggregate, hfdcp_aggregate_buffer_size,
+ * hfdcp_long_runs, hfdcp_sieve_reads, hfdcp_keep_buffer, hfdcp_exchange),
+ * so that hfdcp_writer_open, hfdcp_reader_open and hfdcp_consolidate
+ * refuse a bad value at once, not at the first transfer.  HFDCP_ERR_ARG
+ * "<who>: '<path>': hint KEY=VALUE: expected ...". */
+int hfdcp__mpiio_check_hints(MPI_Info info, const char *who, const char *path);
+
 /* Local: the value of hint `key` as the open file reports it
  * (MPI_File_get_info); *found tells whether it is set.  The value is
  * truncated to `size` bytes with its NUL.  For tests and diagnostics. */

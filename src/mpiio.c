@@ -504,6 +504,19 @@ static int own_hints(MPI_Info info, const char *path, hfdcp__mfile *f)
     return HFDCP_OK;
 }
 
+int hfdcp__mpiio_check_hints(MPI_Info info, const char *who, const char *path)
+{
+    hfdcp__mfile scratch;
+    int rc;
+
+    if (info == MPI_INFO_NULL)
+        return HFDCP_OK;
+    memset(&scratch, 0, sizeof scratch);
+    if ((rc = own_hints(info, path, &scratch)) != HFDCP_OK)
+        hfdcp__error_prefix(rc, "%s", who);
+    return rc;
+}
+
 int hfdcp__mfile_open(MPI_Comm comm, const char *path, bool write,
                       MPI_Info info, hfdcp__mfile **out)
 {

@@ -86,6 +86,10 @@ int hfdcp_reader_open(MPI_Comm comm, const char *path,
     if (rc == HFDCP_OK && (path == NULL || out == NULL))
         rc = hfdcp__error(HFDCP_ERR_ARG, "hfdcp_reader_open: NULL %s",
                           path == NULL ? "path" : "output pointer");
+    else if (rc == HFDCP_OK &&
+             (rc = hfdcp__mpiio_check_hints(opts->info, "hfdcp_reader_open",
+                                            path)) != HFDCP_OK)
+        ; /* a bad hint: refused before anything is read */
     else if (rc == HFDCP_OK && (r = calloc(1, sizeof *r)) == NULL)
         rc = hfdcp__nomem("a reader");
     else if (rc == HFDCP_OK) {

@@ -272,6 +272,8 @@ int hfdcp_writer_open(MPI_Comm comm, const char *path,
         rc = check_options(path, opts);
     if (rc == HFDCP_OK)
         rc = hfdcp__align_hint(opts->info, "hfdcp_writer_open", &w->align);
+    if (rc == HFDCP_OK)
+        rc = hfdcp__mpiio_check_hints(opts->info, "hfdcp_writer_open", path);
     if (rc == HFDCP_OK) {
         w->max_shard_bytes = opts->max_shard_bytes;
         w->thread_count = opts->thread_count > 1 ? opts->thread_count : 1;
