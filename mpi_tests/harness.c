@@ -77,6 +77,18 @@ const char *hfdcp_test_scripts(void)
     return env_or("HFDCP_TEST_SCRIPTS", HFDCP_TEST_SCRIPTS_DIR);
 }
 
+const char *hfdcp_test_singleton_tool(void)
+{
+#ifdef HFDCP_TEST_SANITIZE
+    static char cmd[4096];
+    snprintf(cmd, sizeof cmd, "env 'ASAN_OPTIONS=%s:detect_leaks=0' '%s'",
+             env_or("ASAN_OPTIONS", ""), hfdcp_test_tool());
+    return cmd;
+#else
+    return hfdcp_test_tool();
+#endif
+}
+
 const char *hfdcp_test_launcher(int np)
 {
     static char cmd[1024];

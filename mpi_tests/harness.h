@@ -92,6 +92,16 @@ const char *hfdcp_test_python(void);   /* /usr/bin/python3 */
 const char *hfdcp_test_tool(void);     /* the hfdcp executable */
 const char *hfdcp_test_scripts(void);  /* mpi_tests/scripts */
 
+/* The tool started alone, as a singleton MPI process (no launcher): its
+ * path, or in sanitizer builds "env ASAN_OPTIONS=<the current ones>:
+ * detect_leaks=0 <path>".  LeakSanitizer's tracer crashes in an Open MPI
+ * 4.1 singleton ("Tracer caught signal 11" while it suspends the threads,
+ * whether the check runs at exit or before MPI_Finalize: `hfdcp bench
+ * --size 0` exits 134 five times out of five, under mpiexec -n 1 never),
+ * so singleton runs are checked by ASan and UBSan, and the tool's leaks
+ * by its launched runs.  A static buffer. */
+const char *hfdcp_test_singleton_tool(void);
+
 /* The command that starts an `np`-rank job of the MPI the tests were built
  * with, to be followed by the program and its arguments: its launcher,
  * number-of-processes flag and flags (Open MPI's --oversubscribe), as

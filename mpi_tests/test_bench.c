@@ -27,7 +27,7 @@ static int bench(int np, const char *args, char **out)
         snprintf(cmd, sizeof cmd, "%s %s bench %s 2>&1", hfdcp_test_launcher(np),
                  hfdcp_test_tool(), args);
     else
-        snprintf(cmd, sizeof cmd, "%s bench %s 2>&1", hfdcp_test_tool(), args);
+        snprintf(cmd, sizeof cmd, "%s bench %s 2>&1", hfdcp_test_singleton_tool(), args);
     return hfdcp_test_run(cmd, out);
 }
 
@@ -257,7 +257,7 @@ static int bench_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *out = NULL, cmd[4096];
         /* stderr alone: where the messages go */
-        snprintf(cmd, sizeof cmd, "%s bench %s 2>&1 >/dev/null", hfdcp_test_tool(),
+        snprintf(cmd, sizeof cmd, "%s bench %s 2>&1 >/dev/null", hfdcp_test_singleton_tool(),
                  bad[i].args);
         int st = hfdcp_test_run(cmd, &out);
         T_CHECKF(st == 2, "'%s': exit %d", bad[i].args, st);

@@ -28,7 +28,7 @@ static int consolidate(int np, const char *args, char **out)
         snprintf(cmd, sizeof cmd, "%s %s consolidate %s 2>&1",
                  hfdcp_test_launcher(np), hfdcp_test_tool(), args);
     else
-        snprintf(cmd, sizeof cmd, "%s consolidate %s 2>&1", hfdcp_test_tool(),
+        snprintf(cmd, sizeof cmd, "%s consolidate %s 2>&1", hfdcp_test_singleton_tool(),
                  args);
     return hfdcp_test_run(cmd, out);
 }

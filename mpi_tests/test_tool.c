@@ -24,7 +24,7 @@ static int tool(const char *args, char **out)
         hfdcp_test_scrub_launcher();
         scrubbed = 1;
     }
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", hfdcp_test_tool(), args);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", hfdcp_test_singleton_tool(), args);
     return hfdcp_test_run(cmd, out);
 }
 
@@ -34,7 +34,7 @@ static int tool_err(const char *args, char **err)
 {
     char cmd[4096];
     hfdcp_test_scrub_launcher();
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", hfdcp_test_tool(), args);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", hfdcp_test_singleton_tool(), args);
     return hfdcp_test_run(cmd, err);
 }
 
@@ -43,7 +43,7 @@ static int tool_out(const char *args, char **out)
 {
     char cmd[4096];
     hfdcp_test_scrub_launcher();
-    snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", hfdcp_test_tool(), args);
+    snprintf(cmd, sizeof cmd, "%s %s 2>/dev/null", hfdcp_test_singleton_tool(), args);
     return hfdcp_test_run(cmd, out);
 }
 

@@ -75,14 +75,14 @@ static int version_should_be_printed_by_the_tool(MPI_Comm comm, const char *dir)
     static const char *spellings[] = {"--version", "version"};
     for (size_t i = 0; i < 2; i++) {
         /* Handled before MPI_Init: no launcher is involved. */
-        snprintf(cmd, sizeof cmd, "%s %s 2>&1", hfdcp_test_tool(), spellings[i]);
+        snprintf(cmd, sizeof cmd, "%s %s 2>&1", hfdcp_test_singleton_tool(), spellings[i]);
         T_CHECKF(hfdcp_test_run(cmd, &out) == 0, "%s", spellings[i]);
         T_CHECKF(out && strcmp(out, want) == 0, "%s printed \"%s\"", spellings[i],
                  out ? out : "");
         free(out);
         out = NULL;
     }
-    snprintf(cmd, sizeof cmd, "%s version extra 2>&1", hfdcp_test_tool());
+    snprintf(cmd, sizeof cmd, "%s version extra 2>&1", hfdcp_test_singleton_tool());
     T_CHECK(hfdcp_test_run(cmd, &out) == 2);
     T_CHECKF(out && strstr(out, "takes no arguments"), "%s", out ? out : "");
     free(out);
