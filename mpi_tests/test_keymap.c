@@ -886,7 +886,7 @@ static int keymap_should_agree_with_python_on_random_patterns(MPI_Comm comm,
 
 /* ---- deeply nested groups ---- */
 
-/* hfdcp's nesting limit (MAX_NESTING in src/keymap.c). */
+/* hfdcp's nesting limit (MAX_NESTING in src/keymap/translator.c). */
 #define NEST_LIMIT 100
 #define NEST_MESSAGE "groups nested more than 100 deep are not supported"
 

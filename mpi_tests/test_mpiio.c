@@ -891,7 +891,7 @@ static int short_run_round_trips(MPI_Comm comm, const char *dir,
 }
 
 /* The rounds of an aggregated transfer of file bytes [lo, hi) on P ranks
- * with windows of w bytes (mpiio.c's domains: one per rank, aligned to
+ * with windows of w bytes (mpiio_agg.c's domains: one per rank, aligned to
  * min(w, 1 MiB)). */
 static int agg_rounds(uint64_t lo, uint64_t hi, uint64_t w, uint64_t P)
 {

@@ -9,11 +9,13 @@
  *   dtype.c    the 22 dtypes
  *   util.c     string map, growable buffers, checked arithmetic
  *   box.c      n-dimensional boxes: intersection, tiling checks
- *   format.c   the safetensors header: parse, check, serialize (cJSON)
- *   index.c    model.safetensors.index.json: parse, serialize (cJSON)
- *   keymap.c   regex renaming (PCRE2)
+ *   utf8.c     the one UTF-8 decoder, the strict UTF-8 check
+ *   json.c     strict JSON reading and writing (the only user of cJSON)
+ *   format.c   the safetensors header: parse, check, serialize
+ *   index.c    model.safetensors.index.json: parse, serialize
+ *   keymap/    regex renaming: Python re on PCRE2 (see keymap_internal.h)
  *   catalog.c  what a checkpoint directory holds; shared with every rank
- *   mpiio.c    the only user of MPI_File_*: pieces -> datatypes -> I/O
+ *   mpiio*.c   the only users of MPI_File_*: pieces -> datatypes -> I/O
  *   convert.c  F64/F32/F16/BF16 conversion
  *   reader.c   the public reader
  *   filemap.c, plan.c   file maps, the save plan
@@ -231,6 +233,138 @@ int hfdcp__tiling_check(int status, const char *tensor, int ndim,
                         const char *const *owner_names);
 
 /* ------------------------------------------------------------------------
+ * utf8.c: the one UTF-8 decoder
+ * ---------------------------------------------------------------------- */
+
+/* Decodes the code point starting at s[0], of the `len` bytes available.
+ * Returns the bytes it takes (1 to 4) and sets *cp (may be NULL); returns
+ * 0 and leaves *cp alone when the bytes there are not well-formed UTF-8
+ * (Unicode Table 3-7, as Python's strict decoder and PCRE2 see it): a
+ * continuation byte without a lead byte, C0, C1 or F5-FF, an overlong
+ * form, a surrogate (U+D800-U+DFFF), a code point above U+10FFFF, a
+ * missing continuation byte, a sequence cut by `len`, or len == 0.  A NUL
+ * byte is U+0000 (1 byte).  The bytes are read in order and none after
+ * the first that does not fit, so it never reads past a string's NUL:
+ * len = 4 is safe there.  Local; no message. */
+size_t hfdcp__utf8_next(const unsigned char *s, size_t len, uint32_t *cp);
+/* Strict UTF-8 check of `n` bytes (what hfdcp__utf8_next() accepts, NUL
+ * bytes included).  On failure returns false, *bad_at (may be NULL) = the
+ * offset of the offending sequence's first byte, *why (may be NULL) = a
+ * short reason ("overlong encoding", ...); no message is set. */
+bool hfdcp__utf8_valid(const char *s, size_t n, size_t *bad_at,
+                       const char **why);
+
+/* ------------------------------------------------------------------------
+ * json.c: strict JSON for the safetensors header and the index
+ * ---------------------------------------------------------------------- */
+
+/* Strict JSON, used by format.c and index.c; json.c is the only file that
+ * includes cJSON.h (elsewhere a node is an incomplete type, read with the
+ * accessors below).  RFC 8259 exactly: strict UTF-8 (no overlong forms,
+ * surrogates or code points above U+10FFFF), no raw control characters in
+ * strings, no leading zeros, only JSON whitespace, nothing after the
+ * value, no duplicate key in any object at any depth.  "\u0000" is
+ * HFDCP_ERR_UNSUPPORTED (a C string cannot hold it).  Numbers keep their
+ * exact text, so integers are read exactly.  Messages start with `what`
+ * ("file 'x': header is not valid JSON at byte 12: ...").  Local. */
+
+/* Largest integer a JSON number may hold here (as the Python and JS
+ * readers can represent it exactly). */
+#define HFDCP_JSON_MAX_INT (UINT64_C(1) << 53)
+
+typedef struct cJSON hfdcp__json_node;
+typedef struct hfdcp__json_num hfdcp__json_num;
+typedef struct {
+    hfdcp__json_node *root;
+    hfdcp__json_num *nums; /* the number tokens that are not plain
+                              integers in [0, 2^53], in document order */
+    size_t n_nums;
+    const char *text;      /* the text parsed (not owned: keep it alive
+                              while the numbers are read) */
+} hfdcp__json;
+/* *out is zeroed on failure; free with hfdcp__json_free(). */
+int hfdcp__json_parse(const char *text, size_t len, const char *what,
+                      hfdcp__json *out);
+void hfdcp__json_free(hfdcp__json *doc);
+
+/* Reading a tree: nodes are borrowed from their document.  Every function
+ * but the first two takes a non-NULL node. */
+enum {
+    HFDCP_JSON_MISSING, /* NULL: an absent member */
+    HFDCP_JSON_NULL,
+    HFDCP_JSON_BOOL,
+    HFDCP_JSON_NUMBER,
+    HFDCP_JSON_STRING,
+    HFDCP_JSON_ARRAY,
+    HFDCP_JSON_OBJECT
+};
+int hfdcp__json_kind(const hfdcp__json_node *node);
+/* "an object", "an array", "a string", "a number", "a boolean", "null" or
+ * "missing", for messages. */
+const char *hfdcp__json_kind_name(const hfdcp__json_node *node);
+/* An array's first element or an object's first member (NULL if none),
+ * and the one after `node` (NULL after the last). */
+const hfdcp__json_node *hfdcp__json_first(const hfdcp__json_node *node);
+const hfdcp__json_node *hfdcp__json_next(const hfdcp__json_node *node);
+/* How many elements or members. */
+size_t hfdcp__json_count(const hfdcp__json_node *node);
+/* A member's key; NULL for an array element or the root. */
+const char *hfdcp__json_key(const hfdcp__json_node *node);
+/* A string's value; NULL when `node` is not a string. */
+const char *hfdcp__json_str(const hfdcp__json_node *node);
+
+/* Reads `item` of `doc` as an integer in [0, 2^53].  HFDCP_ERR_FORMAT
+ * naming `what` when it is not a number, negative, above 2^53, or written
+ * with a fraction or exponent (with `allow_float_form`, "4305.0" and
+ * "4.305e3" are accepted when the value is a whole number). */
+int hfdcp__json_uint(const hfdcp__json *doc, const hfdcp__json_node *item,
+                     bool allow_float_form, const char *what, uint64_t *out);
+/* The fast path of hfdcp__json_uint(), without a message: true and *out
+ * when `item` is written as a plain integer in [0, 2^53]; false for
+ * anything else (then hfdcp__json_uint() says what is wrong). */
+bool hfdcp__json_plain_uint(const hfdcp__json *doc,
+                            const hfdcp__json_node *item, uint64_t *out);
+
+/* Returns a key that occurs twice in keys[0..n) (may sort `keys`), or
+ * NULL.  Also used on the names a serializer is about to write. */
+const char *hfdcp__json_find_dup(const char **keys, size_t n);
+
+/* A top-level object read one member at a time (the safetensors header:
+ * a whole tree of 100,000 entries is over a million small allocations).
+ * _open checks the whole text as hfdcp__json_parse() does; if it is not
+ * '{' members '}' it fails with the message a whole parse would give.
+ * Each _next parses one member on its own (its keys checked at every
+ * depth) and frees the one before: *member is the member (its key is the
+ * top-level key; duplicates among those are the caller's to find), NULL
+ * after the last.  The members' numbers are read with `doc`.  _done
+ * (after the last member) is HFDCP_ERR_INTERNAL, naming `what`, when the
+ * members did not hold every number token.  _close frees everything; it
+ * is safe on a zeroed struct or after a failed _open. */
+typedef struct {
+    hfdcp__json doc;   /* the text and its numbers (root: NULL) */
+    size_t n_seps;     /* the top-level ',' and '}': at least the number
+                          of members */
+    /* private to json.c */
+    size_t len, *seps, n_total, start, k, num_i;
+    const char *what;
+    hfdcp__json_node *root;
+    hfdcp__buf wrap;
+} hfdcp__json_members;
+int hfdcp__json_members_open(const char *text, size_t len, const char *what,
+                             hfdcp__json_members *m);
+int hfdcp__json_members_next(hfdcp__json_members *m,
+                             const hfdcp__json_node **member);
+int hfdcp__json_members_done(const hfdcp__json_members *m, const char *what);
+void hfdcp__json_members_close(hfdcp__json_members *m);
+
+/* Appends `s` (valid UTF-8) as a JSON string literal: with `ascii`, as
+ * Python's json.dumps does by default (ensure_ascii: \uXXXX for everything
+ * outside ' '..'~', lowercase hex, surrogate pairs); without, as the Rust
+ * crate's serde_json does (only '"', '\\' and control characters escaped;
+ * UTF-8 passed through). */
+void hfdcp__json_put_string(hfdcp__buf *b, const char *s, bool ascii);
+
+/* ------------------------------------------------------------------------
  * format.c: one safetensors header
  * ---------------------------------------------------------------------- */
 
@@ -335,45 +469,6 @@ int hfdcp__header_serialize(const hfdcp__header *h, char **out,
  * (sub-byte types last).  A qsort comparator on hfdcp__entry. */
 int hfdcp__entry_layout_cmp(const void *a, const void *b);
 
-/* Strict JSON, shared by format.c and index.c (the only files that include
- * cJSON.h; elsewhere the tree is an incomplete type).  RFC 8259 exactly:
- * strict UTF-8 (no overlong forms, surrogates or code points above
- * U+10FFFF), no raw control characters in strings, no leading zeros, only
- * JSON whitespace, nothing after the value, no duplicate key in any object
- * at any depth.  "\u0000" is HFDCP_ERR_UNSUPPORTED (a C string cannot hold
- * it).  Numbers keep their exact text, so integers are read exactly.
- * Messages start with `what` ("file 'x': header is not valid JSON at byte
- * 12: ..."). */
-struct cJSON;
-typedef struct hfdcp__json_num hfdcp__json_num;
-typedef struct {
-    struct cJSON *root;
-    hfdcp__json_num *nums; /* the number tokens that are not plain
-                              integers in [0, 2^53], in document order */
-    size_t n_nums;
-    const char *text;      /* the text parsed (not owned: keep it alive
-                              while the numbers are read) */
-} hfdcp__json;
-int hfdcp__json_parse(const char *text, size_t len, const char *what,
-                      hfdcp__json *out);
-void hfdcp__json_free(hfdcp__json *doc);
-/* Reads `item` of `doc` as an integer in [0, 2^53].  HFDCP_ERR_FORMAT
- * naming `what` when it is not a number, negative, above 2^53, or written
- * with a fraction or exponent (with `allow_float_form`, "4305.0" and
- * "4.305e3" are accepted when the value is a whole number). */
-int hfdcp__json_uint(const hfdcp__json *doc, const struct cJSON *item,
-                     bool allow_float_form, const char *what, uint64_t *out);
-/* Appends `s` (valid UTF-8) as a JSON string literal: with `ascii`, as
- * Python's json.dumps does by default (ensure_ascii: \uXXXX for everything
- * outside ' '..'~', lowercase hex, surrogate pairs); without, as the Rust
- * crate's serde_json does (only '"', '\\' and control characters escaped;
- * UTF-8 passed through). */
-void hfdcp__json_put_string(hfdcp__buf *b, const char *s, bool ascii);
-/* Strict UTF-8 check of `n` bytes.  On failure returns false, *bad_at (may
- * be NULL) = offset of the offending sequence, *why = a short reason. */
-bool hfdcp__utf8_valid(const char *s, size_t n, size_t *bad_at,
-                       const char **why);
-
 /* ------------------------------------------------------------------------
  * index.c: model.safetensors.index.json
  * ---------------------------------------------------------------------- */
@@ -404,7 +499,7 @@ int hfdcp__index_serialize(const hfdcp__index *ix, char **out,
                            size_t *out_len);
 
 /* ------------------------------------------------------------------------
- * keymap.c
+ * keymap/keymap.c (its files share src/keymap/keymap_internal.h)
  * ---------------------------------------------------------------------- */
 
 /* Like hfdcp_key_map_apply() but returns a malloc'd string. */
@@ -500,7 +595,8 @@ void hfdcp__catalog_free(hfdcp__catalog *c);
 extern uint64_t hfdcp__catalog_gather_max;
 
 /* ------------------------------------------------------------------------
- * mpiio.c: the only file that calls MPI_File_*
+ * mpiio*.c: the only files that call MPI_File_* (mpiio.c the transfer;
+ * mpiio_internal.h, theirs alone, lists them)
  * ---------------------------------------------------------------------- */
 
 /* One transfer between a box of a row-major array in the file and a box of
@@ -571,31 +667,32 @@ int hfdcp__mfile_get_hint(hfdcp__mfile *f, const char *key, char *value,
 int hfdcp__mfile_last_rounds(const hfdcp__mfile *f);
 
 /* Local: false when reads on `f` use independent MPI_File_read calls to
- * avoid a known MPI-IO bug (see mpiio.c), for tests and diagnostics. */
+ * avoid a known MPI-IO bug ("A known bug" in mpiio_open.c), for tests and
+ * diagnostics. */
 bool hfdcp__mfile_collective_reads(const hfdcp__mfile *f);
 
 /* Whether the last transfer on `f` was written with independent calls
- * (long runs: the hint hfdcp_long_runs, "Long runs" in mpiio.c). */
+ * (long runs: the hint hfdcp_long_runs, "Long runs" in mpiio_open.c). */
 bool hfdcp__mfile_last_independent(const hfdcp__mfile *f);
 
 /* Whether the last transfer on `f` was read by sieving (every rank reading
  * the spans of its own runs; the hint hfdcp_sieve_reads, "Sieving reads"
- * in mpiio.c).  Its rounds are then 0. */
+ * in mpiio_sieve.c).  Its rounds are then 0. */
 bool hfdcp__mfile_last_sieved(const hfdcp__mfile *f);
 
 /* Whether the last transfer on `f` was aggregated through node-shared
- * windows rather than MPI_Alltoallw ("Aggregation" in mpiio.c; the hint
+ * windows rather than MPI_Alltoallw ("Aggregation" in mpiio_agg.c; the hint
  * hfdcp_exchange). */
 bool hfdcp__mfile_last_shared(const hfdcp__mfile *f);
 
 /* The bytes of the buffer kept between transfers (hfdcp_release_buffers;
- * "The kept buffer" in mpiio.c), 0 when none is kept, and in *taken (when
- * not NULL) how many transfers took it so far.  For the benchmark's memory
- * figures and tests. */
+ * mpiio_buffer.c), 0 when none is kept, and in *taken (when not NULL) how
+ * many transfers took it so far.  For the benchmark's memory figures and
+ * tests. */
 uint64_t hfdcp__mpiio_kept_bytes(uint64_t *taken);
 
 /* The bytes of the node-shared windows kept between aggregated transfers
- * ("Aggregation" in mpiio.c; all the ranks' windows, mapped on this
+ * ("Aggregation" in mpiio_agg.c; all the ranks' windows, mapped on this
  * rank), 0 when none are kept, and in *taken (when not NULL) how many
  * transfers took them so far.  For the benchmark's memory figures and
  * tests. */
@@ -625,20 +722,20 @@ extern uint64_t hfdcp__mpiio_block;
 extern uint64_t hfdcp__mpiio_round_max;
 
 /* Test hook: whether transfers are aggregated by hfdcp (see "Aggregation"
- * in mpiio.c) when the hint hfdcp_aggregate is not given: 0 auto (the
+ * in mpiio_agg.c) when the hint hfdcp_aggregate is not given: 0 auto (the
  * default), 1 always, 2 never.  Set it only between transfers, from one
  * thread, to the same value on every rank. */
 extern int hfdcp__mpiio_aggregate_default;
 
 /* Test hook: the rank (of the transfer's communicator) that fails to map
  * the shared windows of an aggregated transfer, as if it could not (see
- * "Aggregation" in mpiio.c); -1, the default, for none.  Set it only
+ * "Aggregation" in mpiio_agg.c); -1, the default, for none.  Set it only
  * between transfers, from one thread, to the same value on every rank. */
 extern int hfdcp__mpiio_shared_fault;
 
-/* Test counter (mpiio.c): the transfers this process has read by sieving
- * ("Sieving reads"), for tests on several nodes, which cannot see the
- * files' state.  Only incremented. */
+/* Test counter (mpiio_sieve.c): the transfers this process has read by
+ * sieving ("Sieving reads"), for tests on several nodes, which cannot see
+ * the files' state.  Only incremented. */
 extern _Atomic uint64_t hfdcp__mpiio_sieved;
 
 /* ------------------------------------------------------------------------

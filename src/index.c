@@ -1,7 +1,7 @@
 /*
  * index.c - model.safetensors.index.json: strict parse and serialize.
  *
- * Accepted: a JSON object (strict JSON as format.c reads it: UTF-8, no
+ * Accepted: a JSON object (strict JSON as json.c reads it: UTF-8, no
  * duplicate key at any depth) with
  *   "metadata":   an object with "total_size", a whole number in [0, 2^53]
  *                 (written as an integer, or as "4305.0" by tools that
@@ -20,8 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cjson/cJSON.h>
 
 #include "hfdcp_internal.h"
 
@@ -47,12 +45,51 @@ static const char *bad_file_name(const char *file)
     return NULL;
 }
 
-static const cJSON *member(const cJSON *obj, const char *key)
+static const hfdcp__json_node *member(const hfdcp__json_node *obj,
+                                      const char *key)
 {
-    for (const cJSON *c = obj->child; c; c = c->next)
-        if (strcmp(c->string, key) == 0)
+    for (const hfdcp__json_node *c = hfdcp__json_first(obj); c;
+         c = hfdcp__json_next(c))
+        if (strcmp(hfdcp__json_key(c), key) == 0)
             return c;
     return NULL;
+}
+
+/* The weight_map object `wm` into ix->names and ix->files. */
+static int read_weight_map(const hfdcp__json_node *wm, const char *what,
+                           hfdcp__index *ix)
+{
+    size_t n = 0;
+
+    for (const hfdcp__json_node *c = hfdcp__json_first(wm); c;
+         c = hfdcp__json_next(c)) {
+        const char *why, *file = hfdcp__json_str(c);
+        if (hfdcp__json_kind(c) != HFDCP_JSON_STRING)
+            return hfdcp__error(HFDCP_ERR_FORMAT,
+                                "%s: weight_map entry '%.*s' is not a "
+                                "string (a file name)",
+                                what, NAME_MAX_MSG, hfdcp__json_key(c));
+        if ((why = bad_file_name(file)) != NULL)
+            return hfdcp__error(HFDCP_ERR_FORMAT,
+                                "%s: weight_map entry '%.*s': file name "
+                                "'%.*s' %s",
+                                what, NAME_MAX_MSG, hfdcp__json_key(c),
+                                NAME_MAX_MSG, file, why);
+        n++;
+    }
+    if (n > 0 && ((ix->names = calloc(n, sizeof *ix->names)) == NULL ||
+                  (ix->files = calloc(n, sizeof *ix->files)) == NULL))
+        return hfdcp__error(HFDCP_ERR_NOMEM,
+                            "%s: out of memory for %zu entries", what, n);
+    for (const hfdcp__json_node *c = hfdcp__json_first(wm); c;
+         c = hfdcp__json_next(c)) {
+        ix->names[ix->n] = hfdcp__strdup(hfdcp__json_key(c));
+        ix->files[ix->n] = hfdcp__strdup(hfdcp__json_str(c));
+        ix->n++;
+        if (ix->names[ix->n - 1] == NULL || ix->files[ix->n - 1] == NULL)
+            return hfdcp__error(HFDCP_ERR_NOMEM, "%s: out of memory", what);
+    }
+    return HFDCP_OK;
 }
 
 int hfdcp__index_parse(const char *buf, size_t len, const char *what,
@@ -60,9 +97,8 @@ int hfdcp__index_parse(const char *buf, size_t len, const char *what,
 {
     hfdcp__json doc = {0};
     hfdcp__index ix;
-    const cJSON *meta, *total, *wm;
+    const hfdcp__json_node *meta, *total, *wm;
     char w[512];
-    size_t n = 0;
     int rc = HFDCP_OK;
 
     memset(out, 0, sizeof *out);
@@ -73,13 +109,13 @@ int hfdcp__index_parse(const char *buf, size_t len, const char *what,
         return hfdcp__error(HFDCP_ERR_ARG, "%s: no text", what);
     snprintf(w, sizeof w, "%s", what);
     HFDCP_CHECK(hfdcp__json_parse(buf, len, w, &doc));
-    if (!cJSON_IsObject(doc.root))
+    if (hfdcp__json_kind(doc.root) != HFDCP_JSON_OBJECT)
         HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s is not a JSON object", what);
 
     meta = member(doc.root, "metadata");
     if (meta == NULL)
         HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s has no \"metadata\" object", what);
-    if (!cJSON_IsObject(meta))
+    if (hfdcp__json_kind(meta) != HFDCP_JSON_OBJECT)
         HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s: \"metadata\" is not an object",
                    what);
     total = member(meta, "total_size");
@@ -92,34 +128,10 @@ int hfdcp__index_parse(const char *buf, size_t len, const char *what,
     wm = member(doc.root, "weight_map");
     if (wm == NULL)
         HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s has no \"weight_map\" object", what);
-    if (!cJSON_IsObject(wm))
+    if (hfdcp__json_kind(wm) != HFDCP_JSON_OBJECT)
         HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s: \"weight_map\" is not an object",
                    what);
-    for (const cJSON *c = wm->child; c; c = c->next) {
-        const char *why;
-        if (!cJSON_IsString(c))
-            HFDCP_FAIL(HFDCP_ERR_FORMAT,
-                       "%s: weight_map entry '%.*s' is not a string (a "
-                       "file name)",
-                       what, NAME_MAX_MSG, c->string);
-        if ((why = bad_file_name(c->valuestring)) != NULL)
-            HFDCP_FAIL(HFDCP_ERR_FORMAT,
-                       "%s: weight_map entry '%.*s': file name '%.*s' %s",
-                       what, NAME_MAX_MSG, c->string, NAME_MAX_MSG,
-                       c->valuestring, why);
-        n++;
-    }
-    if (n > 0 && ((ix.names = calloc(n, sizeof *ix.names)) == NULL ||
-                  (ix.files = calloc(n, sizeof *ix.files)) == NULL))
-        HFDCP_FAIL(HFDCP_ERR_NOMEM, "%s: out of memory for %zu entries", what,
-                   n);
-    for (const cJSON *c = wm->child; c; c = c->next) {
-        ix.names[ix.n] = hfdcp__strdup(c->string);
-        ix.files[ix.n] = hfdcp__strdup(c->valuestring);
-        ix.n++;
-        if (ix.names[ix.n - 1] == NULL || ix.files[ix.n - 1] == NULL)
-            HFDCP_FAIL(HFDCP_ERR_NOMEM, "%s: out of memory", what);
-    }
+    HFDCP_CHECK(read_weight_map(wm, what, &ix));
     *out = ix;
     memset(&ix, 0, sizeof ix);
 
