@@ -447,6 +447,16 @@ cleanup:
     return rc;
 }
 
+/* A lexer over the `len` bytes of `text`, its messages naming `what`. */
+static void lexer_init(lexer *lx, const char *text, size_t len,
+                       const char *what)
+{
+    memset(lx, 0, sizeof *lx);
+    lx->s = (const unsigned char *)text;
+    lx->n = len;
+    lx->what = what;
+}
+
 int hfdcp__json_parse(const char *text, size_t len, const char *what,
                       hfdcp__json *out)
 {
@@ -455,10 +465,7 @@ int hfdcp__json_parse(const char *text, size_t len, const char *what,
     int rc = HFDCP_OK;
 
     memset(out, 0, sizeof *out);
-    memset(&lx, 0, sizeof lx);
-    lx.s = (const unsigned char *)text;
-    lx.n = len;
-    lx.what = what;
+    lexer_init(&lx, text, len, what);
     HFDCP_CHECK(scan(&lx));
     HFDCP_CHECK(build_tree(text, len, what, 0, lx.n_total, &root));
     out->root = root;
@@ -675,10 +682,7 @@ int hfdcp__json_members_open(const char *text, size_t len, const char *what,
     int rc = HFDCP_OK;
 
     memset(m, 0, sizeof *m);
-    memset(&lx, 0, sizeof lx);
-    lx.s = (const unsigned char *)text;
-    lx.n = len;
-    lx.what = what;
+    lexer_init(&lx, text, len, what);
     lx.split = true;
     HFDCP_CHECK(scan(&lx));
     while (start < lx.n && is_json_space(lx.s[start]))
