@@ -36,7 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hfdcp_internal.h"
+#include "hfdcp_testing.h"
 
 typedef int (*hfdcp_test_fn)(MPI_Comm comm, const char *dir);
 

@@ -36,7 +36,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "hfdcp_internal.h"
+#include "hfdcp_testing.h"
 
 #define SUFFIX ".safetensors"
 

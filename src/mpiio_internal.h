@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hfdcp_internal.h"
+#include "hfdcp_testing.h"
 
 /* ---------------------------------------------------------------------- */
 /* The kept buffer and shared segment (mpiio_buffer.c)                    */

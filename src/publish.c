@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "hfdcp_internal.h"
+#include "hfdcp_testing.h"
 
 /* ---- temporary names ---- */
 

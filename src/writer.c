@@ -47,7 +47,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "hfdcp_internal.h"
+#include "hfdcp_testing.h"
 
 /* Largest tensor accepted, so that element counts of sub-byte types and
  * file offsets stay far from 64-bit limits. */

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "hfdcp.h"
-#include "hfdcp_internal.h"
+#include "hfdcp_testing.h"
 
 /* Tensor shapes: odd sizes, so that no split is even. */
 #define ROWS_A 301 /* "layers.0.weight": I32 [ROWS_A, COLS_A] */
