@@ -101,29 +101,15 @@ static void transfer(const bench_ctx *c, const char *path, hid_t d, hid_t dxpl, 
     H5Sclose(fs);
 }
 
-int bench_hdf5(const bench_ctx *c, int *available)
+/* Write: create `path`, one dataset per tensor (each rank its write box),
+ * flush (sync), close, fsync by rank 0; recorded as hdf5_write. */
+static void hdf5_write(const bench_ctx *c, const char *path, hid_t fapl, hid_t dxpl,
+                       hid_t dcpl)
 {
     const bench_model *m = c->m;
-    char dir[4200], path[4300];
     bench_timer t;
     bench_result r;
-    int code = TOOL_EXIT_OK;
 
-    (void)available;
-    snprintf(dir, sizeof dir, "%s/hdf5", c->dir);
-    snprintf(path, sizeof path, "%s/model.h5", dir);
-    if (bench_mkdir(c, dir) != 0)
-        return TOOL_EXIT_ERROR;
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t fapl = fapl_make(c, path), dxpl = H5Pcreate(H5P_DATASET_XFER),
-          dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5CHK(dxpl);
-    H5CHK(dcpl);
-    H5CHK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
-    H5CHK(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER));
-    H5CHK(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY));
-
-    /* Write: create, one dataset per tensor, flush (sync), close. */
     bench_settle(c);
     bench_start(c, &t);
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -148,9 +134,17 @@ int bench_hdf5(const bench_ctx *c, int *available)
     }
     bench_stop(c, &t, m->total, &r);
     bench_record(c, "hdf5_write", &r);
+}
 
-    /* Cold read of every rank's saved box. */
-    bench_evict(c, dir);
+/* Cold read (the caller evicts first) of every rank's saved box of `path`
+ * into the arena; recorded as hdf5_read_cold. */
+static void hdf5_read(const bench_ctx *c, const char *path, hid_t fapl, hid_t dxpl)
+{
+    const bench_model *m = c->m;
+    bench_timer t;
+    bench_result r;
+    hid_t f;
+
     bench_start(c, &t);
     H5CHK(f = H5Fopen(path, H5F_ACC_RDONLY, fapl));
     uint64_t pos = 0;
@@ -165,31 +159,64 @@ int bench_hdf5(const bench_ctx *c, int *available)
     H5CHK(H5Fclose(f));
     bench_stop(c, &t, m->total, &r);
     bench_record(c, "hdf5_read_cold", &r);
+}
+
+/* Compares what hdf5_read() left in the arena with the chunks:
+ * TOOL_EXIT_OK, or TOOL_EXIT_INVALID on every rank when a byte differs. */
+static int hdf5_check(const bench_ctx *c)
+{
+    const bench_model *m = c->m;
+    uint64_t bad = 0, all, pos = 0;
+
+    if (bench_fault(c, "hdf5_read_cold") && c->rank == c->nranks - 1 &&
+        m->held > 0)
+        m->arena[m->held / 2] ^= 0x5a;
+    for (size_t k = 0; k < m->n; k++) {
+        const bench_tensor *x = &m->t[k];
+        for (uint64_t i = 0; i < x->bytes; i++)
+            bad += m->arena[pos + i] != x->data[i];
+        pos += x->bytes;
+    }
+    all = bench_sum(c, bad);
+    if (all) {
+        bench_mismatch(c, "hdf5_read_cold", all);
+        return TOOL_EXIT_INVALID;
+    }
+    if (c->rank == 0) {
+        printf("  verified hdf5_read_cold\n");
+        fflush(stdout);
+    }
+    return TOOL_EXIT_OK;
+}
+
+int bench_hdf5(const bench_ctx *c, int *available)
+{
+    char dir[4200], path[4300];
+    int code = TOOL_EXIT_OK;
+
+    (void)available;
+    snprintf(dir, sizeof dir, "%s/hdf5", c->dir);
+    snprintf(path, sizeof path, "%s/model.h5", dir);
+    if (bench_mkdir(c, dir) != 0)
+        return TOOL_EXIT_ERROR;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t fapl = fapl_make(c, path), dxpl = H5Pcreate(H5P_DATASET_XFER),
+          dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5CHK(dxpl);
+    H5CHK(dcpl);
+    H5CHK(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+    H5CHK(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER));
+    H5CHK(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY));
+
+    hdf5_write(c, path, fapl, dxpl, dcpl);
+    bench_evict(c, dir);
+    hdf5_read(c, path, fapl, dxpl);
     H5Pclose(fapl);
     H5Pclose(dxpl);
     H5Pclose(dcpl);
 
-    if (c->verify) {
-        uint64_t bad = 0, all;
-        pos = 0;
-        if (bench_fault(c, "hdf5_read_cold") && c->rank == c->nranks - 1 &&
-            m->held > 0)
-            m->arena[m->held / 2] ^= 0x5a;
-        for (size_t k = 0; k < m->n; k++) {
-            const bench_tensor *x = &m->t[k];
-            for (uint64_t i = 0; i < x->bytes; i++)
-                bad += m->arena[pos + i] != x->data[i];
-            pos += x->bytes;
-        }
-        all = bench_sum(c, bad);
-        if (all) {
-            bench_mismatch(c, "hdf5_read_cold", all);
-            code = TOOL_EXIT_INVALID;
-        } else if (c->rank == 0) {
-            printf("  verified hdf5_read_cold\n");
-            fflush(stdout);
-        }
-    }
+    if (c->verify)
+        code = hdf5_check(c);
     bench_rmtree(c, dir);
     return code;
 }

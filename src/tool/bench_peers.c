@@ -97,6 +97,18 @@ static int os_fail(const bench_ctx *c, const char *call, const char *path, int e
     return 1;
 }
 
+/* Ends a write of `path` through `fd` (-1: never opened): fsync unless
+ * `err` is already set, then close.  The first error: `err`, or 1 after
+ * os_fail(). */
+static int sync_close(const bench_ctx *c, int fd, const char *path, int err)
+{
+    if (!err && fsync(fd) != 0)
+        err = os_fail(c, "fsync", path, errno);
+    if (fd >= 0 && close(fd) != 0 && !err)
+        err = os_fail(c, "close", path, errno);
+    return err;
+}
+
 /* True on every rank when `err` is set on any rank. */
 static int any(const bench_ctx *c, int err)
 {
@@ -285,29 +297,17 @@ static int plain_fewer(const bench_ctx *c, const char *dir, const char *what)
     return c->verify ? verdict(c, what, bad) : TOOL_EXIT_OK;
 }
 
-int bench_plain(const bench_ctx *c, int shared)
+/* The plain write of this rank's bytes to `path` at `base` (the shared
+ * file when `shared`), timed into *r: open (rank 0 creates the shared
+ * file), reserve, write, fsync, close.  0, or 1 after the failure was
+ * printed. */
+static int plain_write(const bench_ctx *c, int shared, const char *path, uint64_t base,
+                       bench_result *r)
 {
     const bench_model *m = c->m;
-    const char *tag = shared ? "plain_shared" : "plain_fpp";
-    char dir[4200], path[4300], what[64];
     bench_timer t;
-    bench_result r;
-    uint64_t base = 0;
-    int err = 0, fd = -1, code = TOOL_EXIT_OK;
+    int err = 0, fd = -1;
 
-    snprintf(dir, sizeof dir, "%s/%s", c->dir, tag);
-    if (bench_mkdir(c, dir) != 0)
-        return TOOL_EXIT_ERROR;
-    if (shared)
-        snprintf(path, sizeof path, "%s/model.bin", dir);
-    else
-        snprintf(path, sizeof path, "%s/rank-%05d.bin", dir, c->rank);
-    if (shared)
-        MPI_Exscan(&m->wtotal, &base, 1, MPI_UINT64_T, MPI_SUM, c->comm);
-    if (c->rank == 0)
-        base = 0;
-
-    /* Write: open (rank 0 creates the shared file), write, fsync, close. */
     uint64_t all = shared ? bench_sum(c, m->wtotal) : m->wtotal;
     bench_settle(c);
     bench_start(c, &t);
@@ -338,12 +338,70 @@ int bench_plain(const bench_ctx *c, int shared)
             err = os_fail(c, "write", path, e);
         at += x->wbytes;
     }
-    if (!err && fsync(fd) != 0)
-        err = os_fail(c, "fsync", path, errno);
-    if (fd >= 0 && close(fd) != 0 && !err)
-        err = os_fail(c, "close", path, errno);
-    bench_stop(c, &t, m->total, &r);
-    if (any(c, err))
+    err = sync_close(c, fd, path, err);
+    bench_stop(c, &t, m->total, r);
+    return err;
+}
+
+/* Reads this rank's bytes back from `path` at `base` into the arena,
+ * timed into *r.  0, or 1 after the failure was printed. */
+static int plain_read(const bench_ctx *c, const char *path, uint64_t base, bench_result *r)
+{
+    const bench_model *m = c->m;
+    bench_timer t;
+    int err = 0;
+
+    bench_start(c, &t);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        err = os_fail(c, "open", path, errno);
+    else if ((err = pread_all(fd, m->arena, m->wtotal, base)) != 0)
+        err = os_fail(c, "read", path, err);
+    if (fd >= 0)
+        close(fd);
+    bench_stop(c, &t, m->total, r);
+    return err;
+}
+
+/* Compares what plain_read() left in the arena with what this rank wrote:
+ * verdict()'s status for the check `what` (which --inject-fault may
+ * spoil). */
+static int plain_check(const bench_ctx *c, const char *what)
+{
+    const bench_model *m = c->m;
+    uint64_t bad = 0, pos = 0;
+
+    spoil(c, what, m->arena, m->wtotal);
+    for (size_t k = 0; k < m->n; k++) {
+        const bench_tensor *x = &m->t[k];
+        bad += diff_bytes(m->arena + pos, x->data + x->wbegin, x->wbytes);
+        pos += x->wbytes;
+    }
+    return verdict(c, what, bad);
+}
+
+int bench_plain(const bench_ctx *c, int shared)
+{
+    const bench_model *m = c->m;
+    const char *tag = shared ? "plain_shared" : "plain_fpp";
+    char dir[4200], path[4300], what[64];
+    bench_result r;
+    uint64_t base = 0;
+    int code = TOOL_EXIT_OK;
+
+    snprintf(dir, sizeof dir, "%s/%s", c->dir, tag);
+    if (bench_mkdir(c, dir) != 0)
+        return TOOL_EXIT_ERROR;
+    if (shared)
+        snprintf(path, sizeof path, "%s/model.bin", dir);
+    else
+        snprintf(path, sizeof path, "%s/rank-%05d.bin", dir, c->rank);
+    if (shared)
+        MPI_Exscan(&m->wtotal, &base, 1, MPI_UINT64_T, MPI_SUM, c->comm);
+    if (c->rank == 0)
+        base = 0;
+
+    if (any(c, plain_write(c, shared, path, base, &r)))
         return TOOL_EXIT_ERROR;
     snprintf(what, sizeof what, "%s_write", tag);
     bench_record(c, what, &r);
@@ -358,30 +416,12 @@ int bench_plain(const bench_ctx *c, int shared)
             continue;
         if (!warm)
             bench_evict(c, dir);
-        bench_start(c, &t);
-        fd = open(path, O_RDONLY);
-        if (fd < 0)
-            err = os_fail(c, "open", path, errno);
-        else if ((err = pread_all(fd, m->arena, m->wtotal, base)) != 0)
-            err = os_fail(c, "read", path, err);
-        if (fd >= 0)
-            close(fd);
-        bench_stop(c, &t, m->total, &r);
-        if (any(c, err))
+        if (any(c, plain_read(c, path, base, &r)))
             return TOOL_EXIT_ERROR;
         snprintf(what, sizeof what, "%s_read_%s", tag, passes[p]);
         bench_record(c, what, &r);
-        if (c->verify) {
-            uint64_t bad = 0, pos = 0;
-            spoil(c, what, m->arena, m->wtotal);
-            for (size_t k = 0; k < m->n; k++) {
-                const bench_tensor *x = &m->t[k];
-                bad += diff_bytes(m->arena + pos, x->data + x->wbegin, x->wbytes);
-                pos += x->wbytes;
-            }
-            if (verdict(c, what, bad) != TOOL_EXIT_OK)
-                code = TOOL_EXIT_INVALID;
-        }
+        if (c->verify && plain_check(c, what) != TOOL_EXIT_OK)
+            code = TOOL_EXIT_INVALID;
     }
     /* One file per rank: read again on the ranks of the load on fewer
      * ranks, its reference. */
@@ -859,10 +899,81 @@ static int gather_tensor(const bench_ctx *c, const bench_tensor *x, MPI_Datatype
     return mrc;
 }
 
+/* The file's layout: by name (one dtype), as the reference writers.
+ * Fills ent[] in file order and begin[k], tensor k's offset in the data. */
+static void naive_layout(const bench_model *m, size_t *order, uint64_t *begin,
+                         hfdcp__entry *ent)
+{
+    sort_model = m;
+    for (size_t k = 0; k < m->n; k++)
+        order[k] = k;
+    qsort(order, m->n, sizeof *order, by_name);
+    uint64_t at = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const bench_tensor *x = &m->t[order[i]];
+        int64_t full[2] = {x->shape[0], x->shape[1]};
+        begin[order[i]] = at;
+        ent[i].name = (char *)x->name;
+        ent[i].dtype = m->dtype;
+        ent[i].ndim = x->ndim;
+        ent[i].shape = (int64_t *)x->shape;
+        ent[i].begin = at;
+        at += bench_box_bytes(m, x, full);
+        ent[i].end = at;
+    }
+}
+
+/* Rank 0: writes the safetensors file `path`, the header of ent[] and the
+ * gathered model `whole`, with write() + fsync.  0, or 1 after the
+ * failure was printed. */
+static int naive_write(const bench_ctx *c, hfdcp__entry *ent, const unsigned char *whole,
+                       const char *path)
+{
+    const bench_model *m = c->m;
+    hfdcp__header h;
+    char *hdr = NULL;
+    size_t hlen = 0;
+    int err = 0, fd = -1, e = 0;
+
+    memset(&h, 0, sizeof h);
+    h.entries = ent;
+    h.n_entries = m->n;
+    h.data_size = m->total;
+    int rc = hfdcp__header_serialize(&h, &hdr, &hlen);
+    if (rc != HFDCP_OK) {
+        fprintf(stderr, "hfdcp bench: naive header: %s\n", hfdcp_last_error());
+        err = 1;
+    }
+    if (!err && (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0)
+        err = os_fail(c, "open", path, errno);
+    if (!err && ((e = pwrite_all(fd, (unsigned char *)hdr, hlen, 0)) != 0 ||
+                 (e = pwrite_all(fd, whole, m->total, hlen)) != 0))
+        err = os_fail(c, "write", path, e);
+    err = sync_close(c, fd, path, err);
+    free(hdr);
+    return err;
+}
+
+/* With verification on: reads the naive file `path` in `dir` back, says
+ * whether it has the direct save's bytes, checks the format. */
+static int naive_verify(const bench_ctx *c, const char *dir, const char *path)
+{
+    char hpath[4300];
+    int code = load(c, dir, BENCH_SAVED, NULL, "naive_file");
+
+    snprintf(hpath, sizeof hpath, "%s/hfdcp/model.safetensors", c->dir);
+    if (c->rank == 0 && c->shard_bytes == 0)
+        printf("  naive file %s the direct save's\n",
+               same_file(path, hpath) == 1 ? "has the same bytes as" : "differs from");
+    if (code == TOOL_EXIT_OK)
+        code = format_check(c, dir, "naive_format");
+    return code;
+}
+
 int bench_naive(const bench_ctx *c)
 {
     const bench_model *m = c->m;
-    char dir[4200], path[4300], hpath[4300];
+    char dir[4200], path[4300];
     size_t *order = malloc((m->n ? m->n : 1) * sizeof *order);
     uint64_t *begin = malloc((m->n ? m->n : 1) * sizeof *begin);
     hfdcp__entry *ent = calloc(m->n ? m->n : 1, sizeof *ent);
@@ -870,11 +981,9 @@ int bench_naive(const bench_ctx *c)
     MPI_Status *st = malloc((size_t)c->nranks * sizeof *st);
     MPI_Datatype elem = MPI_DATATYPE_NULL;
     unsigned char *whole = NULL;
-    char *hdr = NULL;
-    size_t hlen = 0;
     bench_timer t;
     bench_result r;
-    int err = 0, code = TOOL_EXIT_OK, fd = -1;
+    int err = 0, code = TOOL_EXIT_OK;
 
     snprintf(dir, sizeof dir, "%s/naive", c->dir);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -893,24 +1002,7 @@ int bench_naive(const bench_ctx *c)
         code = TOOL_EXIT_ERROR;
         goto done;
     }
-    /* The file's layout: by name (one dtype), as the reference writers. */
-    sort_model = m;
-    for (size_t k = 0; k < m->n; k++)
-        order[k] = k;
-    qsort(order, m->n, sizeof *order, by_name);
-    uint64_t at = 0;
-    for (size_t i = 0; i < m->n; i++) {
-        const bench_tensor *x = &m->t[order[i]];
-        int64_t full[2] = {x->shape[0], x->shape[1]};
-        begin[order[i]] = at;
-        ent[i].name = (char *)x->name;
-        ent[i].dtype = m->dtype;
-        ent[i].ndim = x->ndim;
-        ent[i].shape = (int64_t *)x->shape;
-        ent[i].begin = at;
-        at += bench_box_bytes(m, x, full);
-        ent[i].end = at;
-    }
+    naive_layout(m, order, begin, ent);
     MPI_Type_contiguous(m->esize, MPI_BYTE, &elem);
     MPI_Type_commit(&elem);
 
@@ -927,26 +1019,7 @@ int bench_naive(const bench_ctx *c)
             MPI_SUCCESS)
             err = 1;
     if (c->rank == 0 && !err) {
-        hfdcp__header h;
-        memset(&h, 0, sizeof h);
-        h.entries = ent;
-        h.n_entries = m->n;
-        h.data_size = m->total;
-        int rc = hfdcp__header_serialize(&h, &hdr, &hlen);
-        if (rc != HFDCP_OK) {
-            fprintf(stderr, "hfdcp bench: naive header: %s\n", hfdcp_last_error());
-            err = 1;
-        }
-        if (!err && (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0)
-            err = os_fail(c, "open", path, errno);
-        int e = 0;
-        if (!err && ((e = pwrite_all(fd, (unsigned char *)hdr, hlen, 0)) != 0 ||
-                     (e = pwrite_all(fd, whole, m->total, hlen)) != 0))
-            err = os_fail(c, "write", path, e);
-        if (!err && fsync(fd) != 0)
-            err = os_fail(c, "fsync", path, errno);
-        if (fd >= 0 && close(fd) != 0 && !err)
-            err = os_fail(c, "close", path, errno);
+        err = naive_write(c, ent, whole, path);
         free(whole);
         whole = NULL;
     }
@@ -956,21 +1029,13 @@ int bench_naive(const bench_ctx *c)
         goto done;
     }
     bench_record(c, "naive_gather_write", &r);
-    if (c->verify) {
-        code = load(c, dir, BENCH_SAVED, NULL, "naive_file");
-        snprintf(hpath, sizeof hpath, "%s/hfdcp/model.safetensors", c->dir);
-        if (c->rank == 0 && c->shard_bytes == 0)
-            printf("  naive file %s the direct save's\n",
-                   same_file(path, hpath) == 1 ? "has the same bytes as" : "differs from");
-        if (code == TOOL_EXIT_OK)
-            code = format_check(c, dir, "naive_format");
-    }
+    if (c->verify)
+        code = naive_verify(c, dir, path);
     bench_rmtree(c, dir);
 done:
     if (elem != MPI_DATATYPE_NULL)
         MPI_Type_free(&elem);
     free(whole);
-    free(hdr);
     free(order);
     free(begin);
     free(ent);

@@ -212,9 +212,147 @@ static int parse_args(int argc, char **argv, int rank, demo_args *d)
     return 1;
 }
 
+/* The box rank `rank` of `nranks` loads: rows, in reversed rank order. */
+static void load_box(const demo_tensor *t, int rank, int nranks, int64_t *off, int64_t *size)
+{
+    box_for(t, SPLIT_ROWS, nranks - 1 - rank, nranks, off, size);
+}
+
+/* What the save and the load measured, for the report. */
+typedef struct {
+    uint64_t total_bytes; /* the whole model's */
+    uint64_t load_bytes;  /* this rank's load */
+    double t_save, t_load; /* seconds of the slowest rank */
+} demo_stats;
+
+/* Generates this rank's chunks into saved[], as a trainer would hold them,
+ * and counts the whole model's bytes in s->total_bytes. */
+static int generate(const model *m, hfdcp_dtype dtype, int rank, int nranks,
+                    unsigned char **saved, demo_stats *s)
+{
+    int rc = HFDCP_OK;
+    for (size_t k = 0; rc == HFDCP_OK && k < m->n; k++) {
+        int64_t off[2], size[2];
+        const demo_tensor *t = &m->t[k];
+        box_for(t, t->save_split, rank, nranks, off, size);
+        int64_t full[2] = {t->shape[0], t->shape[1]};
+        s->total_bytes += box_bytes(t, full, dtype);
+        uint64_t nb = box_bytes(t, size, dtype);
+        if ((saved[k] = malloc(nb ? nb : 1)) == NULL)
+            rc = hfdcp__nomem("a demo chunk");
+        else
+            fill_box(t, k, dtype, off, size, saved[k], 0);
+    }
+    return rc;
+}
+
+/* Save: every rank hands its chunks over to *w, one collective commit;
+ * the time in s->t_save. */
+static int save(const model *m, const demo_args *d, int rank, int nranks,
+                unsigned char **saved, hfdcp_writer **w, demo_stats *s)
+{
+    hfdcp_save_options so;
+    hfdcp_save_options_init(&so);
+    so.max_shard_bytes = d->max_shard;
+    so.thread_count = (int)d->threads;
+    so.info = d->info;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = now();
+    int rc = hfdcp_writer_open(MPI_COMM_WORLD, d->out, &so, w);
+    if (rc != HFDCP_OK)
+        return rc;
+    for (size_t k = 0; k < m->n; k++) {
+        int64_t off[2], size[2];
+        box_for(&m->t[k], m->t[k].save_split, rank, nranks, off, size);
+        rc = hfdcp_writer_add(*w, m->t[k].name, d->dtype, m->t[k].ndim, m->t[k].shape, off,
+                              size, saved[k]);
+        if (rc != HFDCP_OK)
+            break; /* the commit reports it on every rank */
+    }
+    rc = hfdcp_writer_commit(*w);
+    if (rc != HFDCP_OK)
+        return rc;
+    s->t_save = slowest(t0);
+    return HFDCP_OK;
+}
+
+/* Load back through *r into loaded[], in another decomposition (load_box);
+ * this rank's bytes in s->load_bytes, the time in s->t_load. */
+static int load(const model *m, const demo_args *d, int rank, int nranks,
+                unsigned char **loaded, hfdcp_reader **r, demo_stats *s)
+{
+    hfdcp_load_options lo;
+    hfdcp_load_options_init(&lo);
+    lo.info = d->info;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = now();
+    int rc = hfdcp_reader_open(MPI_COMM_WORLD, d->out, &lo, r);
+    if (rc != HFDCP_OK)
+        return rc;
+    for (size_t k = 0; rc == HFDCP_OK && k < m->n; k++) {
+        int64_t off[2], size[2];
+        load_box(&m->t[k], rank, nranks, off, size);
+        uint64_t nb = box_bytes(&m->t[k], size, d->dtype);
+        s->load_bytes += nb;
+        if ((loaded[k] = malloc(nb ? nb : 1)) == NULL) {
+            rc = hfdcp__nomem("a demo load buffer");
+            break;
+        }
+        rc = hfdcp_reader_add(*r, m->t[k].name, d->dtype, m->t[k].ndim, off, size, loaded[k]);
+    }
+    rc = hfdcp_reader_load(*r);
+    if (rc != HFDCP_OK)
+        return rc;
+    s->t_load = slowest(t0);
+    return HFDCP_OK;
+}
+
+/* The elements of this rank's load that differ from the generator. */
+static uint64_t count_bad(const model *m, hfdcp_dtype dtype, int rank, int nranks,
+                          unsigned char **loaded)
+{
+    uint64_t bad = 0;
+    for (size_t k = 0; k < m->n; k++) {
+        int64_t off[2], size[2];
+        load_box(&m->t[k], rank, nranks, off, size);
+        bad += fill_box(&m->t[k], k, dtype, off, size, loaded[k], 1);
+    }
+    return bad;
+}
+
+/* Rank 0: prints the save, the load (`all_load` bytes over every rank),
+ * the format check of `out` and the verdict on `all_bad` differing
+ * elements; returns the exit code. */
+static int report(const char *out, size_t n, const demo_stats *s, uint64_t all_load,
+                  uint64_t all_bad)
+{
+    hfdcp__catalog *c = NULL;
+    hfdcp__problem *problems = NULL;
+    size_t np = 0;
+    int vrc = hfdcp__catalog_verify(out, &c, &problems, &np);
+    printf("saved:  %zu tensors in %zu file%s, %" PRIu64 " bytes, %.2f s, %.2f GB/s\n",
+           n, c ? c->n_files : 0, c && c->n_files == 1 ? "" : "s", s->total_bytes,
+           s->t_save, (double)s->total_bytes / s->t_save / 1e9);
+    printf("loaded: %" PRIu64 " bytes as row blocks in reversed rank order, %.2f s, "
+           "%.2f GB/s\n", all_load, s->t_load, (double)all_load / s->t_load / 1e9);
+    printf("format check: %s\n", vrc == HFDCP_OK && np == 0 ? "valid" : "PROBLEMS");
+    for (size_t i = 0; i < np; i++)
+        printf("  %s\n", problems[i].message);
+    if (all_bad == 0 && vrc == HFDCP_OK && np == 0)
+        printf("verified: every byte of every tensor matches (checkpoint in %s)\n", out);
+    else
+        printf("MISMATCH: %" PRIu64 " elements differ\n", all_bad);
+    fflush(stdout);
+    int code = (all_bad == 0 && vrc == HFDCP_OK && np == 0) ? TOOL_EXIT_OK : TOOL_EXIT_INVALID;
+    hfdcp__problems_free(problems, np);
+    hfdcp__catalog_free(c);
+    return code;
+}
+
 int tool_demo(int argc, char **argv)
 {
     demo_args d;
+    demo_stats s = {0};
     int rank, nranks, rc = HFDCP_OK, code = TOOL_EXIT_ERROR;
     model m = {0};
     unsigned char **saved = NULL, **loaded = NULL;
@@ -225,117 +363,32 @@ int tool_demo(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     if (!parse_args(argc, argv, rank, &d))
         return TOOL_EXIT_USAGE;
-    const char *out = d.out;
-    uint64_t params = d.params, max_shard = d.max_shard, threads = d.threads;
-    hfdcp_dtype dtype = d.dtype;
-    MPI_Info info = d.info;
 
-    rc = tool_llama_model((double)params, LLAMA_MIX, add_tensor_cb, &m);
+    rc = tool_llama_model((double)d.params, LLAMA_MIX, add_tensor_cb, &m);
     saved = calloc(m.n, sizeof *saved);
     loaded = calloc(m.n, sizeof *loaded);
     if (rc == HFDCP_OK && (saved == NULL || loaded == NULL))
         rc = hfdcp__nomem("the demo's buffers");
-
-    /* Generate this rank's chunks, as a trainer would hold them. */
-    uint64_t total_bytes = 0, my_bytes = 0;
-    for (size_t k = 0; rc == HFDCP_OK && k < m.n; k++) {
-        int64_t off[2], size[2];
-        demo_tensor *t = &m.t[k];
-        box_for(t, t->save_split, rank, nranks, off, size);
-        int64_t full[2] = {t->shape[0], t->shape[1]};
-        total_bytes += box_bytes(t, full, dtype);
-        uint64_t nb = box_bytes(t, size, dtype);
-        my_bytes += nb;
-        if ((saved[k] = malloc(nb ? nb : 1)) == NULL)
-            rc = hfdcp__nomem("a demo chunk");
-        else
-            fill_box(t, k, dtype, off, size, saved[k], 0);
-    }
+    if (rc == HFDCP_OK)
+        rc = generate(&m, d.dtype, rank, nranks, saved, &s);
     rc = hfdcp__agree(MPI_COMM_WORLD, rc);
     if (rc != HFDCP_OK)
         goto cleanup;
     if (rank == 0)
         printf("hfdcp demo: %zu tensors, %.3f GB (%s), %d rank%s, saving to %s\n",
-               m.n, (double)total_bytes / 1e9, hfdcp_dtype_name(dtype), nranks,
-               nranks == 1 ? "" : "s", out);
+               m.n, (double)s.total_bytes / 1e9, hfdcp_dtype_name(d.dtype), nranks,
+               nranks == 1 ? "" : "s", d.out);
 
-    /* Save: every rank hands its chunks over, one collective commit. */
-    hfdcp_save_options so;
-    hfdcp_save_options_init(&so);
-    so.max_shard_bytes = max_shard;
-    so.thread_count = (int)threads;
-    so.info = info;
-    MPI_Barrier(MPI_COMM_WORLD);
-    double t0 = now();
-    HFDCP_CHECK(hfdcp_writer_open(MPI_COMM_WORLD, out, &so, &w));
-    for (size_t k = 0; k < m.n; k++) {
-        int64_t off[2], size[2];
-        box_for(&m.t[k], m.t[k].save_split, rank, nranks, off, size);
-        rc = hfdcp_writer_add(w, m.t[k].name, dtype, m.t[k].ndim, m.t[k].shape, off,
-                              size, saved[k]);
-        if (rc != HFDCP_OK)
-            break; /* the commit reports it on every rank */
-    }
-    HFDCP_CHECK(hfdcp_writer_commit(w));
-    double t_save = slowest(t0);
-
-    /* Load back in another decomposition: rows, in reversed rank order. */
-    hfdcp_load_options lo;
-    hfdcp_load_options_init(&lo);
-    lo.info = info;
-    MPI_Barrier(MPI_COMM_WORLD);
-    t0 = now();
-    HFDCP_CHECK(hfdcp_reader_open(MPI_COMM_WORLD, out, &lo, &r));
-    uint64_t load_bytes = 0;
-    for (size_t k = 0; rc == HFDCP_OK && k < m.n; k++) {
-        int64_t off[2], size[2];
-        box_for(&m.t[k], SPLIT_ROWS, nranks - 1 - rank, nranks, off, size);
-        uint64_t nb = box_bytes(&m.t[k], size, dtype);
-        load_bytes += nb;
-        if ((loaded[k] = malloc(nb ? nb : 1)) == NULL) {
-            rc = hfdcp__nomem("a demo load buffer");
-            break;
-        }
-        rc = hfdcp_reader_add(r, m.t[k].name, dtype, m.t[k].ndim, off, size, loaded[k]);
-    }
-    HFDCP_CHECK(hfdcp_reader_load(r));
-    double t_load = slowest(t0);
+    HFDCP_CHECK(save(&m, &d, rank, nranks, saved, &w, &s));
+    HFDCP_CHECK(load(&m, &d, rank, nranks, loaded, &r, &s));
 
     /* Verify every byte against the generator. */
-    uint64_t bad = 0, all_bad = 0;
-    for (size_t k = 0; k < m.n; k++) {
-        int64_t off[2], size[2];
-        box_for(&m.t[k], SPLIT_ROWS, nranks - 1 - rank, nranks, off, size);
-        bad += fill_box(&m.t[k], k, dtype, off, size, loaded[k], 1);
-    }
+    uint64_t bad = count_bad(&m, d.dtype, rank, nranks, loaded), all_bad = 0, all_load = 0;
     MPI_Allreduce(&bad, &all_bad, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
-    uint64_t all_load = 0;
-    MPI_Allreduce(&load_bytes, &all_load, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
-
-    if (rank == 0) {
-        hfdcp__catalog *c = NULL;
-        hfdcp__problem *problems = NULL;
-        size_t np = 0;
-        int vrc = hfdcp__catalog_verify(out, &c, &problems, &np);
-        printf("saved:  %zu tensors in %zu file%s, %" PRIu64 " bytes, %.2f s, %.2f GB/s\n",
-               m.n, c ? c->n_files : 0, c && c->n_files == 1 ? "" : "s", total_bytes,
-               t_save, (double)total_bytes / t_save / 1e9);
-        printf("loaded: %" PRIu64 " bytes as row blocks in reversed rank order, %.2f s, "
-               "%.2f GB/s\n", all_load, t_load, (double)all_load / t_load / 1e9);
-        printf("format check: %s\n", vrc == HFDCP_OK && np == 0 ? "valid" : "PROBLEMS");
-        for (size_t i = 0; i < np; i++)
-            printf("  %s\n", problems[i].message);
-        if (all_bad == 0 && vrc == HFDCP_OK && np == 0)
-            printf("verified: every byte of every tensor matches (checkpoint in %s)\n", out);
-        else
-            printf("MISMATCH: %" PRIu64 " elements differ\n", all_bad);
-        fflush(stdout);
-        code = (all_bad == 0 && vrc == HFDCP_OK && np == 0) ? TOOL_EXIT_OK : TOOL_EXIT_INVALID;
-        hfdcp__problems_free(problems, np);
-        hfdcp__catalog_free(c);
-    }
+    MPI_Allreduce(&s.load_bytes, &all_load, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0)
+        code = report(d.out, m.n, &s, all_load, all_bad);
     MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    (void)my_bytes;
 
 cleanup:
     if (rc != HFDCP_OK)
@@ -351,7 +404,7 @@ cleanup:
     free(saved);
     free(loaded);
     free(m.t);
-    if (info != MPI_INFO_NULL)
-        MPI_Info_free(&info);
+    if (d.info != MPI_INFO_NULL)
+        MPI_Info_free(&d.info);
     return code;
 }
