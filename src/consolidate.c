@@ -782,14 +782,126 @@ static int write_file(job *J, size_t f)
     return rc;
 }
 
+/* Collective: every output file, one after another.  Agreed status. */
+static int write_files(job *J)
+{
+    int rc = HFDCP_OK;
+
+    for (size_t f = 0; f < J->plan->n_files && rc == HFDCP_OK; f++)
+        rc = write_file(J, f);
+    return rc;
+}
+
 /* ---- the whole ---- */
+
+/* 1. Collective on J->comm: the arguments checked locally, then against
+ * rank 0's; J->rank and J->size set, *align from the hint
+ * hfdcp_data_alignment.  `rc` is the status of the communicator's
+ * duplication, agreed on here with the local checks.  Agreed status. */
+static int check_all_args(job *J, int rc, const char *input_dir,
+                          const char *output_dir, const hfdcp_file_map *map,
+                          uint64_t *align)
+{
+    const hfdcp_consolidate_options *opts = J->o;
+    int mpi_rc;
+
+    if (rc == HFDCP_OK &&
+        ((mpi_rc = MPI_Comm_rank(J->comm, &J->rank)) != MPI_SUCCESS ||
+         (mpi_rc = MPI_Comm_size(J->comm, &J->size)) != MPI_SUCCESS))
+        rc = hfdcp__mpi_error(mpi_rc, "hfdcp_consolidate");
+    if (rc == HFDCP_OK)
+        rc = check_args(input_dir, output_dir, opts);
+    if (rc == HFDCP_OK)
+        rc = hfdcp__align_hint(opts->info, "hfdcp_consolidate", align);
+    if (rc == HFDCP_OK)
+        rc = hfdcp__mpiio_check_hints(opts->info, "hfdcp_consolidate",
+                                      output_dir);
+    HFDCP_TRY(hfdcp__agree(J->comm, rc));
+    return compare_args(J->comm, J->rank, input_dir, output_dir, map, opts,
+                        *align);
+}
+
+/* 3. Collective: the writer's plan for the shard files' catalog `cat`
+ * into *plan and the output files' layouts into *fl (the caller frees
+ * both, also on failure), then the job's plan, slice bytes and total.
+ * The same on every rank.  Agreed status. */
+static int plan_job(job *J, const hfdcp__catalog *cat,
+                    const hfdcp_file_map *map, uint64_t align,
+                    hfdcp__wplan *plan, file_layout **fl)
+{
+    const hfdcp_consolidate_options *opts = J->o;
+    int rc;
+
+    rc = make_plan(cat, map, opts, align, plan);
+    if (rc == HFDCP_OK)
+        rc = make_layouts(cat, plan, opts, fl);
+    HFDCP_TRY(hfdcp__agree(J->comm, rc));
+    J->plan = plan;
+    J->fl = *fl;
+    J->s = slice_bytes(cat, opts,
+                       opts->buffer_bytes ? opts->buffer_bytes
+                                          : DEFAULT_BUFFER);
+    J->total = plan->index.total_size;
+    return HFDCP_OK;
+}
+
+/* Collective: what step 4 needs.  The public reader of the shard files
+ * in `input_dir`, the staging buffers of J->st, the temporary names (one
+ * random tag, rank 0's) into *paths and J->paths, the output directory.
+ * Agreed status. */
+static int prepare_data(job *J, const char *input_dir,
+                        const char *output_dir, hfdcp__paths *paths)
+{
+    hfdcp_load_options lo;
+    uint64_t tag = 0;
+    int rc, mpi_rc;
+
+    hfdcp_load_options_init(&lo);
+    lo.info = J->o->info;
+    HFDCP_TRY(hfdcp_reader_open(J->comm, input_dir, &lo, &J->st->rd));
+    rc = size_buffers(J->st, J->fl, J->plan->n_files, J->s, J->rank,
+                      J->size);
+    if (J->rank == 0)
+        tag = hfdcp__random_tag();
+    mpi_rc = MPI_Bcast(&tag, 1, MPI_UINT64_T, 0, J->comm);
+    if (mpi_rc != MPI_SUCCESS && rc == HFDCP_OK)
+        rc = hfdcp__mpi_error(mpi_rc, "broadcasting the temporary names' tag");
+    if (rc == HFDCP_OK)
+        rc = hfdcp__paths_make(output_dir, J->plan, tag, paths);
+    if (rc == HFDCP_OK && J->rank == 0)
+        rc = hfdcp__make_dir(output_dir);
+    HFDCP_TRY(hfdcp__agree(J->comm, rc));
+    J->paths = paths;
+    return HFDCP_OK;
+}
+
+/* Collective, after a failure once writing began: rank 0 removes the
+ * temporary files, and no rank returns before they are gone. */
+static void remove_temporaries(const job *J, const hfdcp__paths *paths)
+{
+    if (J->rank == 0)
+        for (size_t f = 0; f < paths->n; f++)
+            unlink(paths->tmp[f]);
+    (void)MPI_Barrier(J->comm);
+}
+
+/* Frees the reader and the buffers of st (the output buffer kept for the
+ * next transfer when no larger than the default). */
+static void stage_free(stage *st)
+{
+    if (st->rd != NULL)
+        hfdcp_reader_free(st->rd);
+    hfdcp__buffer_give(st->out_buf, st->out_cap,
+                       st->out_cap <= DEFAULT_BUFFER);
+    free(st->in_buf);
+    free(st->jobs);
+}
 
 int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
                       const char *output_dir, const hfdcp_file_map *map,
                       const hfdcp_consolidate_options *opts)
 {
     hfdcp_consolidate_options defaults;
-    hfdcp_load_options lo;
     hfdcp__catalog *cat = NULL;
     hfdcp__wplan plan;
     hfdcp__paths paths;
@@ -797,9 +909,9 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     stage st;
     job J;
     MPI_Comm dup = MPI_COMM_NULL;
-    uint64_t tag = 0, align = 0; /* align: hint hfdcp_data_alignment */
+    uint64_t align = 0; /* the hint hfdcp_data_alignment */
     bool wrote = false, named = false;
-    int rc = HFDCP_OK, mpi_rc;
+    int rc = HFDCP_OK;
 
     memset(&plan, 0, sizeof plan);
     memset(&paths, 0, sizeof paths);
@@ -817,82 +929,33 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
         return rc;
     J.comm = dup;
     J.o = opts;
-    if (rc == HFDCP_OK &&
-        ((mpi_rc = MPI_Comm_rank(dup, &J.rank)) != MPI_SUCCESS ||
-         (mpi_rc = MPI_Comm_size(dup, &J.size)) != MPI_SUCCESS))
-        rc = hfdcp__mpi_error(mpi_rc, "hfdcp_consolidate");
-    if (rc == HFDCP_OK)
-        rc = check_args(input_dir, output_dir, opts);
-    if (rc == HFDCP_OK)
-        rc = hfdcp__align_hint(opts->info, "hfdcp_consolidate", &align);
-    if (rc == HFDCP_OK)
-        rc = hfdcp__mpiio_check_hints(opts->info, "hfdcp_consolidate",
-                                      output_dir);
-    HFDCP_CHECK(hfdcp__agree(dup, rc));
-    HFDCP_CHECK(compare_args(dup, J.rank, input_dir, output_dir, map, opts,
-                             align));
+    J.st = &st;
+    st.o = opts;
+    HFDCP_CHECK(check_all_args(&J, rc, input_dir, output_dir, map, &align));
 
     /* 2. The input, checked whole before anything is written. */
-    HFDCP_CHECK(hfdcp__agree(dup, J.rank == 0
-                                      ? check_dirs(input_dir, output_dir)
-                                      : HFDCP_OK));
+    rc = J.rank == 0 ? check_dirs(input_dir, output_dir) : HFDCP_OK;
+    HFDCP_CHECK(hfdcp__agree(dup, rc));
     named = true; /* from here on, messages say what was consolidated */
     HFDCP_CHECK(hfdcp__catalog_open_shards(dup, input_dir, &cat));
 
-    /* 3. The plan, the same on every rank. */
-    rc = make_plan(cat, map, opts, align, &plan);
-    if (rc == HFDCP_OK)
-        rc = make_layouts(cat, &plan, opts, &fl);
-    HFDCP_CHECK(hfdcp__agree(dup, rc));
-    J.plan = &plan;
-    J.fl = fl;
-    J.s = slice_bytes(cat, opts,
-                      opts->buffer_bytes ? opts->buffer_bytes : DEFAULT_BUFFER);
-    J.total = plan.index.total_size;
-    J.st = &st;
-    st.o = opts;
-    hfdcp_load_options_init(&lo);
-    lo.info = opts->info;
-    HFDCP_CHECK(hfdcp_reader_open(dup, input_dir, &lo, &st.rd));
-
-    /* Buffers, names, the output directory. */
-    rc = size_buffers(&st, fl, plan.n_files, J.s, J.rank, J.size);
-    if (J.rank == 0)
-        tag = hfdcp__random_tag();
-    mpi_rc = MPI_Bcast(&tag, 1, MPI_UINT64_T, 0, dup);
-    if (mpi_rc != MPI_SUCCESS && rc == HFDCP_OK)
-        rc = hfdcp__mpi_error(mpi_rc, "broadcasting the temporary names' tag");
-    if (rc == HFDCP_OK)
-        rc = hfdcp__paths_make(output_dir, &plan, tag, &paths);
-    if (rc == HFDCP_OK && J.rank == 0)
-        rc = hfdcp__make_dir(output_dir);
-    HFDCP_CHECK(hfdcp__agree(dup, rc));
-    J.paths = &paths;
+    /* 3. The plan, the same on every rank; then the reader, buffers,
+     * names and output directory of step 4. */
+    HFDCP_CHECK(plan_job(&J, cat, map, align, &plan, &fl));
+    HFDCP_CHECK(prepare_data(&J, input_dir, output_dir, &paths));
 
     /* 4. Every output file, by every rank. */
     wrote = true;
-    for (size_t f = 0; f < plan.n_files && rc == HFDCP_OK; f++)
-        rc = write_file(&J, f);
-    HFDCP_CHECK(rc);
+    HFDCP_CHECK(write_files(&J));
 
     /* 5. Publish. */
     rc = J.rank == 0 ? hfdcp__publish(output_dir, &plan, &paths) : HFDCP_OK;
     rc = hfdcp__agree(dup, rc);
 
 cleanup:
-    if (rc != HFDCP_OK && wrote) {
-        /* Remove the temporary files, then let no rank return before they
-         * are gone. */
-        if (J.rank == 0)
-            for (size_t f = 0; f < paths.n; f++)
-                unlink(paths.tmp[f]);
-        (void)MPI_Barrier(dup);
-    }
-    if (st.rd != NULL)
-        hfdcp_reader_free(st.rd);
-    hfdcp__buffer_give(st.out_buf, st.out_cap, st.out_cap <= DEFAULT_BUFFER);
-    free(st.in_buf);
-    free(st.jobs);
+    if (rc != HFDCP_OK && wrote)
+        remove_temporaries(&J, &paths);
+    stage_free(&st);
     layouts_free(fl, plan.n_files);
     hfdcp__paths_free(&paths);
     hfdcp__wplan_free(&plan);

@@ -225,12 +225,63 @@ static int check_agreement(const planner *p, size_t t, int rank,
     return HFDCP_OK;
 }
 
+/* The tensor of a chunk of `rank` into *t: found by name (a later holder
+ * must agree with the first) or added to p's table. */
+static int find_tensor(planner *p, int rank, const char *name,
+                       hfdcp_dtype dtype, int ndim, const int64_t *shape,
+                       int map_index, size_t *t)
+{
+    tensor_t *T;
+    int rc;
+
+    if (hfdcp__strmap_get(p->by_name, name, t))
+        return check_agreement(p, *t, rank, dtype, ndim, shape, map_index);
+    T = &p->tensors[p->n_tensors];
+    *t = p->n_tensors;
+    HFDCP_TRY(hfdcp__strmap_put(p->by_name, name, *t, NULL));
+    p->n_tensors++;
+    T->name = name;
+    T->dtype = dtype;
+    T->ndim = ndim;
+    T->map_index = map_index;
+    T->first_rank = rank;
+    T->shape = shape;
+    if ((rc = hfdcp__tensor_bytes(dtype, ndim, shape, "size", &T->nbytes)) !=
+        HFDCP_OK)
+        return hfdcp__error_prefix(rc, "tensor '%s' (rank %d)", name, rank);
+    return HFDCP_OK;
+}
+
+/* The chunk of `rank` at offsets `off` of sizes `sz` must lie inside the
+ * shape of tensor `name`. */
+static int check_inside(int rank, const char *name, int ndim,
+                        const int64_t *shape, const int64_t *off,
+                        const int64_t *sz)
+{
+    for (int d = 0; d < ndim; d++) {
+        if (off[d] < 0 || sz[d] < 0 || off[d] > shape[d] - sz[d]) {
+            char box[DIMS_TEXT], sh[DIMS_TEXT];
+            if (sz[d] < 0 || off[d] < 0)
+                snprintf(box, sizeof box, "with offset %" PRId64
+                         " and size %" PRId64 " in dim %d",
+                         off[d], sz[d], d);
+            else
+                hfdcp__format_box(box, sizeof box, ndim, off, sz);
+            format_shape(sh, sizeof sh, ndim, shape);
+            return hfdcp__error(HFDCP_ERR_PLAN,
+                                "tensor '%s': the chunk %s of rank %d "
+                                "lies outside the tensor's shape %s",
+                                name, box, rank, sh);
+        }
+    }
+    return HFDCP_OK;
+}
+
 static int parse_rank(planner *p, int rank, const void *data, size_t len)
 {
     reader_t r = {data, (const unsigned char *)data + len};
     const void *at;
     uint64_t count;
-    int rc;
 
     if (((uintptr_t)data & 7) != 0)
         return bad_packet(rank, "not 8-byte aligned");
@@ -261,42 +312,8 @@ static int parse_rank(planner *p, int rank, const void *data, size_t len)
         off = shape + ndim;
         sz = shape + 2 * ndim;
 
-        if (!hfdcp__strmap_get(p->by_name, name, &t)) {
-            tensor_t *T = &p->tensors[p->n_tensors];
-
-            t = p->n_tensors;
-            HFDCP_TRY(hfdcp__strmap_put(p->by_name, name, t, NULL));
-            p->n_tensors++;
-            T->name = name;
-            T->dtype = dtype;
-            T->ndim = ndim;
-            T->map_index = v[2];
-            T->first_rank = rank;
-            T->shape = shape;
-            if ((rc = hfdcp__tensor_bytes(dtype, ndim, shape, "size",
-                                          &T->nbytes)) != HFDCP_OK)
-                return hfdcp__error_prefix(rc, "tensor '%s' (rank %d)", name,
-                                           rank);
-        } else if ((rc = check_agreement(p, t, rank, dtype, ndim, shape,
-                                         v[2])) != HFDCP_OK) {
-            return rc;
-        }
-        for (int d = 0; d < ndim; d++) {
-            if (off[d] < 0 || sz[d] < 0 || off[d] > shape[d] - sz[d]) {
-                char box[DIMS_TEXT], sh[DIMS_TEXT];
-                if (sz[d] < 0 || off[d] < 0)
-                    snprintf(box, sizeof box, "with offset %" PRId64
-                             " and size %" PRId64 " in dim %d",
-                             off[d], sz[d], d);
-                else
-                    hfdcp__format_box(box, sizeof box, ndim, off, sz);
-                format_shape(sh, sizeof sh, ndim, shape);
-                return hfdcp__error(HFDCP_ERR_PLAN,
-                                    "tensor '%s': the chunk %s of rank %d "
-                                    "lies outside the tensor's shape %s",
-                                    name, box, rank, sh);
-            }
-        }
+        HFDCP_TRY(find_tensor(p, rank, name, dtype, ndim, shape, v[2], &t));
+        HFDCP_TRY(check_inside(rank, name, ndim, shape, off, sz));
         chunk_t *c = &p->chunks[p->n_chunks];
         c->box = off;
         c->tensor = (uint32_t)t;
