@@ -3,6 +3,7 @@
  * outcome and prints one line per case on rank 0.
  */
 #define _XOPEN_SOURCE 700 /* nftw */
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -432,4 +433,206 @@ int hfdcp_test_main(int argc, char **argv, const hfdcp_test_case *cases,
         failed++;
     }
     return failed ? 1 : passed == 0 && skipped > 0 ? T_SKIP : 0;
+}
+
+/* ---- decompositions and agreed checks (harness.h) ---- */
+
+/* [lo, lo+len) of part r of n split in p. */
+void hfdcp_test_part(int64_t n, int r, int p, int64_t *lo, int64_t *len)
+{
+    *lo = n * r / p;
+    *len = n * (r + 1) / p - *lo;
+}
+
+/* The most square p0 x p1 grid of P ranks, p0 <= p1 (8: 2 x 4, 16: 4 x 4). */
+void hfdcp_test_grid(int P, int *p0, int *p1)
+{
+    int a = 1;
+    for (int k = 1; k * k <= P; k++)
+        if (P % k == 0)
+            a = k;
+    *p0 = a;
+    *p1 = P / a;
+}
+
+
+/* A collective call's status `rc` on every rank: HFDCP_OK everywhere
+ * (the message of any failing rank printed).  Agreed. */
+bool hfdcp_test_agreed_ok(MPI_Comm comm, int rc, const char *what)
+{
+    if (rc != HFDCP_OK)
+        fprintf(stderr, "[rank %d] %s: %s: %s\n", hfdcp_test_comm_rank(comm), what,
+                hfdcp_status_name(rc), hfdcp_last_error());
+    return hfdcp_test_all_ok(comm, rc == HFDCP_OK);
+}
+
+/* A failed collective call: the minimum and the maximum of `rc` over the
+ * ranks are both `want`, every rank has the same message, and it holds
+ * `s1` and `s2` (either may be NULL).  Agreed: no rank returns before
+ * the others. */
+int hfdcp_test_agreed_failure(MPI_Comm comm, const char *what, int rc, int want,
+                          const char *s1, const char *s2)
+{
+    int lo, hi, rank = hfdcp_test_comm_rank(comm);
+    bool ok;
+    char msg[1024];
+
+    snprintf(msg, sizeof msg, "%s", hfdcp_last_error());
+    MPI_Allreduce(&rc, &lo, 1, MPI_INT, MPI_MIN, comm);
+    MPI_Allreduce(&rc, &hi, 1, MPI_INT, MPI_MAX, comm);
+    ok = lo == want && hi == want;
+    if (!ok && (rc != want || rank == 0))
+        fprintf(stderr, "[rank %d] %s: statuses from %s to %s over the "
+                "ranks, wanted %s; this rank %s: \"%s\"\n", rank, what,
+                hfdcp_status_name(lo), hfdcp_status_name(hi),
+                hfdcp_status_name(want), hfdcp_status_name(rc), msg);
+    if (ok && ((s1 && strstr(msg, s1) == NULL) ||
+               (s2 && strstr(msg, s2) == NULL))) {
+        fprintf(stderr, "[rank %d] %s: message \"%s\" lacks \"%s\"\n", rank,
+                what, msg, s1 && strstr(msg, s1) == NULL ? s1 : s2);
+        ok = false;
+    }
+    ok = hfdcp_test_same_message(comm) && ok;
+    return hfdcp_test_all_ok(comm, ok) ? T_OK : 1;
+}
+
+/* Rank 0: `path` holds nothing at all, or does not exist (so no index,
+ * no model*.safetensors, no shard, no temporary file).  Agreed. */
+bool hfdcp_test_nothing_in(MPI_Comm comm, const char *path)
+{
+    int bad = 0;
+    if (hfdcp_test_comm_rank(comm) == 0) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            fprintf(stderr, "%s: '%s' left after a failed commit\n", path,
+                    e->d_name);
+            bad = 1;
+        }
+        if (d != NULL)
+            closedir(d);
+    }
+    MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
+    return bad == 0;
+}
+
+/* The box [off, off+size) of the tensor `name` (elements of es bytes,
+ * ndim 0 to 2, shape `shape`), row-major and contiguous, by the formula
+ * of hfdcp_test_byte_at. */
+void hfdcp_test_fill_box(uint8_t *buf, const char *name, uint64_t es,
+                         int ndim, const int64_t *shape, const int64_t *off,
+                         const int64_t *size)
+{
+    uint64_t seed = hfdcp_test_seed_of(name), mem = 0;
+
+    if (ndim == 0) {
+        for (uint64_t k = 0; k < es; k++)
+            buf[k] = hfdcp_test_byte_at(seed, k);
+        return;
+    }
+    int64_t rows = ndim == 2 ? size[0] : 1, r0 = ndim == 2 ? off[0] : 0;
+    int64_t cols = shape[ndim - 1], c0 = off[ndim - 1];
+    uint64_t run = (uint64_t)size[ndim - 1] * es;
+    for (int64_t r = 0; r < rows; r++) {
+        uint64_t gb = ((uint64_t)(r0 + r) * (uint64_t)cols + (uint64_t)c0) * es;
+        for (uint64_t k = 0; k < run; k++)
+            buf[mem + k] = hfdcp_test_byte_at(seed, gb + k);
+        mem += run;
+    }
+}
+
+/* Rank r's box of a tensor (ndim 0 to 2) split `kind` over P ranks. */
+bool hfdcp_test_box_of(int kind, int ndim, const int64_t *shape, int r,
+                       int P, int64_t *off, int64_t *size)
+{
+    int p0, p1, last = ndim - 1;
+
+    for (int d = 0; d < ndim; d++) {
+        off[d] = 0;
+        size[d] = shape[d];
+    }
+    if (kind == HFDCP_TEST_REPL || ndim == 0)
+        return true;
+    if (kind == HFDCP_TEST_ROWS || kind == HFDCP_TEST_COLS || ndim == 1) {
+        int d = kind == HFDCP_TEST_COLS ? last : 0;
+        hfdcp_test_part(shape[d], r, P, &off[d], &size[d]);
+        return size[d] > 0;
+    }
+    hfdcp_test_grid(P, &p0, &p1);
+    hfdcp_test_part(shape[0], r / p1, p0, &off[0], &size[0]);
+    hfdcp_test_part(shape[1], r % p1, p1, &off[1], &size[1]);
+    return size[0] > 0 && size[1] > 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The sorted names of a directory's entries (no "." and ".."). */
+int hfdcp_test_list_dir(const char *dir, char **names, size_t max, size_t *n)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    *n = 0;
+    if (d == NULL)
+        return 0; /* a missing directory holds nothing */
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        T_CHECK(*n < max);
+        names[(*n)++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, *n, sizeof *names, cmp_names);
+    return T_OK;
+}
+
+void hfdcp_test_free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+}
+
+bool hfdcp_test_same_dirs(MPI_Comm comm, const char *a, const char *b)
+{
+    int rank, bad = 0;
+    MPI_Comm_rank(comm, &rank);
+    if (rank == 0) {
+        char *na[64], *nb[64];
+        size_t n1, n2;
+        bad = hfdcp_test_list_dir(a, na, 64, &n1) ||
+              hfdcp_test_list_dir(b, nb, 64, &n2);
+        if (!bad && n1 != n2)
+            bad = hfdcp_test_fail(__FILE__, __LINE__, "%zu files in %s, %zu "
+                                  "in %s", n1, a, n2, b);
+        for (size_t i = 0; !bad && i < n1; i++) {
+            char pa[1024], pb[1024];
+            size_t la, lb;
+            unsigned char *da, *db;
+            if (strcmp(na[i], nb[i]) != 0) {
+                bad = hfdcp_test_fail(__FILE__, __LINE__, "file %s vs %s",
+                                      na[i], nb[i]);
+                break;
+            }
+            snprintf(pa, sizeof pa, "%s/%s", a, na[i]);
+            snprintf(pb, sizeof pb, "%s/%s", b, nb[i]);
+            da = hfdcp_test_read_file(pa, &la);
+            db = hfdcp_test_read_file(pb, &lb);
+            if (da == NULL || db == NULL || la != lb || memcmp(da, db, la))
+                bad = hfdcp_test_fail(__FILE__, __LINE__,
+                                      "%s differs from %s (%zu vs %zu bytes)",
+                                      pa, pb, la, lb);
+            free(da);
+            free(db);
+        }
+        if (!bad && n1 == 0)
+            bad = hfdcp_test_fail(__FILE__, __LINE__, "no file in %s", a);
+        hfdcp_test_free_names(na, n1);
+        hfdcp_test_free_names(nb, n2);
+    }
+    MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
+    return bad == 0;
 }

@@ -142,6 +142,44 @@ int hfdcp_test_run(const char *cmd, char **out);
 uint64_t hfdcp_test_seed_of(const char *name);
 uint8_t hfdcp_test_byte_at(uint64_t seed, uint64_t b);
 
+/* Decompositions of a tensor of ndim 0 to 2 over P ranks: rows, columns,
+ * the most square grid of 2-D blocks, or replicated (every rank the whole
+ * tensor).  hfdcp_test_part: [lo, lo+len) of part r of n split in p;
+ * hfdcp_test_grid: the most square p0 x p1 grid of P ranks, p0 <= p1;
+ * hfdcp_test_box_of: rank r's box (false when it holds nothing);
+ * hfdcp_test_fill_box: the box's bytes by the formula above. */
+enum { HFDCP_TEST_ROWS, HFDCP_TEST_COLS, HFDCP_TEST_BLOCKS, HFDCP_TEST_REPL };
+void hfdcp_test_part(int64_t n, int r, int p, int64_t *lo, int64_t *len);
+void hfdcp_test_grid(int P, int *p0, int *p1);
+bool hfdcp_test_box_of(int kind, int ndim, const int64_t *shape, int r,
+                       int P, int64_t *off, int64_t *size);
+void hfdcp_test_fill_box(uint8_t *buf, const char *name, uint64_t es,
+                         int ndim, const int64_t *shape, const int64_t *off,
+                         const int64_t *size);
+
+/* Agreed outcomes of collective calls (no rank returns before the
+ * others).  hfdcp_test_agreed_ok: `rc` is HFDCP_OK on every rank (a
+ * failing rank's message printed with `what`).  hfdcp_test_agreed_failure:
+ * `rc` is `want` on every rank, with the same message everywhere, holding
+ * s1 and s2 (either may be NULL); T_OK or 1.  hfdcp_test_nothing_in:
+ * rank 0 finds `path` empty or absent (no index, no model or shard file,
+ * no temporary file); anything left is printed. */
+bool hfdcp_test_agreed_ok(MPI_Comm comm, int rc, const char *what);
+int hfdcp_test_agreed_failure(MPI_Comm comm, const char *what, int rc,
+                              int want, const char *s1, const char *s2);
+bool hfdcp_test_nothing_in(MPI_Comm comm, const char *path);
+
+/* Collective: the directories a and b hold the same file names with the
+ * same bytes, and at least one file (rank 0 compares; differences
+ * printed).  Agreed. */
+bool hfdcp_test_same_dirs(MPI_Comm comm, const char *a, const char *b);
+
+/* The sorted names (malloc'd) of the entries of `dir`, no "." and "..":
+ * *n of them, at most `max` (more fail the calling test); a missing
+ * directory holds none.  T_OK or 1. */
+int hfdcp_test_list_dir(const char *dir, char **names, size_t max, size_t *n);
+void hfdcp_test_free_names(char **names, size_t n);
+
 /* Deterministic pseudo-random numbers (splitmix64). */
 uint64_t hfdcp_test_rand(uint64_t *state);
 

@@ -281,78 +281,6 @@ static int direct_save(MPI_Comm comm, const char *dir, const model *m,
     return T_OK;
 }
 
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The sorted names of a directory's entries (no "." and ".."). */
-static int list_dir(const char *dir, char **names, size_t max, size_t *n)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    *n = 0;
-    if (d == NULL)
-        return 0; /* a missing directory holds nothing */
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        T_CHECK(*n < max);
-        names[(*n)++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(names, *n, sizeof *names, cmp_names);
-    return T_OK;
-}
-
-static void free_names(char **names, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-}
-
-/* Every file of a and b: same names, same bytes.  Rank 0 compares; the
- * outcome is shared. */
-static int same_dirs(MPI_Comm comm, const char *a, const char *b)
-{
-    int rank, bad = 0;
-    MPI_Comm_rank(comm, &rank);
-    if (rank == 0) {
-        char *na[64], *nb[64];
-        size_t n1, n2;
-        bad = list_dir(a, na, 64, &n1) || list_dir(b, nb, 64, &n2);
-        if (!bad && n1 != n2)
-            bad = hfdcp_test_fail(__FILE__, __LINE__, "%zu files in %s, %zu "
-                                  "in %s", n1, a, n2, b);
-        for (size_t i = 0; !bad && i < n1; i++) {
-            char pa[1024], pb[1024];
-            size_t la, lb;
-            unsigned char *da, *db;
-            if (strcmp(na[i], nb[i]) != 0) {
-                bad = hfdcp_test_fail(__FILE__, __LINE__, "file %s vs %s",
-                                      na[i], nb[i]);
-                break;
-            }
-            snprintf(pa, sizeof pa, "%s/%s", a, na[i]);
-            snprintf(pb, sizeof pb, "%s/%s", b, nb[i]);
-            da = hfdcp_test_read_file(pa, &la);
-            db = hfdcp_test_read_file(pb, &lb);
-            if (da == NULL || db == NULL || la != lb || memcmp(da, db, la))
-                bad = hfdcp_test_fail(__FILE__, __LINE__,
-                                      "%s differs from %s (%zu vs %zu bytes)",
-                                      pa, pb, la, lb);
-            free(da);
-            free(db);
-        }
-        if (!bad && n1 == 0)
-            bad = hfdcp_test_fail(__FILE__, __LINE__, "no file in %s", a);
-        free_names(na, n1);
-        free_names(nb, n2);
-    }
-    MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
-    return bad;
-}
-
 /* Nothing that looks like a checkpoint in dir (rank 0 looks). */
 static int no_output(MPI_Comm comm, const char *dir)
 {
@@ -361,12 +289,12 @@ static int no_output(MPI_Comm comm, const char *dir)
     if (rank == 0) {
         char *n[64];
         size_t count;
-        bad = list_dir(dir, n, 64, &count);
+        bad = hfdcp_test_list_dir(dir, n, 64, &count);
         for (size_t i = 0; !bad && i < count; i++)
             if (strstr(n[i], ".safetensors") || strstr(n[i], ".hfdcp-tmp"))
                 bad = hfdcp_test_fail(__FILE__, __LINE__,
                                       "'%s' left in %s", n[i], dir);
-        free_names(n, count);
+        hfdcp_test_free_names(n, count);
     }
     MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
     return bad;
@@ -427,7 +355,7 @@ static int check_identity(MPI_Comm comm, const char *dir, bool with_map)
             o.buffer_bytes = buffers[b];
             snprintf(out, sizeof out, "%s/out-%d-%zu", dir, k, b);
             T_OKCALL(hfdcp_consolidate(comm, shards, out, map, &o));
-            T_CHECKF(same_dirs(comm, out, direct) == 0,
+            T_CHECKF(hfdcp_test_same_dirs(comm, out, direct),
                      "k=%d buffer=%zu", k, (size_t)buffers[b]);
         }
     }
@@ -516,7 +444,7 @@ static int consolidate_should_match_a_direct_save_after_a_sharded_save(
         T_CHECKF(!bad, "sharded save by %d ranks", k);
         snprintf(out, sizeof out, "%s/out-%d", dir, k);
         T_OKCALL(hfdcp_consolidate(comm, shards, out, map, &o));
-        T_CHECKF(same_dirs(comm, out, direct) == 0, "saved by %d", k);
+        T_CHECKF(hfdcp_test_same_dirs(comm, out, direct), "saved by %d", k);
         /* Saved by all, consolidated by k. */
         snprintf(out, sizeof out, "%s/out-all-%d", dir, k);
         if (sub != MPI_COMM_NULL) {
@@ -527,7 +455,7 @@ static int consolidate_should_match_a_direct_save_after_a_sharded_save(
         }
         MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
         T_CHECKF(!bad, "consolidated by %d ranks", k);
-        T_CHECKF(same_dirs(comm, out, direct) == 0, "consolidated by %d", k);
+        T_CHECKF(hfdcp_test_same_dirs(comm, out, direct), "consolidated by %d", k);
     }
     model_free(&m);
     hfdcp_file_map_free(map);
@@ -555,7 +483,7 @@ static int consolidate_should_handle_an_empty_checkpoint(MPI_Comm comm,
     T_OKCALL(hfdcp_writer_commit(w));
     hfdcp_writer_free(w);
     T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, NULL));
-    T_CHECK(same_dirs(comm, out, direct) == 0);
+    T_CHECK(hfdcp_test_same_dirs(comm, out, direct));
     return T_OK;
 }
 
@@ -605,7 +533,7 @@ static int consolidate_should_cast_floats_only(MPI_Comm comm,
         o.num_threads = (int)b + 1;
         snprintf(out, sizeof out, "%s/out-%zu", dir, b);
         T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
-        T_CHECKF(same_dirs(comm, out, direct) == 0, "buffer %zu",
+        T_CHECKF(hfdcp_test_same_dirs(comm, out, direct), "buffer %zu",
                  (size_t)buffers[b]);
     }
     for (size_t i = 0; i < NT; i++)
@@ -813,11 +741,11 @@ static int consolidate_should_stage_through_the_kept_buffer(MPI_Comm comm,
     (void)hfdcp__mpiio_kept_bytes(&taken0);
     T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
     T_CHECK(kept_check(comm, taken0, &kept) == 0);
-    T_CHECK(same_dirs(comm, out, direct) == 0);
+    T_CHECK(hfdcp_test_same_dirs(comm, out, direct));
     /* Again: the kept buffer is taken, and kept whole. */
     T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
     T_CHECK(kept_check(comm, taken0 + 1, &kept) == 0);
-    T_CHECK(same_dirs(comm, out, direct) == 0);
+    T_CHECK(hfdcp_test_same_dirs(comm, out, direct));
     MPI_Info_free(&o.info);
     hfdcp_release_buffers();
     model_free(&m);

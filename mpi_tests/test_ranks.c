@@ -29,7 +29,13 @@
 
 /* ---- tensors and decompositions: at most one box per rank ---- */
 
-enum { ROWS, COLS, BLOCKS, REPL, TP_BLOCKS };
+enum {
+    ROWS = HFDCP_TEST_ROWS,
+    COLS = HFDCP_TEST_COLS,
+    BLOCKS = HFDCP_TEST_BLOCKS,
+    REPL = HFDCP_TEST_REPL,
+    TP_BLOCKS
+};
 
 typedef struct {
     const char *name;
@@ -87,138 +93,25 @@ static uint64_t box_bytes(const tspec *t, const int64_t *size)
     return n;
 }
 
-/* The box [off, off+size) of tensor t, row-major and contiguous. */
-static void fill_box(uint8_t *buf, const tspec *t, const int64_t *off,
-                     const int64_t *size)
-{
-    uint64_t seed = hfdcp_test_seed_of(t->name), mem = 0;
-    uint64_t es = (uint64_t)hfdcp_dtype_bits(t->dtype) / 8;
-
-    if (t->ndim == 0) {
-        for (uint64_t k = 0; k < es; k++)
-            buf[k] = hfdcp_test_byte_at(seed, k);
-        return;
-    }
-    int64_t rows = t->ndim == 2 ? size[0] : 1, r0 = t->ndim == 2 ? off[0] : 0;
-    int64_t cols = t->shape[t->ndim - 1], c0 = off[t->ndim - 1];
-    uint64_t run = (uint64_t)size[t->ndim - 1] * es;
-    for (int64_t r = 0; r < rows; r++) {
-        uint64_t gb = ((uint64_t)(r0 + r) * (uint64_t)cols + (uint64_t)c0) * es;
-        for (uint64_t k = 0; k < run; k++)
-            buf[mem + k] = hfdcp_test_byte_at(seed, gb + k);
-        mem += run;
-    }
-}
-
-/* [lo, lo+len) of part r of n split in p. */
-static void part(int64_t n, int r, int p, int64_t *lo, int64_t *len)
-{
-    *lo = n * r / p;
-    *len = n * (r + 1) / p - *lo;
-}
-
-/* The most square p0 x p1 grid of P ranks, p0 <= p1 (8: 2 x 4, 16: 4 x 4). */
-static void grid(int P, int *p0, int *p1)
-{
-    int a = 1;
-    for (int k = 1; k * k <= P; k++)
-        if (P % k == 0)
-            a = k;
-    *p0 = a;
-    *p1 = P / a;
-}
-
 /* Rank r's box of tensor t in decomposition `kind` over P ranks; false
  * when r holds nothing. */
 static bool box_of(const tspec *t, int kind, int r, int P, int64_t *off,
                    int64_t *size)
 {
-    int p0, p1, last = t->ndim - 1;
-
     if (kind == TP_BLOCKS) {
         kind = BLOCKS;
         P = tp_groups(P);
         r %= P;
     }
-    for (int d = 0; d < t->ndim; d++) {
-        off[d] = 0;
-        size[d] = t->shape[d];
-    }
-    if (kind == REPL || t->ndim == 0)
-        return true;
-    if (kind == ROWS || kind == COLS || t->ndim == 1) {
-        int d = kind == COLS ? last : 0;
-        part(t->shape[d], r, P, &off[d], &size[d]);
-        return size[d] > 0;
-    }
-    grid(P, &p0, &p1);
-    part(t->shape[0], r / p1, p0, &off[0], &size[0]);
-    part(t->shape[1], r % p1, p1, &off[1], &size[1]);
-    return size[0] > 0 && size[1] > 0;
+    return hfdcp_test_box_of(kind, t->ndim, t->shape, r, P, off, size);
 }
 
-/* ---- collective helpers ---- */
-
-/* A collective call's status `rc` on every rank: HFDCP_OK everywhere
- * (the message of any failing rank printed).  Agreed. */
-static bool agreed_ok(MPI_Comm comm, int rc, const char *what)
+/* The box [off, off+size) of tensor t, row-major and contiguous. */
+static void fill_box(uint8_t *buf, const tspec *t, const int64_t *off,
+                     const int64_t *size)
 {
-    if (rc != HFDCP_OK)
-        fprintf(stderr, "[rank %d] %s: %s: %s\n", hfdcp_test_comm_rank(comm), what,
-                hfdcp_status_name(rc), hfdcp_last_error());
-    return hfdcp_test_all_ok(comm, rc == HFDCP_OK);
-}
-
-/* A failed collective call: the minimum and the maximum of `rc` over the
- * ranks are both `want`, every rank has the same message, and it holds
- * `s1` and `s2` (either may be NULL).  Agreed: no rank returns before
- * the others. */
-static int agreed_failure(MPI_Comm comm, const char *what, int rc, int want,
-                          const char *s1, const char *s2)
-{
-    int lo, hi, rank = hfdcp_test_comm_rank(comm);
-    bool ok;
-    char msg[1024];
-
-    snprintf(msg, sizeof msg, "%s", hfdcp_last_error());
-    MPI_Allreduce(&rc, &lo, 1, MPI_INT, MPI_MIN, comm);
-    MPI_Allreduce(&rc, &hi, 1, MPI_INT, MPI_MAX, comm);
-    ok = lo == want && hi == want;
-    if (!ok && (rc != want || rank == 0))
-        fprintf(stderr, "[rank %d] %s: statuses from %s to %s over the "
-                "ranks, wanted %s; this rank %s: \"%s\"\n", rank, what,
-                hfdcp_status_name(lo), hfdcp_status_name(hi),
-                hfdcp_status_name(want), hfdcp_status_name(rc), msg);
-    if (ok && ((s1 && strstr(msg, s1) == NULL) ||
-               (s2 && strstr(msg, s2) == NULL))) {
-        fprintf(stderr, "[rank %d] %s: message \"%s\" lacks \"%s\"\n", rank,
-                what, msg, s1 && strstr(msg, s1) == NULL ? s1 : s2);
-        ok = false;
-    }
-    ok = hfdcp_test_same_message(comm) && ok;
-    return hfdcp_test_all_ok(comm, ok) ? T_OK : 1;
-}
-
-/* Rank 0: `path` holds nothing at all, or does not exist (so no index,
- * no model*.safetensors, no shard, no temporary file).  Agreed. */
-static bool nothing_in(MPI_Comm comm, const char *path)
-{
-    int bad = 0;
-    if (hfdcp_test_comm_rank(comm) == 0) {
-        DIR *d = opendir(path);
-        struct dirent *e;
-        while (d != NULL && (e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            fprintf(stderr, "%s: '%s' left after a failed commit\n", path,
-                    e->d_name);
-            bad = 1;
-        }
-        if (d != NULL)
-            closedir(d);
-    }
-    MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
-    return bad == 0;
+    hfdcp_test_fill_box(buf, t->name, (uint64_t)hfdcp_dtype_bits(t->dtype) / 8,
+                        t->ndim, t->shape, off, size);
 }
 
 /* ---- save and load ---- */
@@ -303,7 +196,7 @@ static int load_check(MPI_Comm comm, const char *path, const tspec *ts)
     bool ok = true;
 
     rc = hfdcp_reader_open(comm, path, NULL, &r);
-    if (!agreed_ok(comm, rc, "reader_open"))
+    if (!hfdcp_test_agreed_ok(comm, rc, "reader_open"))
         return 1;
     ok = catalog_ok(r, ts);
     for (size_t k = 0; k < nq; k++) {
@@ -312,7 +205,7 @@ static int load_check(MPI_Comm comm, const char *path, const tspec *ts)
                              q[k].off, q[k].size, q[k].dest) != HFDCP_OK)
             ok = false;
     }
-    ok = agreed_ok(comm, hfdcp_reader_load(r), "reader_load") && ok;
+    ok = hfdcp_test_agreed_ok(comm, hfdcp_reader_load(r), "reader_load") && ok;
     for (size_t k = 0; ok && k < nq; k++) {
         uint64_t n = box_bytes(q[k].t, q[k].size);
         uint8_t *want = malloc(n + 1);
@@ -559,7 +452,7 @@ static int ranks_should_round_trip_rows_columns_blocks_and_replicas(
 
     model(ts, hfdcp_test_comm_size(comm));
     snprintf(path, sizeof path, "%s/ckpt", dir);
-    T_CHECK(agreed_ok(comm, save(comm, path, ts, NT, NULL), "save"));
+    T_CHECK(hfdcp_test_agreed_ok(comm, save(comm, path, ts, NT, NULL), "save"));
     T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
                              direct_files_hold(path, ts) == T_OK));
     T_CHECK(load_check(comm, path, ts) == T_OK);
@@ -583,10 +476,10 @@ static int ranks_should_consolidate_a_sharded_save_into_the_direct_files(
     snprintf(shards, sizeof shards, "%s/shards", dir);
     snprintf(out, sizeof out, "%s/out", dir);
     hfdcp_save_options_init(&o);
-    T_CHECK(agreed_ok(comm, save(comm, direct, ts, NT2, &o), "direct save"));
+    T_CHECK(hfdcp_test_agreed_ok(comm, save(comm, direct, ts, NT2, &o), "direct save"));
     o.save_sharded = 1;
     o.consolidated_output_path = out;
-    T_CHECK(agreed_ok(comm, save(comm, shards, ts, NT2, &o),
+    T_CHECK(hfdcp_test_agreed_ok(comm, save(comm, shards, ts, NT2, &o),
                       "sharded save"));
     T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
                              consolidated_ok(direct, shards, out, ts, P) ==
@@ -674,13 +567,13 @@ static int commit_plan(MPI_Comm comm, const char *path, setup_fn setup,
     return rc;
 }
 
-/* A failed commit: agreed as agreed_failure() says, and nothing left in
+/* A failed commit: agreed as hfdcp_test_agreed_failure() says, and nothing left in
  * `path`.  Agreed. */
 static int refused(MPI_Comm comm, const char *path, const char *what, int rc,
                    int want, const char *s1, const char *s2)
 {
-    int bad = agreed_failure(comm, what, rc, want, s1, s2);
-    if (!nothing_in(comm, path))
+    int bad = hfdcp_test_agreed_failure(comm, what, rc, want, s1, s2);
+    if (!hfdcp_test_nothing_in(comm, path))
         bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: files left in %s",
                               what, path);
     return hfdcp_test_all_ok(comm, bad == 0) ? T_OK : 1;
@@ -694,7 +587,7 @@ static int good_afterwards(MPI_Comm comm, const char *path)
     tspec ts[NT];
 
     model(ts, hfdcp_test_comm_size(comm));
-    T_CHECK(agreed_ok(comm, save(comm, path, ts, NT, NULL), "good save"));
+    T_CHECK(hfdcp_test_agreed_ok(comm, save(comm, path, ts, NT, NULL), "good save"));
     T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
                              direct_files_hold(path, ts) == T_OK));
     return T_OK;
@@ -773,7 +666,7 @@ static int ranks_should_agree_when_one_rank_fails_locally(MPI_Comm comm,
     rc = commit_plan(comm, rank == P - 1 ? other : path, good_w, NULL);
     T_CHECK(refused(comm, path, "path", rc, HFDCP_ERR_MISMATCH, want, NULL) ==
             T_OK);
-    T_CHECK(nothing_in(comm, other));
+    T_CHECK(hfdcp_test_nothing_in(comm, other));
 
     hfdcp_save_options_init(&o);
     o.save_sharded = 1;
@@ -818,7 +711,7 @@ static int bad_load(MPI_Comm comm, hfdcp_reader *r, const tspec *t,
     }
     rc = hfdcp_reader_load(r);
     snprintf(s1, sizeof s1, "rank %d: request for tensor '%s'", P - 1, name);
-    ok = agreed_failure(comm, name, rc, want, s1, why) == T_OK && ok;
+    ok = hfdcp_test_agreed_failure(comm, name, rc, want, s1, why) == T_OK && ok;
     return hfdcp_test_all_ok(comm, ok) ? T_OK : 1;
 }
 
@@ -838,8 +731,8 @@ static int ranks_should_agree_when_one_rank_loads_badly(MPI_Comm comm,
 
     model(ts, P);
     snprintf(path, sizeof path, "%s/ckpt", dir);
-    T_CHECK(agreed_ok(comm, save(comm, path, ts, NT, NULL), "save"));
-    T_CHECK(agreed_ok(comm, hfdcp_reader_open(comm, path, NULL, &r),
+    T_CHECK(hfdcp_test_agreed_ok(comm, save(comm, path, ts, NT, NULL), "save"));
+    T_CHECK(hfdcp_test_agreed_ok(comm, hfdcp_reader_open(comm, path, NULL, &r),
                       "reader_open"));
     box_of(&ts[0], ROWS, rank, P, off, size);
     buf = malloc(box_bytes(&ts[0], size) + 1);
@@ -854,7 +747,7 @@ static int ranks_should_agree_when_one_rank_loads_badly(MPI_Comm comm,
     memset(buf, 0, box_bytes(&ts[0], size));
     ok = hfdcp_reader_add(r, ts[0].name, ts[0].dtype, 2, off, size, buf) ==
              HFDCP_OK && ok;
-    ok = agreed_ok(comm, hfdcp_reader_load(r), "good load") && ok;
+    ok = hfdcp_test_agreed_ok(comm, hfdcp_reader_load(r), "good load") && ok;
     fill_box(want, &ts[0], off, size);
     if (memcmp(want, buf, box_bytes(&ts[0], size)) != 0) {
         hfdcp_test_fail(__FILE__, __LINE__, "wrong bytes after the failed "

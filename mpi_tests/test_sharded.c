@@ -317,31 +317,6 @@ static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
     return hfdcp_test_all_ok(comm, bad == 0);
 }
 
-/* Rank 0: the files of directories a and b are the same, byte for
- * byte. */
-static int same_files(const char *a, const char *b)
-{
-    char pa[700], pb[700], na[64][256], nb[64][256];
-    int n = list_dir(a, na, 64);
-
-    T_CHECKF(n > 0 && list_dir(b, nb, 64) == n, "%s and %s: file lists", a,
-             b);
-    for (int f = 0; f < n; f++) {
-        unsigned char *x, *y;
-        size_t lx, ly;
-        T_CHECKF(strcmp(na[f], nb[f]) == 0, "%s vs %s", na[f], nb[f]);
-        snprintf(pa, sizeof pa, "%s/%s", a, na[f]);
-        snprintf(pb, sizeof pb, "%s/%s", b, nb[f]);
-        T_CHECK((x = hfdcp_test_read_file(pa, &lx)) != NULL);
-        T_CHECK((y = hfdcp_test_read_file(pb, &ly)) != NULL);
-        T_CHECKF(lx == ly && memcmp(x, y, lx) == 0, "%s differs from %s", pb,
-                 pa);
-        free(x);
-        free(y);
-    }
-    return T_OK;
-}
-
 static hfdcp_save_options sharded_opts(uint64_t max_shard_bytes,
                                        int thread_count)
 {
@@ -573,8 +548,7 @@ static int sharded_should_write_the_same_files_at_any_thread_count(
                 continue;
             snprintf(ref, sizeof ref, "%s/%s0", dir,
                      sharded ? "sharded" : "direct");
-            T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
-                                     same_files(ref, path) == T_OK));
+            T_CHECK(hfdcp_test_same_dirs(comm, ref, path));
         }
     snprintf(path, sizeof path, "%s/sharded4", dir);
     T_CHECK(load_check(comm, path, ts, nt) == T_OK);
@@ -718,8 +692,7 @@ static int sharded_should_consolidate_into_a_direct_save(MPI_Comm comm,
         o.num_threads_consolidation = 0;
         T_OKCALL(save_specs(comm, direct, ts, nt, &o, &st));
         T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
-        T_CHECK(hfdcp_test_all_ok(comm, hfdcp_test_comm_rank(comm) != 0 ||
-                                 same_files(direct, out) == T_OK));
+        T_CHECK(hfdcp_test_same_dirs(comm, direct, out));
         T_CHECK(load_check(comm, out, ts, nt) == T_OK);
     }
     return T_OK;
