@@ -813,8 +813,9 @@ uint64_t hfdcp__random_tag(void);
 /* mkdir -p, then checks that `path` is a directory.  Local. */
 int hfdcp__make_dir(const char *path);
 
-/* Creates `path` and reserves `size` bytes for it (fallocate), so that a
- * full disk fails here rather than silently during MPI-IO writes. */
+/* Creates `path` of `size` bytes and reserves them (fallocate, where the
+ * file system can), so that a full disk fails here rather than silently
+ * during MPI-IO writes; the file has its final size from here on. */
 int hfdcp__reserve_space(const char *path, uint64_t size);
 
 /* Collective: rank 0 creates and reserves `path` (hfdcp__reserve_space),

@@ -171,9 +171,13 @@ int hfdcp__reserve_space(const char *path, uint64_t size)
         errno != ENOSYS && errno != EINVAL)
         rc = hfdcp__os_error(HFDCP_ERR_IO, errno,
                              "reserving %" PRIu64 " bytes for '%s'", size, path);
-#else
-    (void)size;
 #endif
+    /* Where fallocate cannot reserve, at least the size is the file's. */
+    if (rc == HFDCP_OK && size <= (uint64_t)INT64_MAX &&
+        ftruncate(fd, (off_t)size) != 0)
+        rc = hfdcp__os_error(HFDCP_ERR_IO, errno,
+                             "setting the size of '%s' to %" PRIu64 " bytes",
+                             path, size);
     if (close(fd) != 0 && rc == HFDCP_OK)
         rc = hfdcp__os_error(HFDCP_ERR_IO, errno, "closing '%s'", path);
     return rc;
