@@ -114,6 +114,7 @@ module hfdcp
      integer :: thread_count = 0
      integer :: num_threads_consolidation = 0
      type(MPI_Info) :: info = MPI_INFO_NULL
+     integer(int64) :: snapshot_max_bytes = 0    ! 0: no bound (commit_async)
   end type hfdcp_save_options
 
   ! progress: c_funloc of a bind(C) subroutine with the interface
@@ -149,6 +150,7 @@ module hfdcp
        hfdcp_file_map_warning, hfdcp_extract_file_index, &
        hfdcp_file_map_from_reference
   public :: hfdcp_writer_open, hfdcp_writer_add, hfdcp_writer_commit, &
+       hfdcp_writer_commit_async, hfdcp_writer_wait, hfdcp_writer_test, &
        hfdcp_writer_free
   public :: hfdcp_consolidate, hfdcp_release_buffers, hfdcp_version
 
@@ -355,7 +357,8 @@ module hfdcp
        type(c_ptr), intent(out) :: out
        integer(c_int) :: st
      end function c_file_map_from_reference
-     function c_writer_open(comm, path, map, max_shard, sharded, cpath, threads, cthreads, info, out) &
+     function c_writer_open(comm, path, map, max_shard, sharded, cpath, threads, cthreads, info, &
+          snap, out) &
           bind(C, name="hfdcp_f__writer_open") result(st)
        import :: c_int, c_ptr, c_char, c_int64_t
        integer(c_int), value :: comm
@@ -365,6 +368,7 @@ module hfdcp
        integer(c_int), value :: sharded
        type(c_ptr), value :: cpath
        integer(c_int), value :: threads, cthreads, info
+       integer(c_int64_t), value :: snap
        type(c_ptr), intent(out) :: out
        integer(c_int) :: st
      end function c_writer_open
@@ -391,6 +395,22 @@ module hfdcp
        type(c_ptr), value :: w
        integer(c_int) :: st
      end function c_writer_commit
+     function c_writer_commit_async(w) bind(C, name="hfdcp_writer_commit_async") result(st)
+       import :: c_ptr, c_int
+       type(c_ptr), value :: w
+       integer(c_int) :: st
+     end function c_writer_commit_async
+     function c_writer_wait(w) bind(C, name="hfdcp_writer_wait") result(st)
+       import :: c_ptr, c_int
+       type(c_ptr), value :: w
+       integer(c_int) :: st
+     end function c_writer_wait
+     function c_writer_test(w, done) bind(C, name="hfdcp_writer_test") result(st)
+       import :: c_ptr, c_int
+       type(c_ptr), value :: w
+       integer(c_int), intent(out) :: done
+       integer(c_int) :: st
+     end function c_writer_test
      subroutine c_writer_free(w) bind(C, name="hfdcp_writer_free")
        import :: c_ptr
        type(c_ptr), value :: w
@@ -983,7 +1003,7 @@ contains
     st = int(c_writer_open(int(comm, c_int), cstr(path), o%file_map%p, &
          int(o%max_shard_bytes, c_int64_t), merge(1_c_int, 0_c_int, o%save_sharded), &
          cp, int(o%thread_count, c_int), int(o%num_threads_consolidation, c_int), &
-         int(o%info%MPI_VAL, c_int), writer%p))
+         int(o%info%MPI_VAL, c_int), int(o%snapshot_max_bytes, c_int64_t), writer%p))
   end function writer_open_int
 
   function writer_open_f08(comm, path, writer, opts) result(st)
@@ -1164,6 +1184,35 @@ contains
     call c_call()
     st = int(c_writer_commit(writer%p))
   end function hfdcp_writer_commit
+
+  ! Collective: returns once this rank's chunks are copied (or written);
+  ! the arrays given to hfdcp_writer_add may then change.
+  function hfdcp_writer_commit_async(writer) result(st)
+    type(hfdcp_writer), intent(in) :: writer
+    integer :: st
+    call c_call()
+    st = int(c_writer_commit_async(writer%p))
+  end function hfdcp_writer_commit_async
+
+  ! Collective: the final status of the asynchronous commit.
+  function hfdcp_writer_wait(writer) result(st)
+    type(hfdcp_writer), intent(in) :: writer
+    integer :: st
+    call c_call()
+    st = int(c_writer_wait(writer%p))
+  end function hfdcp_writer_wait
+
+  ! Local: done is .true. once this rank's background work has ended.
+  function hfdcp_writer_test(writer, done) result(st)
+    type(hfdcp_writer), intent(in) :: writer
+    logical, intent(out) :: done
+    integer :: st
+    integer(c_int) :: d
+    call c_call()
+    d = 0
+    st = int(c_writer_test(writer%p, d))
+    done = d /= 0
+  end function hfdcp_writer_test
 
   subroutine hfdcp_writer_free(writer)
     type(hfdcp_writer), intent(inout) :: writer

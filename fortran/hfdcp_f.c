@@ -22,7 +22,8 @@ int hfdcp_f__writer_open(MPI_Fint comm, const char *path,
                          const hfdcp_file_map *map, uint64_t max_shard_bytes,
                          int save_sharded, const char *consolidated_output_path,
                          int thread_count, int num_threads_consolidation,
-                         MPI_Fint info, hfdcp_writer **out);
+                         MPI_Fint info, uint64_t snapshot_max_bytes,
+                         hfdcp_writer **out);
 int hfdcp_f__consolidate(MPI_Fint comm, const char *input_dir,
                          const char *output_dir, const hfdcp_file_map *map,
                          uint64_t buffer_bytes, int cast, int cast_dtype,
@@ -45,7 +46,8 @@ int hfdcp_f__writer_open(MPI_Fint comm, const char *path,
                          const hfdcp_file_map *map, uint64_t max_shard_bytes,
                          int save_sharded, const char *consolidated_output_path,
                          int thread_count, int num_threads_consolidation,
-                         MPI_Fint info, hfdcp_writer **out)
+                         MPI_Fint info, uint64_t snapshot_max_bytes,
+                         hfdcp_writer **out)
 {
     hfdcp_save_options o;
     hfdcp_save_options_init(&o);
@@ -56,6 +58,7 @@ int hfdcp_f__writer_open(MPI_Fint comm, const char *path,
     o.thread_count = thread_count;
     o.num_threads_consolidation = num_threads_consolidation;
     o.info = MPI_Info_f2c(info);
+    o.snapshot_max_bytes = snapshot_max_bytes;
     return hfdcp_writer_open(MPI_Comm_f2c(comm), path, &o, out);
 }
 

@@ -370,6 +370,11 @@ typedef struct {
                                        power of two from 8 to 16 MiB,
                                        default 8: each file's data starts
                                        at a multiple of it, docs/api.md) */
+    uint64_t snapshot_max_bytes;    /* hfdcp_writer_commit_async: the most
+                                       bytes of this rank's chunks it
+                                       copies; the chunks beyond it are
+                                       written before it returns.  0: no
+                                       bound (docs/api.md) */
 } hfdcp_save_options;
 
 /*! hfdcp_save_options_init() : Local.  Sets every field to its default. */
@@ -415,7 +420,44 @@ HFDCP_API int hfdcp_writer_add(hfdcp_writer *w, const char *name, hfdcp_dtype dt
  *          holes, overlaps or disagreement, HFDCP_ERR_IO, ...). */
 HFDCP_API int hfdcp_writer_commit(hfdcp_writer *w);
 
-/*! hfdcp_writer_free() : Collective (frees the duplicated communicator). */
+/*! hfdcp_writer_commit_async() : Collective.  Does what
+ *  hfdcp_writer_commit() does up to the point where every chunk this rank
+ *  contributes is in hfdcp's own memory (plan, checks, and a copy of the
+ *  chunks it writes), then returns.  From then on the caller may change or
+ *  free the buffers it passed to hfdcp_writer_add().  The files are written
+ *  and synced in the background by one helper thread per rank, which makes
+ *  no MPI call (any thread level works, MPI_THREAD_SINGLE included);
+ *  hfdcp_writer_wait() agrees on the outcome and publishes (direct save:
+ *  renames and index; save_sharded: renames, then the consolidation into
+ *  consolidated_output_path, if any, also runs in hfdcp_writer_wait).
+ *  Memory: the bytes of the chunks this rank writes (after the plan's
+ *  deduplication) plus, on rank 0, the files' headers; with
+ *  snapshot_max_bytes B, the chunks beyond B are written (not synced)
+ *  before this returns.  Nothing is visible in the directory until
+ *  hfdcp_writer_wait() succeeds.
+ *  @return the plan's status (the same on every rank; HFDCP_ERR_ARG when
+ *          the writer has committed already).  I/O errors of the
+ *          background work come from hfdcp_writer_wait(). */
+HFDCP_API int hfdcp_writer_commit_async(hfdcp_writer *w);
+
+/*! hfdcp_writer_wait() : Collective.  Waits until the asynchronous commit
+ *  has ended, agrees on its outcome and publishes; returns the final
+ *  status, the same on every rank (HFDCP_OK: the checkpoint is durable and
+ *  published; otherwise nothing complete-looking was left, and the
+ *  message names the file and the rank that failed).
+ *  @return HFDCP_OK, HFDCP_ERR_IO, ..., or HFDCP_ERR_ARG without an
+ *          asynchronous commit to wait for (none, or waited for already). */
+HFDCP_API int hfdcp_writer_wait(hfdcp_writer *w);
+
+/*! hfdcp_writer_test() : Local.  *done = 1 when this rank's background
+ *  work has ended (hfdcp_writer_wait() will then not wait for it), else 0.
+ *  @return HFDCP_OK, or HFDCP_ERR_ARG (NULL, or no asynchronous commit
+ *          was started). */
+HFDCP_API int hfdcp_writer_test(hfdcp_writer *w, int *done);
+
+/*! hfdcp_writer_free() : Collective (frees the duplicated communicator).
+ *  A writer whose asynchronous commit has not been waited for is waited
+ *  for first (hfdcp_writer_wait(), its status lost). */
 HFDCP_API void hfdcp_writer_free(hfdcp_writer *w);
 
 /* ------------------------------------------------------------------------

@@ -102,6 +102,19 @@ bool hfdcp__mfile_last_shared(const hfdcp__mfile *f);
  * one thread. */
 extern int hfdcp__writer_fault_file;
 
+/* Test hooks (writer_async.c): when hfdcp__async_fault_file >= 0 on a
+ * rank, that rank's background work of hfdcp_writer_commit_async fails on
+ * the file it handles in that position (0: the first), as if a system
+ * call had returned EIO: hfdcp__async_fault_step 1 its write, 2 its
+ * fsync.  Defaults -1 and 0.  Set them only between commits, from one
+ * thread. */
+extern int hfdcp__async_fault_file;
+extern int hfdcp__async_fault_step;
+
+/* The bytes of chunk data the last hfdcp_writer_commit_async of `w`
+ * copied on this rank (its snapshot); 0 before one. */
+uint64_t hfdcp__writer_snapshot_bytes(const hfdcp_writer *w);
+
 /* ------------------------------------------------------------------------
  * publish.c
  * ---------------------------------------------------------------------- */

@@ -38,14 +38,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "hfdcp_testing.h"
 #include "writer_internal.h"
 
 /* Largest tensor accepted, so that element counts of sub-byte types and
  * file offsets stay far from 64-bit limits. */
 #define MAX_TENSOR_BYTES ((uint64_t)1 << 60)
-
-int hfdcp__writer_fault_file = -1;
 
 void hfdcp_save_options_init(hfdcp_save_options *o)
 {
@@ -281,6 +278,7 @@ int hfdcp_writer_open(MPI_Comm comm, const char *path,
         w->thread_count = opts->thread_count > 1 ? opts->thread_count : 1;
         w->sharded = opts->save_sharded != 0;
         w->consolidation_threads = opts->num_threads_consolidation;
+        w->snapshot_max_bytes = opts->snapshot_max_bytes;
         if ((w->path = hfdcp__strdup(path)) == NULL ||
             (w->seen = hfdcp__strmap_new()) == NULL ||
             (opts->consolidated_output_path != NULL &&
@@ -310,6 +308,8 @@ void hfdcp_writer_free(hfdcp_writer *w)
 {
     if (w == NULL)
         return;
+    if (w->async != NULL)
+        (void)hfdcp_writer_wait(w);
     writer_release(w);
     MPI_Comm_free(&w->comm);
     free(w);
@@ -548,154 +548,22 @@ int hfdcp__writer_add_failed(hfdcp_writer *w, int status, const char *name,
 
 /* ---- commit ---- */
 
-/* Rank 0: consolidated_output_path must not be the shard directory under
- * another name (its publication would remove the shards). */
-static int check_output_dir(const hfdcp_writer *w)
-{
-    struct stat a, b;
-
-    if (w->consolidated == NULL || stat(w->path, &a) != 0 ||
-        stat(w->consolidated, &b) != 0)
-        return HFDCP_OK;
-    if (a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_writer_commit: consolidated_output_path "
-                            "'%s' is the shard directory '%s' itself",
-                            w->consolidated, w->path);
-    return HFDCP_OK;
-}
-
-/* Before the commit's first agreement: the writer may commit (once, after
- * adds that all succeeded) and, on rank 0, consolidation would not remove
- * the shards.  The writer counts as committed from here on. */
-static int commit_check(hfdcp_writer *w)
-{
-    int rc;
-
-    if (w->committed)
-        rc = hfdcp__error(HFDCP_ERR_ARG,
-                          "hfdcp_writer_commit: the writer has already "
-                          "committed");
-    else if (w->first_error != HFDCP_OK)
-        rc = hfdcp__error(w->first_error, "%s",
-                          w->first_message ? w->first_message
-                                           : "an earlier hfdcp_writer_add "
-                                             "failed");
-    else
-        rc = w->rank == 0 ? check_output_dir(w) : HFDCP_OK;
-    w->committed = true;
-    return rc;
-}
-
-/* One commit's state, freed by commit_free whatever happened. */
-typedef struct {
-    hfdcp__wplan plan;
-    hfdcp__paths paths;
-    hfdcp__wjob job;      /* the writing of `plan` from the writer's chunks */
-    hfdcp__shards shards; /* sharded save: this rank's shard files */
-} commit_t;
-
-/* Step 2: the commit's tag (rank 0 draws it), the files' temporary names,
- * the job and, sharded, this rank's shard files and headers (a chunk a
- * shard file cannot hold is refused here, before anything is written);
- * then the directory.  Agreed status. */
-static int commit_prepare(const hfdcp_writer *w, commit_t *c)
-{
-    uint64_t tag = 0;
-    int rc, mpi_rc;
-
-    c->job.plan = &c->plan;
-    c->job.chunks = w->chunks;
-    c->job.rank = w->rank;
-    c->job.thread_count = w->thread_count;
-    c->job.fault_file = hfdcp__writer_fault_file;
-    if (w->rank == 0)
-        tag = hfdcp__random_tag();
-    mpi_rc = MPI_Bcast(&tag, 1, MPI_UINT64_T, 0, w->comm);
-    rc = mpi_rc == MPI_SUCCESS
-             ? HFDCP_OK
-             : hfdcp__mpi_error(mpi_rc, "broadcasting the commit's tag");
-    if (rc == HFDCP_OK)
-        rc = hfdcp__paths_make(w->path, &c->plan, tag, &c->paths);
-    if (rc == HFDCP_OK)
-        rc = hfdcp__wbuckets_make(&c->plan, w->n, &c->job.by_file);
-    if (rc == HFDCP_OK && w->sharded)
-        rc = hfdcp__shards_make(&c->job, w->path, w->align, c->paths.tag,
-                                &c->shards);
-    HFDCP_TRY(hfdcp__agree(w->comm, rc));
-    rc = w->rank == 0 ? hfdcp__make_dir(w->path) : HFDCP_OK;
-    return hfdcp__agree(w->comm, rc);
-}
-
-/* Step 3: every file written and durable under its temporary name.
- * Agreed status. */
-static int commit_write(const hfdcp_writer *w, const commit_t *c)
-{
-    if (w->sharded)
-        return hfdcp__agree(w->comm,
-                            hfdcp__shards_write(&c->job, &c->shards));
-    return hfdcp__write_files(w->comm, w->info, &c->job, &c->paths);
-}
-
-/* Step 4: the files renamed into place (and the index, direct save).
- * Agreed status. */
-static int commit_publish(const hfdcp_writer *w, commit_t *c)
-{
-    int rc;
-
-    if (w->sharded)
-        return hfdcp__shards_publish(w, &c->shards, c->paths.tag);
-    rc = w->rank == 0 ? hfdcp__publish(w->path, &c->plan, &c->paths)
-                      : HFDCP_OK;
-    return hfdcp__agree(w->comm, rc);
-}
-
-/* After a failure in steps 3 or 4: removes this commit's files (temporary,
- * or renamed by a failed sharded publication), then lets no rank return
- * before they are gone (a failing barrier changes nothing: the commit has
- * failed already). */
-static void commit_remove(const hfdcp_writer *w, const commit_t *c)
-{
-    if (w->rank == 0 && !w->sharded)
-        for (size_t f = 0; f < c->paths.n; f++)
-            unlink(c->paths.tmp[f]);
-    hfdcp__shards_remove(&c->shards);
-    (void)MPI_Barrier(w->comm);
-}
-
-static void commit_free(commit_t *c)
-{
-    free(c->job.by_file.first);
-    free(c->job.by_file.by_file);
-    hfdcp__shards_free(&c->shards);
-    hfdcp__paths_free(&c->paths);
-    hfdcp__wplan_free(&c->plan);
-}
-
-/* The steps of the first comment, each ending with an agreement. */
+/* The steps of the first comment (writer_commit.c), each ending with an
+ * agreement. */
 int hfdcp_writer_commit(hfdcp_writer *w)
 {
-    commit_t c;
-    bool wrote = false; /* this commit's files may be in the directory */
+    hfdcp__commit c;
     int rc;
 
     if (w == NULL)
         return hfdcp__error(HFDCP_ERR_ARG,
                             "hfdcp_writer_commit: writer is NULL");
     memset(&c, 0, sizeof c);
-    HFDCP_CHECK(hfdcp__agree(w->comm, commit_check(w)));
-    HFDCP_CHECK(hfdcp__wplan_make(w->comm, w->chunks, w->n,
-                                  w->max_shard_bytes, w->align, &c.plan));
-    HFDCP_CHECK(commit_prepare(w, &c));
-    wrote = true;
-    HFDCP_CHECK(commit_write(w, &c));
-    HFDCP_CHECK(commit_publish(w, &c));
-    wrote = false; /* published: a failed consolidation keeps the shards */
-    if (w->consolidated != NULL)
-        rc = hfdcp__consolidate_shards(w, &c.plan);
-cleanup:
-    if (rc != HFDCP_OK && wrote)
-        commit_remove(w, &c);
-    commit_free(&c);
+    rc = hfdcp__agree(w->comm, hfdcp__commit_check(w, "hfdcp_writer_commit"));
+    if (rc == HFDCP_OK)
+        rc = hfdcp__commit_prepare(w, &c);
+    if (rc == HFDCP_OK)
+        rc = hfdcp__commit_finish(w, &c, hfdcp__commit_write(w, &c));
+    hfdcp__commit_free(&c);
     return rc;
 }

@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,11 +213,35 @@ int hfdcp__outcome_collect(hfdcp__outcome *o, size_t n)
     return rc;
 }
 
-/* open + fsync + close: the page cache's dirty pages of the file reach
- * the disk, whichever process wrote them (what MPI_File_sync does for
- * this process's writes).  `fault`: fail as if fsync had returned EIO
- * (test hook). */
-static int flush_file(const char *path, int rank, bool fault)
+int hfdcp__pwrite_all(int fd, const void *data, uint64_t len, uint64_t off,
+                      const char *path, int rank)
+{
+    const char *p = data;
+
+    while (len > 0) {
+        size_t n = len > ((uint64_t)1 << 30) ? (size_t)1 << 30 : (size_t)len;
+        ssize_t k = pwrite(fd, p, n, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return hfdcp__os_error(HFDCP_ERR_IO, errno,
+                                   "writing %zu bytes at offset %" PRIu64
+                                   " of '%s' on rank %d",
+                                   n, off, path, rank);
+        if (k == 0)
+            return hfdcp__error(HFDCP_ERR_IO,
+                                "writing '%s' on rank %d: no progress at "
+                                "offset %" PRIu64,
+                                path, rank, off);
+        p += k;
+        off += (uint64_t)k;
+        len -= (uint64_t)k;
+    }
+    return HFDCP_OK;
+}
+
+/* What MPI_File_sync does for this process's writes, and more. */
+int hfdcp__flush_file(const char *path, int rank, bool fault)
 {
     int fd = open(path, O_WRONLY | O_CLOEXEC), rc = HFDCP_OK;
 
@@ -270,7 +295,7 @@ static void *flusher_main(void *arg)
             break;
         f = fl->queue[fl->head++];
         pthread_mutex_unlock(&fl->mu);
-        rc = flush_file(fl->paths[f], fl->rank,
+        rc = hfdcp__flush_file(fl->paths[f], fl->rank,
                         (int64_t)f == (int64_t)fl->fault_file);
         pthread_mutex_lock(&fl->mu);
         hfdcp__outcome_set(&fl->outcomes[f], rc);
@@ -316,7 +341,7 @@ static void flusher_add(flusher_t *fl, size_t f)
 {
     if (fl->n_threads == 0) {
         hfdcp__outcome_set(&fl->outcomes[f],
-                           flush_file(fl->paths[f], fl->rank,
+                           hfdcp__flush_file(fl->paths[f], fl->rank,
                                       (int64_t)f ==
                                           (int64_t)fl->fault_file));
         return;

@@ -9,6 +9,9 @@
  * back up):
  *   writer.c         the public API: options, open, add, free, and the
  *                    commit as a sequence of agreed steps
+ *   writer_async.c   the asynchronous commit: a snapshot of the chunks,
+ *                    a background thread that writes them, the wait
+ *   writer_commit.c  the commit's steps, shared by both commits
  *   writer_shards.c  the sharded save: this rank's shard files written
  *                    with POSIX calls, their publication, and the
  *                    consolidation that may follow
@@ -45,6 +48,11 @@ struct hfdcp_writer_s {
     int first_error;          /* first failed add, reported by commit */
     char *first_message;
     bool committed;
+    uint64_t snapshot_max_bytes; /* the bound of commit_async; 0: none */
+    struct hfdcp__async *async;  /* the asynchronous commit not yet waited
+                                    for, or NULL */
+    bool async_waited;           /* one was waited for */
+    uint64_t snapshot_bytes;     /* what the last commit_async copied */
 };
 
 /* ------------------------------------------------------------------------
@@ -87,7 +95,9 @@ typedef struct {
     int rank;
     int thread_count;            /* files in flight on this rank, >= 1 */
     int fault_file;              /* hfdcp__writer_fault_file as the
-                                    commit found it (test hook) */
+                                    commit found it (test hook), -1 */
+    int fault_step;              /* where fault_file fails: 1 its write,
+                                    2 its sync */
 } hfdcp__wjob;
 
 /* The outcome of one job run by a helper thread.  hfdcp_last_error() is
@@ -103,6 +113,17 @@ void hfdcp__outcome_set(hfdcp__outcome *o, int status);
 /* Re-raises the first failed outcome of o[0..n) (in job order) on the
  * calling thread; frees the messages. */
 int hfdcp__outcome_collect(hfdcp__outcome *o, size_t n);
+
+/* Writes `len` bytes at `off` of the open file `fd`, in calls of at
+ * most 1 GiB (Linux moves at most about 2 GiB per call); the message
+ * names `path` and `rank`.  Local. */
+int hfdcp__pwrite_all(int fd, const void *data, uint64_t len, uint64_t off,
+                      const char *path, int rank);
+
+/* open + fsync + close of `path`: the page cache's dirty pages of the
+ * file reach the disk, whichever process wrote them.  `fault`: fail as
+ * if fsync had returned EIO (test hook).  Local. */
+int hfdcp__flush_file(const char *path, int rank, bool fault);
 
 /* Collective: the direct save's writing.  Every file of the plan in turn,
  * under its temporary name paths->tmp[f], each by every rank (ranks with
@@ -135,8 +156,21 @@ int hfdcp__shards_make(const hfdcp__wjob *job, const char *dir,
                        uint64_t align, const char *tag, hfdcp__shards *s);
 
 /* Writes and syncs this rank's shard files with POSIX calls, up to
- * job->thread_count at once.  Local (the caller agrees). */
+ * job->thread_count at once.  Local (the caller agrees).  Makes no MPI
+ * call: may run on a helper thread. */
 int hfdcp__shards_write(const hfdcp__wjob *job, const hfdcp__shards *s);
+
+/* The shard files [a, b) of `s` as a set of their own (not owned: never
+ * give it to hfdcp__shards_free or _remove). */
+void hfdcp__shards_range(const hfdcp__shards *s, size_t a, size_t b,
+                         hfdcp__shards *view);
+
+/* The data bytes (headers excluded) of shard file i of `s`. */
+uint64_t hfdcp__shards_data_bytes(const hfdcp__shards *s, size_t i);
+
+/* Copies the data of shard file i into `to` (hfdcp__shards_data_bytes
+ * bytes) and has the file written from there from now on.  Local. */
+void hfdcp__shards_copy_data(hfdcp__shards *s, size_t i, unsigned char *to);
 
 /* Collective, once every rank's shard files are durable under their
  * temporary names: rank 0 removes the old index and stale files of
@@ -156,5 +190,46 @@ void hfdcp__shards_free(hfdcp__shards *s);
  * out as a direct save of `plan` would be.  Agreed status. */
 int hfdcp__consolidate_shards(const hfdcp_writer *w,
                               const hfdcp__wplan *plan);
+
+/* ------------------------------------------------------------------------
+ * writer_commit.c: the commit's steps, each ending with an agreement,
+ * used by writer.c and writer_async.c
+ * ---------------------------------------------------------------------- */
+
+/* One commit's state, freed by hfdcp__commit_free whatever happened. */
+typedef struct {
+    hfdcp__wplan plan;
+    hfdcp__paths paths;
+    hfdcp__wjob job;      /* the writing of `plan` from the writer's chunks */
+    hfdcp__shards shards; /* sharded save: this rank's shard files */
+} hfdcp__commit;
+
+/* Local, before the commit's first agreement (the caller agrees): the
+ * writer may commit (once, after adds that all succeeded) and, on rank 0,
+ * consolidation would not remove the shards.  `who` begins the message.
+ * The writer counts as committed from here on. */
+int hfdcp__commit_check(hfdcp_writer *w, const char *who);
+
+/* The plan (plan.c); the commit's tag, the files' temporary names, the
+ * job and, sharded, this rank's shard files and headers (a chunk a shard
+ * file cannot hold is refused here, before anything is written); then
+ * the directory.  Nothing is written.  Agreed status. */
+int hfdcp__commit_prepare(const hfdcp_writer *w, hfdcp__commit *c);
+
+/* Every file written and durable under its temporary name.  Agreed
+ * status. */
+int hfdcp__commit_write(const hfdcp_writer *w, const hfdcp__commit *c);
+
+/* Agrees on `rc`, the outcome of the writing; then the publication (the
+ * files renamed into place, and the index, direct save) and, after a
+ * sharded save, the consolidation into consolidated_output_path.  A
+ * failure before the publication is complete removes this commit's files
+ * (hfdcp__commit_remove).  Agreed status. */
+int hfdcp__commit_finish(const hfdcp_writer *w, hfdcp__commit *c, int rc);
+
+/* Collective: removes this commit's files after a failure. */
+void hfdcp__commit_remove(const hfdcp_writer *w, const hfdcp__commit *c);
+
+void hfdcp__commit_free(hfdcp__commit *c);
 
 #endif /* HFDCP_WRITER_INTERNAL_H */

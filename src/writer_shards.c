@@ -38,6 +38,7 @@
 typedef struct {
     hfdcp__entry e;
     size_t chunk;
+    const void *data; /* what is written: the chunk's memory, or a copy */
 } shard_entry_t;
 
 /* Layout order, then registration order (qsort is not stable). */
@@ -119,6 +120,7 @@ static void shard_entries(const hfdcp__wjob *job, size_t f, shard_t *sh)
         if (!job->plan->assign[i].write)
             continue;
         x->chunk = i;
+        x->data = c->data;
         x->e.name = (char *)c->name;
         x->e.dtype = c->dtype;
         x->e.ndim = c->ndim;
@@ -250,40 +252,12 @@ int hfdcp__shards_make(const hfdcp__wjob *job, const char *dir,
 
 /* ---- writing them: POSIX calls, helper threads ---- */
 
-/* Writes `len` bytes at `off`, in calls of at most 1 GiB (Linux moves at
- * most about 2 GiB per call). */
-static int pwrite_all(int fd, const void *data, uint64_t len, uint64_t off,
-                      const char *path, int rank)
-{
-    const char *p = data;
-
-    while (len > 0) {
-        size_t n = len > ((uint64_t)1 << 30) ? (size_t)1 << 30 : (size_t)len;
-        ssize_t k = pwrite(fd, p, n, (off_t)off);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            return hfdcp__os_error(HFDCP_ERR_IO, errno,
-                                   "writing %zu bytes at offset %" PRIu64
-                                   " of '%s' on rank %d",
-                                   n, off, path, rank);
-        if (k == 0)
-            return hfdcp__error(HFDCP_ERR_IO,
-                                "writing '%s' on rank %d: no progress at "
-                                "offset %" PRIu64,
-                                path, rank, off);
-        p += k;
-        off += (uint64_t)k;
-        len -= (uint64_t)k;
-    }
-    return HFDCP_OK;
-}
-
 /* One shard file, by one thread: create, write the header and every
- * chunk straight from its memory, fsync, close.  `fault`: fail as if
- * fsync had returned EIO (test hook). */
+ * chunk straight from its memory (or the copy of it), fsync, close.
+ * `fault` (test hook): fail as if a data write (1) or fsync (2) had
+ * returned EIO. */
 static int write_shard(const hfdcp__wjob *job, const shard_t *sh,
-                       bool fault)
+                       int fault)
 {
     int fd = open(sh->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     int rc, rank = job->rank;
@@ -292,17 +266,20 @@ static int write_shard(const hfdcp__wjob *job, const shard_t *sh,
     if (fd < 0)
         return hfdcp__os_error(HFDCP_ERR_IO, errno,
                                "creating '%s' on rank %d", sh->tmp, rank);
-    rc = pwrite_all(fd, sh->header, sh->header_len, 0, sh->tmp, rank);
+    rc = hfdcp__pwrite_all(fd, sh->header, sh->header_len, 0, sh->tmp, rank);
     at = sh->header_len;
     for (size_t k = 0; rc == HFDCP_OK && k < sh->n_entries; k++) {
         const shard_entry_t *x = &sh->entries[k];
         uint64_t n = x->e.end - x->e.begin;
-        if (n > 0)
-            rc = pwrite_all(fd, job->chunks[x->chunk].data, n, at, sh->tmp,
-                            rank);
+        if (n > 0 && fault == 1)
+            rc = hfdcp__os_error(HFDCP_ERR_IO, EIO,
+                                 "writing '%s' on rank %d (test fault)",
+                                 sh->tmp, rank);
+        else if (n > 0)
+            rc = hfdcp__pwrite_all(fd, x->data, n, at, sh->tmp, rank);
         at += n;
     }
-    if (rc == HFDCP_OK && fault)
+    if (rc == HFDCP_OK && fault == 2)
         rc = hfdcp__os_error(HFDCP_ERR_IO, EIO,
                              "syncing '%s' on rank %d (test fault)", sh->tmp,
                              rank);
@@ -338,8 +315,9 @@ static void *shard_worker(void *arg)
             break;
         hfdcp__outcome_set(&pool->outcomes[i],
                            write_shard(pool->job, &pool->s->files[i],
-                                       (int64_t)i ==
-                                           (int64_t)pool->job->fault_file));
+                                       (int64_t)i == pool->job->fault_file
+                                           ? pool->job->fault_step
+                                           : 0));
     }
     return NULL;
 }
@@ -372,6 +350,39 @@ int hfdcp__shards_write(const hfdcp__wjob *job, const hfdcp__shards *s)
     int rc = hfdcp__outcome_collect(pool.outcomes, s->n);
     free(pool.outcomes);
     return rc;
+}
+
+void hfdcp__shards_range(const hfdcp__shards *s, size_t a, size_t b,
+                         hfdcp__shards *view)
+{
+    view->files = s->files + a;
+    view->n = b - a;
+    view->renamed = 0;
+}
+
+uint64_t hfdcp__shards_data_bytes(const hfdcp__shards *s, size_t i)
+{
+    const shard_t *sh = &s->files[i];
+    uint64_t n = 0;
+
+    for (size_t k = 0; k < sh->n_entries; k++)
+        n += sh->entries[k].e.end - sh->entries[k].e.begin;
+    return n;
+}
+
+void hfdcp__shards_copy_data(hfdcp__shards *s, size_t i, unsigned char *to)
+{
+    shard_t *sh = &s->files[i];
+
+    for (size_t k = 0; k < sh->n_entries; k++) {
+        shard_entry_t *x = &sh->entries[k];
+        uint64_t n = x->e.end - x->e.begin;
+        if (n == 0)
+            continue;
+        memcpy(to, x->data, n);
+        x->data = to;
+        to += n;
+    }
 }
 
 /* ---- publishing them (a direct save's: publish.c) ---- */
