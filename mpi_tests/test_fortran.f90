@@ -130,6 +130,7 @@ program test_fortran
   call fortran_should_report_the_refusal_itself_at_load()
   call fortran_should_map_files()
   call fortran_should_save_sharded_and_consolidate()
+  call fortran_should_commit_asynchronously()
 
   call MPI_Finalize()
   if (failures /= 0) stop 1
@@ -619,5 +620,44 @@ contains
          "writer-consolidated bytes == direct bytes")
     call end_case("fortran_should_save_sharded_and_consolidate")
   end subroutine fortran_should_save_sharded_and_consolidate
+
+  ! hfdcp_writer_commit_async: the array changed right after it returns,
+  ! the file holds the values at the call (the bytes of the synchronous
+  ! save of fortran_should_save_sharded_and_consolidate); the wait is
+  ! collective, test is local, a second wait is refused.
+  subroutine fortran_should_commit_asynchronously()
+    real(real32), allocatable, target :: g(:, :)
+    type(hfdcp_writer) :: w
+    type(hfdcp_save_options) :: opts
+    integer :: c0, n, i, j
+    logical :: done
+
+    call my_columns(6, c0, n)
+    allocate(g(3, n))
+    do j = 1, n
+       do i = 1, 3
+          g(i, j) = real(100 * i + c0 + j, real32)
+       end do
+    end do
+    opts%snapshot_max_bytes = 0
+    call expect_status(hfdcp_writer_open(MPI_COMM_WORLD, path("async"), w, opts), HFDCP_OK, &
+         "open")
+    call expect_status(hfdcp_writer_add(w, "g", g, [3_int64, 6_int64], [0_int64, int(c0, int64)]), &
+         HFDCP_OK, "add")
+    call expect_status(hfdcp_writer_test(w, done), HFDCP_ERR_ARG, "test before", &
+         "no asynchronous")
+    call expect_status(hfdcp_writer_commit_async(w), HFDCP_OK, "commit_async")
+    g = -1.0
+    deallocate(g)
+    call expect_status(hfdcp_writer_test(w, done), HFDCP_OK, "test")
+    call expect_status(hfdcp_writer_wait(w), HFDCP_OK, "wait")
+    call expect_status(hfdcp_writer_test(w, done), HFDCP_OK, "test after")
+    call expect(done, "done after the wait")
+    call expect_status(hfdcp_writer_wait(w), HFDCP_ERR_ARG, "second wait", "waited for")
+    call hfdcp_writer_free(w)
+    call expect(slurp(path("direct/model.safetensors")) == slurp(path("async/model.safetensors")), &
+         "asynchronous bytes == direct bytes")
+    call end_case("fortran_should_commit_asynchronously")
+  end subroutine fortran_should_commit_asynchronously
 
 end program test_fortran

@@ -14,15 +14,21 @@
  *   format.c   the safetensors header: parse, check, serialize
  *   index.c    model.safetensors.index.json: parse, serialize
  *   keymap/    regex renaming: Python re on PCRE2 (see keymap_internal.h)
- *   catalog.c  what a checkpoint directory holds; shared with every rank
+ *   catalog_list.c, catalog_read.c, catalog_merge.c, catalog.c
+ *              what a checkpoint directory holds: its files listed, their
+ *              headers read, merged into tensors; shared with every rank
+ *              (see catalog_internal.h)
  *   mpiio*.c   the only users of MPI_File_*: pieces -> datatypes -> I/O
  *   convert.c  F64/F32/F16/BF16 conversion
  *   reader.c   the public reader
  *   filemap.c, plan.c   file maps, the save plan
  *   publish.c  temporary names, shared creation, renames, index last
  *   consolidate.c   shard files -> a checkpoint (reader + plan + publish)
- *   writer.c   the public writer (plan + publish; consolidation after a
- *              sharded save)
+ *   writer_direct.c, writer_shards.c, writer_commit.c, writer_async.c,
+ *   writer.c   the public writer: the direct and the sharded writing, the
+ *              commit's steps (plan + publish; consolidation after a
+ *              sharded save), the asynchronous commit, the API (see
+ *              writer_internal.h)
  */
 #ifndef HFDCP_INTERNAL_H
 #define HFDCP_INTERNAL_H
@@ -699,7 +705,7 @@ HFDCP_API int hfdcp__reader_add_failed(hfdcp_reader *r, int status,
                                        const char *name, const char *why);
 
 /* ------------------------------------------------------------------------
- * filemap.c, plan.c, writer.c: the writer
+ * filemap.c, plan.c, writer*.c: the writer
  * ---------------------------------------------------------------------- */
 
 /* A deep copy of `m` (the writer keeps its own, so the caller may change
