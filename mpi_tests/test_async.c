@@ -12,8 +12,8 @@
  * saves consolidated by the commit; with and without a snapshot bound.
  * A fault injected into the background write or its sync must come back
  * from hfdcp_writer_wait as HFDCP_ERR_IO with the same message on every
- * rank, leaving no new checkpoint and the previous one intact; misuse is
- * HFDCP_ERR_ARG on every rank.
+ * rank, leaving no new checkpoint and the previous one intact, as must a
+ * real full disk; misuse is HFDCP_ERR_ARG on every rank.
  */
 #include <inttypes.h>
 #include <sys/stat.h>
@@ -248,6 +248,73 @@ static int async_should_report_a_failed_background_sync(MPI_Comm comm,
     return T_OK;
 }
 
+/* One F32 tensor of 512 KiB per rank, rows split, saved asynchronously
+ * into `path`: the first failing status of commit_async and wait. */
+static int save_big(MPI_Comm comm, const char *path, int sharded)
+{
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
+    int64_t shape[2] = {256 * P, 512}, off[2] = {256 * rank, 0};
+    int64_t size[2] = {256, 512};
+    float *data = calloc(256 * 512, sizeof *data);
+    hfdcp_save_options o = opts_of(sharded, NULL);
+    hfdcp_writer *w = NULL;
+    int rc;
+
+    o.max_shard_bytes = 0;
+    if ((rc = hfdcp_writer_open(comm, path, &o, &w)) == HFDCP_OK &&
+        (rc = hfdcp_writer_add(w, "big", HFDCP_F32, 2, shape, off, size,
+                               data)) == HFDCP_OK &&
+        (rc = hfdcp_writer_commit_async(w)) == HFDCP_OK)
+        rc = hfdcp_writer_wait(w);
+    hfdcp_writer_free(w);
+    free(data);
+    return rc;
+}
+
+/* A real full disk: a 256 KiB tmpfs mounted in the test directory (needs
+ * root; skipped with a printed reason where mount is not allowed).  A
+ * direct save reserves its files' blocks when commit_async creates them,
+ * so commit_async fails; a sharded save's shard files are written by the
+ * helper thread, so wait fails.  Either way: HFDCP_ERR_IO with the OS's
+ * words, the same message on every rank, nothing left. */
+static int async_should_fail_cleanly_on_a_full_disk(MPI_Comm comm,
+                                                    const char *dir)
+{
+    int rank = hfdcp_test_comm_rank(comm), mounted = 0;
+    char mnt[600], path[700], cmd[1400];
+
+    snprintf(mnt, sizeof mnt, "%s/mnt", dir);
+    if (rank == 0) {
+        snprintf(cmd, sizeof cmd, "mkdir -p '%s' && mount -t tmpfs -o "
+                 "size=256k tmpfs '%s' 2>/dev/null", mnt, mnt);
+        mounted = system(cmd) == 0;
+    }
+    MPI_Bcast(&mounted, 1, MPI_INT, 0, comm);
+    if (!mounted) {
+        if (rank == 0)
+            printf("  skip async_should_fail_cleanly_on_a_full_disk: cannot "
+                   "mount a tmpfs here\n");
+        return T_SKIP;
+    }
+    int rc = T_OK;
+    for (int mode = 0; mode < 2 && rc == T_OK; mode++) {
+        snprintf(path, sizeof path, "%s/ckpt-%s", mnt, MODES[mode]);
+        rc = hfdcp_test_agreed_failure(comm, MODES[mode],
+                                       save_big(comm, path, mode),
+                                       HFDCP_ERR_IO, "No space left", NULL);
+        if (rc == T_OK && !hfdcp_test_nothing_in(comm, path))
+            rc = 1;
+    }
+    MPI_Barrier(comm);
+    if (rank == 0) {
+        snprintf(cmd, sizeof cmd, "umount '%s'", mnt);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not unmount %s\n", mnt);
+    }
+    MPI_Barrier(comm);
+    return rc;
+}
+
 /* One tensor of 4 floats, rows split. */
 static int open_small(MPI_Comm comm, const char *path, float *data,
                       hfdcp_writer **w)
@@ -347,6 +414,8 @@ static const hfdcp_test_case cases[] = {
      async_should_report_a_failed_background_write, 1},
     {"async_should_report_a_failed_background_sync",
      async_should_report_a_failed_background_sync, 1},
+    {"async_should_fail_cleanly_on_a_full_disk",
+     async_should_fail_cleanly_on_a_full_disk, 1},
     {"async_should_refuse_misuse_on_every_rank",
      async_should_refuse_misuse_on_every_rank, 1},
     {"async_should_return_plan_errors_at_once",
