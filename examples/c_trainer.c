@@ -5,7 +5,7 @@
  * write byte-identical checkpoints.
  *
  *   mpirun -n P c_trainer DIR [--steps=N] [--every=K] [--tp=T]
- *                             [--kill-at=S] [--resume]
+ *                             [--kill-at=S] [--resume] [--async]
  *
  * The model is a 3-layer MLP, 8 -> 16 -> 16 -> 4, ReLU between layers,
  * trained with plain SGD on a synthetic regression task (inputs and targets
@@ -21,6 +21,15 @@
  * stops the run with MPI_Abort (exit status 3) after step S, as a crash
  * would; --resume starts from the newest complete checkpoint (the one with
  * an index), with any P and T: each rank reads just its own rows.
+ *
+ * --async saves with hfdcp_writer_commit_async: it returns once hfdcp has
+ * its own copy of this rank's weights, and the next steps train (and
+ * change those same weights in place) while a helper thread writes the
+ * files.  The save is published, its index written, only by
+ * hfdcp_writer_wait, which the trainer calls before the next save and at
+ * the end: a run killed in between leaves that checkpoint without an
+ * index, and --resume takes the one before it.  The checkpoints are the
+ * same bytes as without --async.
  *
  * Determinism whatever P and T: every value is a multiple of a power of two
  * small enough that every sum of products is exact in double precision
@@ -216,7 +225,11 @@ static void tensor_name(char *buf, size_t n, int l, const char *what)
     snprintf(buf, n, "mlp.fc%d.%s", l + 1, what);
 }
 
-static void save(const model *m, const char *dir, int step)
+/* Saves DIR/step-<step>.  Without `async`, returns once the checkpoint is
+ * published, and NULL.  With `async`, returns the writer as soon as hfdcp
+ * holds a copy of the weights (training may then change them); the
+ * checkpoint exists only once finish_save() has waited for it. */
+static hfdcp_writer *save(const model *m, const char *dir, int step, int async)
 {
     char path[4096], name[64];
     hfdcp_save_options o;
@@ -236,7 +249,23 @@ static void save(const model *m, const char *dir, int step)
         CHECK(hfdcp_writer_add(w, name, HFDCP_F32, 1, shape, off, size, m->b[l]));
     }
     CHECK(hfdcp_writer_add(w, "trainer.step", HFDCP_I64, 0, NULL, NULL, NULL, &step64));
+    if (async) {
+        /* Every buffer added, step64 included, is copied by now: they may
+         * change or go away. */
+        CHECK(hfdcp_writer_commit_async(w));
+        return w;
+    }
     CHECK(hfdcp_writer_commit(w));
+    hfdcp_writer_free(w);
+    return NULL;
+}
+
+/* Waits for an asynchronous save, which publishes it, and checks its
+ * outcome as a commit's: on failure every rank has the same status, and
+ * the message names the file and the rank that failed. */
+static void finish_save(hfdcp_writer *w)
+{
+    CHECK(hfdcp_writer_wait(w));
     hfdcp_writer_free(w);
 }
 
@@ -295,6 +324,8 @@ int main(int argc, char **argv)
 {
     model m;
     int size, steps = 12, every = 4, kill_at = 0, do_resume = 0, first = 1;
+    int async = 0;
+    hfdcp_writer *pending = NULL; /* --async: the save not yet published */
     const char *dir = NULL;
 
     MPI_Init(&argc, &argv);
@@ -313,6 +344,8 @@ int main(int argc, char **argv)
             kill_at = atoi(argv[i] + 10);
         else if (strcmp(argv[i], "--resume") == 0)
             do_resume = 1;
+        else if (strcmp(argv[i], "--async") == 0)
+            async = 1;
         else if (argv[i][0] != '-' && dir == NULL)
             dir = argv[i];
         else
@@ -322,7 +355,7 @@ int main(int argc, char **argv)
         4 % m.tp != 0 || BATCH % (size / m.tp) != 0 || every < 1) {
         if (m.world_rank == 0)
             fprintf(stderr, "usage: c_trainer DIR [--steps=N] [--every=K] "
-                            "[--tp=T] [--kill-at=S] [--resume]\n"
+                            "[--tp=T] [--kill-at=S] [--resume] [--async]\n"
                             "T must divide the rank count and 4; the rank "
                             "count / T must divide 8\n");
         MPI_Finalize();
@@ -343,24 +376,38 @@ int main(int argc, char **argv)
             printf("c_trainer: resuming at step %d\n", first);
     }
     for (int step = first; step <= steps; step++) {
+        /* With a save pending, this updates the weights it was given while
+         * its files are being written: safe, hfdcp writes its copy. */
         double loss = train_step(&m, step);
         if (m.world_rank == 0)
             printf("c_trainer: step %d loss %.6f\n", step, loss);
-        if (step % every == 0 || step == steps)
-            save(&m, dir, step);
+        if (step % every == 0 || step == steps) {
+            if (pending != NULL)
+                finish_save(pending); /* the previous save, published */
+            pending = save(&m, dir, step, async);
+        }
         if (step == kill_at) {
             /* Rank 0 alone aborts, once it has said so: a rank aborting
              * first could have the launcher kill rank 0 before its line
-             * is out (MPICH's Hydra does). */
+             * is out (MPICH's Hydra does).  A pending save is left
+             * unpublished, as a crash would leave it. */
             MPI_Barrier(MPI_COMM_WORLD);
             if (m.world_rank == 0) {
-                printf("c_trainer: killed after step %d\n", step);
+                int done = 0; /* rank 0's part of the pending save */
+                if (pending != NULL)
+                    CHECK(hfdcp_writer_test(pending, &done));
+                printf("c_trainer: killed after step %d%s\n", step,
+                       pending == NULL ? ""
+                       : done ? " with a save pending (rank 0: written)"
+                              : " with a save pending (rank 0: writing)");
                 fflush(stdout);
                 MPI_Abort(MPI_COMM_WORLD, 3);
             }
             MPI_Barrier(MPI_COMM_WORLD); /* never returns */
         }
     }
+    if (pending != NULL)
+        finish_save(pending);
     for (int l = 0; l < NLAYER; l++) {
         free(m.w[l]);
         free(m.b[l]);

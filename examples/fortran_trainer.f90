@@ -3,13 +3,18 @@
 ! decomposition, the same exact arithmetic, and byte-identical checkpoints.
 !
 !   mpirun -n P fortran_trainer DIR [--steps=N] [--every=K] [--tp=T]
-!                                   [--kill-at=S] [--resume]
+!                                   [--kill-at=S] [--resume] [--async]
 !
 ! Column-major note: a layer's weight is held as w(in, rows), the rows this
 ! rank owns of the PyTorch-style [out, in] tensor.  Added with
 ! global_shape=[in, out] and offsets=[0, row0] (Fortran order), it is saved
 ! as the file's tensor [out, in] with this rank's rows [row0, row0+rows): the
 ! memory of w(in, rows) is exactly the row-major [rows, in] block.
+!
+! --async saves with hfdcp_writer_commit_async: the next steps train, and
+! change the arrays the save was given, while hfdcp writes its own copy in
+! the background; hfdcp_writer_wait, before the next save and at the end,
+! publishes it (a run killed in between resumes from the save before).
 ! See c_trainer.c for the model, the data and why the results do not depend
 ! on the number of ranks.
 program fortran_trainer
@@ -29,9 +34,11 @@ program fortran_trainer
 
   type(layer), target :: lay(NLAYER)
   type(MPI_Comm) :: tp_comm, dp_comm
+  type(hfdcp_writer) :: in_flight          ! --async: the save not yet published
+  logical :: pending = .false.             ! whether in_flight holds one
   integer :: tp, tp_rank, dp, dp_rank, world_rank, nranks
   integer :: steps, every, kill_at, first, step, i, l, j
-  logical :: do_resume, bad
+  logical :: do_resume, do_async, bad, done
   character(len=4096) :: arg, dir
   real(real64) :: loss
 
@@ -42,6 +49,7 @@ program fortran_trainer
   every = 4
   kill_at = 0
   do_resume = .false.
+  do_async = .false.
   tp = max(1, nranks / 2)
   dir = ""
   bad = .false.
@@ -57,6 +65,8 @@ program fortran_trainer
         read (arg(11:), *) kill_at
      else if (arg == "--resume") then
         do_resume = .true.
+     else if (arg == "--async") then
+        do_async = .true.
      else if (arg(1:1) /= "-" .and. len_trim(dir) == 0) then
         dir = arg
      else
@@ -69,7 +79,7 @@ program fortran_trainer
   if (bad) then
      if (world_rank == 0) write (error_unit, '(a)') &
           "usage: fortran_trainer DIR [--steps=N] [--every=K] [--tp=T] " // &
-          "[--kill-at=S] [--resume]", &
+          "[--kill-at=S] [--resume] [--async]", &
           "T must divide the rank count and 4; the rank count / T must divide 8"
      call MPI_Finalize()
      error stop 2
@@ -103,21 +113,34 @@ program fortran_trainer
      if (world_rank == 0) write (*, '(a, i0)') "fortran_trainer: resuming at step ", first
   end if
   do step = first, steps
+     ! With a save pending, this changes the arrays it was given while its
+     ! files are being written: safe, hfdcp writes its own copy.
      loss = train_step(step)
      if (world_rank == 0) write (*, '(a, i0, a, f0.6)') "fortran_trainer: step ", &
           step, " loss ", loss
-     if (mod(step, every) == 0 .or. step == steps) call save(step)
+     if (mod(step, every) == 0 .or. step == steps) then
+        if (pending) call finish_save()   ! the previous save, published
+        call save(step)
+     end if
      if (step == kill_at) then
-        ! Rank 0 alone aborts, once it has said so (see c_trainer.c).
+        ! Rank 0 alone aborts, once it has said so (see c_trainer.c); a
+        ! pending save is left unpublished, as a crash would leave it.
         call MPI_Barrier(MPI_COMM_WORLD)
         if (world_rank == 0) then
-           write (*, '(a, i0)') "fortran_trainer: killed after step ", step
+           if (pending) then
+              call check(hfdcp_writer_test(in_flight, done), "hfdcp_writer_test")
+              write (*, '(a, i0, a, a)') "fortran_trainer: killed after step ", step, &
+                   " with a save pending (rank 0: ", merge("written)", "writing)", done)
+           else
+              write (*, '(a, i0)') "fortran_trainer: killed after step ", step
+           end if
            flush (6)
            call MPI_Abort(MPI_COMM_WORLD, 3)
         end if
         call MPI_Barrier(MPI_COMM_WORLD)
      end if
   end do
+  if (pending) call finish_save()
   call MPI_Comm_free(tp_comm)
   call MPI_Comm_free(dp_comm)
   call MPI_Finalize()
@@ -289,6 +312,9 @@ contains
     name = "mlp.fc" // trim(buf) // "." // what
   end function tensor_name
 
+  ! Saves DIR/step-<stp>.  With --async, returns as soon as hfdcp holds a
+  ! copy of the arrays (training may then change them), the writer kept in
+  ! in_flight: the checkpoint exists only once finish_save has waited for it.
   subroutine save(stp)
     integer, intent(in) :: stp
     type(hfdcp_save_options) :: opts
@@ -309,9 +335,24 @@ contains
     end do
     call check(hfdcp_writer_add(w, "trainer.step", step64, global_shape=[integer(int64) ::]), &
          "hfdcp_writer_add")
-    call check(hfdcp_writer_commit(w), "hfdcp_writer_commit")
-    call hfdcp_writer_free(w)
+    if (do_async) then
+       call check(hfdcp_writer_commit_async(w), "hfdcp_writer_commit_async")
+       in_flight = w
+       pending = .true.
+    else
+       call check(hfdcp_writer_commit(w), "hfdcp_writer_commit")
+       call hfdcp_writer_free(w)
+    end if
   end subroutine save
+
+  ! Waits for the asynchronous save, which publishes it, and checks its
+  ! outcome as a commit's: on failure every rank has the same status, and
+  ! the message names the file and the rank that failed.
+  subroutine finish_save()
+    call check(hfdcp_writer_wait(in_flight), "hfdcp_writer_wait")
+    call hfdcp_writer_free(in_flight)
+    pending = .false.
+  end subroutine finish_save
 
   ! Loads the newest complete checkpoint at or below last; returns its step
   ! (0: none).
