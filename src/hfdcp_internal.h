@@ -8,6 +8,7 @@
  *   status.c   errors, thread-local message, agreement across ranks
  *   dtype.c    the 22 dtypes
  *   util.c     string map, growable buffers, checked arithmetic
+ *   crc32c.c   CRC-32C of buffers, joined across pieces and ranks (ISA-L)
  *   box.c      n-dimensional boxes: intersection, tiling checks
  *   utf8.c     the one UTF-8 decoder, the strict UTF-8 check
  *   json.c     strict JSON reading and writing (the only user of cJSON)
@@ -206,6 +207,58 @@ int hfdcp__allreduce_u64(const uint64_t *in, uint64_t *out, int n, MPI_Op op,
 /* Formats a box as "[o0:e0, o1:e1]" into buf (always NUL-terminated). */
 void hfdcp__format_box(char *buf, size_t size, int ndim,
                        const int64_t *offsets, const int64_t *sizes);
+
+/* ------------------------------------------------------------------------
+ * crc32c.c: CRC-32C (Castagnoli, as iSCSI and ext4), for tensor checksums
+ * ---------------------------------------------------------------------- */
+
+/* Every function here is local, pure and thread-safe. */
+
+/* The CRC-32C of buf[0..len), continuing `crc`: 0 starts a checksum, a
+ * previous result continues it (zlib's crc32() convention), so
+ * crc32c(crc32c(0, A), B) == crc32c(0, A || B).  crc32c(0, "123456789")
+ * is 0xE3069283.  buf may be NULL when len is 0. */
+uint32_t hfdcp__crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* The CRC-32C of A || B from crc1 = crc32c(A), crc2 = crc32c(B) and
+ * len2 = |B| (zlib's crc32_combine()).  O(log len2). */
+uint32_t hfdcp__crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2);
+
+/* A CRC register moved over `len` zero bytes, with no init or final xor:
+ * reg * x^(8 len) mod P, the primitive of the two above and below.
+ * O(log len); any len up to 2^64 - 1. */
+uint32_t hfdcp__crc32c_shift(uint32_t reg, uint64_t len);
+
+/* One tensor's CRC-32C when its bytes are split into runs held by several
+ * ranks (a column split: every row's r-th part on rank r).  Each rank adds
+ * the runs it holds, with their byte offsets in the tensor, then takes its
+ * part; the XOR of every rank's part (MPI_BXOR on MPI_UINT32_T) and the
+ * tensor's length give the CRC-32C:
+ *     hfdcp__crc32c_runs r = {0};
+ *     for each run held: hfdcp__crc32c_runs_add(&r, offset, buf, len);
+ *     part = hfdcp__crc32c_runs_part(&r, L);
+ *     MPI_Allreduce(&part, &x, 1, MPI_UINT32_T, MPI_BXOR, comm);
+ *     crc = hfdcp__crc32c_finish(x, L);
+ * A rank holding nothing contributes 0.  Runs may come in any order: in
+ * increasing offset each costs its bytes and one 32-step product (the gap
+ * between runs is kept), otherwise O(log L) more.  The runs of all ranks
+ * must not overlap (overlapping bytes would cancel in the XOR) and must
+ * end by L; bytes no run covers count as zeros.  Zero-initialize; nothing
+ * to free. */
+typedef struct {
+    uint32_t crc0;    /* the runs so far, as if the tensor ended at `end` */
+    uint64_t end;     /* the furthest end of a run added so far */
+    uint64_t gap;     /* the last gap moved over (0: none yet) */
+    uint32_t gap_x8n; /* and its x^(8 gap) mod P */
+} hfdcp__crc32c_runs;
+void hfdcp__crc32c_runs_add(hfdcp__crc32c_runs *r, uint64_t offset,
+                            const void *buf, size_t len);
+uint32_t hfdcp__crc32c_runs_part(const hfdcp__crc32c_runs *r,
+                                 uint64_t tensor_len);
+/* The CRC-32C of a tensor of `tensor_len` bytes from the XOR of the parts
+ * of its runs: hfdcp__crc32c_finish(p, L) with p the crc0 (init 0, no
+ * final xor) of the whole tensor. */
+uint32_t hfdcp__crc32c_finish(uint32_t parts, uint64_t tensor_len);
 
 /* ------------------------------------------------------------------------
  * box.c: n-dimensional boxes [offsets, offsets + sizes)
