@@ -636,3 +636,32 @@ bool hfdcp_test_same_dirs(MPI_Comm comm, const char *a, const char *b)
     MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
     return bad == 0;
 }
+
+bool hfdcp_test_mount_tmpfs(MPI_Comm comm, const char *mnt, const char *who)
+{
+    char cmd[1400];
+    int mounted = 0;
+
+    if (hfdcp_test_comm_rank(comm) == 0) {
+        snprintf(cmd, sizeof cmd, "mkdir -p '%s' && mount -t tmpfs -o "
+                 "size=256k tmpfs '%s' 2>/dev/null", mnt, mnt);
+        mounted = system(cmd) == 0;
+        if (!mounted)
+            printf("  skip %s: cannot mount a tmpfs here\n", who);
+    }
+    MPI_Bcast(&mounted, 1, MPI_INT, 0, comm);
+    return mounted != 0;
+}
+
+void hfdcp_test_umount(MPI_Comm comm, const char *mnt)
+{
+    char cmd[1400];
+
+    MPI_Barrier(comm);
+    if (hfdcp_test_comm_rank(comm) == 0) {
+        snprintf(cmd, sizeof cmd, "umount '%s'", mnt);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not unmount %s\n", mnt);
+    }
+    MPI_Barrier(comm);
+}

@@ -180,6 +180,13 @@ bool hfdcp_test_same_dirs(MPI_Comm comm, const char *a, const char *b);
 int hfdcp_test_list_dir(const char *dir, char **names, size_t max, size_t *n);
 void hfdcp_test_free_names(char **names, size_t n);
 
+/* A full disk: rank 0 mounts a 256 KiB tmpfs at `mnt` (needs root); false
+ * on every rank when it cannot, after printing "skip <who>: ..." (the
+ * case then returns T_SKIP).  hfdcp_test_umount: rank 0 unmounts it,
+ * every rank waiting.  Collective. */
+bool hfdcp_test_mount_tmpfs(MPI_Comm comm, const char *mnt, const char *who);
+void hfdcp_test_umount(MPI_Comm comm, const char *mnt);
+
 /* Deterministic pseudo-random numbers (splitmix64). */
 uint64_t hfdcp_test_rand(uint64_t *state);
 

@@ -280,23 +280,13 @@ static int save_big(MPI_Comm comm, const char *path, int sharded)
 static int async_should_fail_cleanly_on_a_full_disk(MPI_Comm comm,
                                                     const char *dir)
 {
-    int rank = hfdcp_test_comm_rank(comm), mounted = 0;
-    char mnt[600], path[700], cmd[1400];
+    char mnt[600], path[700];
+    int rc = T_OK;
 
     snprintf(mnt, sizeof mnt, "%s/mnt", dir);
-    if (rank == 0) {
-        snprintf(cmd, sizeof cmd, "mkdir -p '%s' && mount -t tmpfs -o "
-                 "size=256k tmpfs '%s' 2>/dev/null", mnt, mnt);
-        mounted = system(cmd) == 0;
-    }
-    MPI_Bcast(&mounted, 1, MPI_INT, 0, comm);
-    if (!mounted) {
-        if (rank == 0)
-            printf("  skip async_should_fail_cleanly_on_a_full_disk: cannot "
-                   "mount a tmpfs here\n");
+    if (!hfdcp_test_mount_tmpfs(comm, mnt,
+                                "async_should_fail_cleanly_on_a_full_disk"))
         return T_SKIP;
-    }
-    int rc = T_OK;
     for (int mode = 0; mode < 2 && rc == T_OK; mode++) {
         snprintf(path, sizeof path, "%s/ckpt-%s", mnt, MODES[mode]);
         rc = hfdcp_test_agreed_failure(comm, MODES[mode],
@@ -305,13 +295,7 @@ static int async_should_fail_cleanly_on_a_full_disk(MPI_Comm comm,
         if (rc == T_OK && !hfdcp_test_nothing_in(comm, path))
             rc = 1;
     }
-    MPI_Barrier(comm);
-    if (rank == 0) {
-        snprintf(cmd, sizeof cmd, "umount '%s'", mnt);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not unmount %s\n", mnt);
-    }
-    MPI_Barrier(comm);
+    hfdcp_test_umount(comm, mnt);
     return rc;
 }
 

@@ -1150,23 +1150,15 @@ static int writer_should_leave_no_files_after_a_failed_commit(MPI_Comm comm,
  * the file's blocks first. */
 static int writer_should_fail_cleanly_on_a_full_disk(MPI_Comm comm, const char *dir)
 {
-    int P = hfdcp_test_comm_size(comm), rank = hfdcp_test_comm_rank(comm), st = HFDCP_ERR_INTERNAL, mounted = 0, nf;
+    int P = hfdcp_test_comm_size(comm), st = HFDCP_ERR_INTERNAL, nf;
     tspec big[1], small[1];
-    char mnt[600], path[600], cmd[1400], names[8][256];
+    char mnt[600], path[600], names[8][256];
     int64_t b[2] = {256 * P, 512}, sm[2] = {4 * P, 8};
 
     snprintf(mnt, sizeof mnt, "%s/mnt", dir);
-    if (rank == 0) {
-        snprintf(cmd, sizeof cmd, "mkdir -p '%s' && mount -t tmpfs -o size=256k tmpfs '%s' 2>/dev/null",
-                 mnt, mnt);
-        mounted = system(cmd) == 0;
-    }
-    MPI_Bcast(&mounted, 1, MPI_INT, 0, comm);
-    if (!mounted) {
-        if (rank == 0)
-            printf("  skip writer_should_fail_cleanly_on_a_full_disk: cannot mount a tmpfs here\n");
+    if (!hfdcp_test_mount_tmpfs(comm, mnt,
+                                "writer_should_fail_cleanly_on_a_full_disk"))
         return T_SKIP;
-    }
     spec(&big[0], "big", HFDCP_F32, 2, b, ROWS, ROWS);     /* 512 KiB per rank */
     spec(&small[0], "small", HFDCP_BF16, 2, sm, COLS, ROWS);
     snprintf(path, sizeof path, "%s/ckpt", mnt);
@@ -1180,13 +1172,7 @@ static int writer_should_fail_cleanly_on_a_full_disk(MPI_Comm comm, const char *
     bool same = hfdcp_test_same_message(comm);
     bool empty = list_dir(path, names, 8) == 0;
     bool small_ok = ok && round_trip(comm, path, small, 1, NULL, 22, &nf) == HFDCP_OK;
-    MPI_Barrier(comm);
-    if (rank == 0) {
-        snprintf(cmd, sizeof cmd, "umount '%s'", mnt);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not unmount %s\n", mnt);
-    }
-    MPI_Barrier(comm);
+    hfdcp_test_umount(comm, mnt);
     T_CHECKF(hfdcp_test_all_ok(comm, full_ok), "status %s: %s", hfdcp_status_name(st), hfdcp_last_error());
     T_CHECK(same);
     T_CHECKF(hfdcp_test_all_ok(comm, empty), "%s holds %s", path, names[0]);

@@ -728,14 +728,8 @@ static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k)
     convert_all(st->jobs, st->n_jobs, J->o->num_threads);
 
     if (J->rank == 0 && k == 0) {
-        hfdcp__piece *p = &pieces[np++];
         dims[0] = (int64_t)hl;
-        p->file_offset = 0;
-        p->mem = plan->headers[f];
-        p->ndim = 1;
-        p->bits = 8;
-        p->fshape = p->mshape = p->count = &dims[0];
-        p->fstart = p->mstart = zeros;
+        hfdcp__piece_bytes(&pieces[np++], 0, plan->headers[f], &dims[0]);
     }
     if (b > a) {
         hfdcp__piece *p = &pieces[np++];

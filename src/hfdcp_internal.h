@@ -668,6 +668,11 @@ typedef struct {
     const int64_t *count;  /* box size (same in both) */
 } hfdcp__piece;
 
+/* *p becomes the 1-D piece of `len` bytes at file offset `off` from
+ * `mem` (a header, say); `len` must outlive the piece. */
+void hfdcp__piece_bytes(hfdcp__piece *p, uint64_t off, void *mem,
+                        const int64_t *len);
+
 typedef struct hfdcp__mfile hfdcp__mfile;
 
 /* Collective on `comm`: opens `path` (MPI_MODE_RDONLY, or

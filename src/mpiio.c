@@ -407,6 +407,19 @@ static int carry_out(hfdcp__mfile *f, bool write, mpiio_parts *pt,
     }
 }
 
+void hfdcp__piece_bytes(hfdcp__piece *p, uint64_t off, void *mem,
+                        const int64_t *len)
+{
+    static const int64_t zero[1];
+
+    p->file_offset = off;
+    p->mem = mem;
+    p->ndim = 1;
+    p->bits = 8;
+    p->fshape = p->mshape = p->count = len;
+    p->fstart = p->mstart = zero;
+}
+
 int hfdcp__mfile_transfer(hfdcp__mfile *f, bool write,
                           const hfdcp__piece *pieces, size_t n)
 {

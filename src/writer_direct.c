@@ -114,14 +114,8 @@ static int build_pieces(const hfdcp__wjob *job, size_t f,
     }
     nd = 0;
     if (job->rank == 0 && plan->headers != NULL) {
-        hfdcp__piece *p = &pieces[np++];
         dims[0] = (int64_t)plan->header_lens[f];
-        p->file_offset = 0;
-        p->mem = plan->headers[f];
-        p->ndim = 1;
-        p->bits = 8;
-        p->fshape = p->mshape = p->count = &dims[0];
-        p->fstart = p->mstart = hfdcp__zeros;
+        hfdcp__piece_bytes(&pieces[np++], 0, plan->headers[f], &dims[0]);
         nd = 1;
     }
     for (size_t k = a; k < e; k++) {
