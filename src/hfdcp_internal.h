@@ -839,6 +839,11 @@ int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
 
 void hfdcp__wplan_free(hfdcp__wplan *p);
 
+/* The bytes of chunk data the last hfdcp_writer_commit_async of `w`
+ * copied on this rank (its snapshot); 0 before one.  Local.  For the
+ * benchmark's memory figures and the tests. */
+uint64_t hfdcp__writer_snapshot_bytes(const hfdcp_writer *w);
+
 /* hfdcp__reader_add_failed() for the writer: the message is
  * "hfdcp_writer_add (rank R): tensor '<name>': <why>", and the next
  * hfdcp_writer_commit() reports it on every rank (when it is the writer's

@@ -111,10 +111,6 @@ extern int hfdcp__writer_fault_file;
 extern int hfdcp__async_fault_file;
 extern int hfdcp__async_fault_step;
 
-/* The bytes of chunk data the last hfdcp_writer_commit_async of `w`
- * copied on this rank (its snapshot); 0 before one. */
-uint64_t hfdcp__writer_snapshot_bytes(const hfdcp_writer *w);
-
 /* ------------------------------------------------------------------------
  * publish.c
  * ---------------------------------------------------------------------- */

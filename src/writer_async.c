@@ -6,16 +6,17 @@
  *   1. the checks, the plan and the names, as a commit's;
  *   2. the bound: walking this rank's chunks from the last one in file
  *      order, the chunks that fit in snapshot_max_bytes (all of them
- *      when it is 0) are copied; the ones before them are written now
- *      (direct save: collective MPI-IO, as a commit writes them; sharded:
- *      whole shard files with POSIX writes), so the copy never exceeds
- *      the bound;
+ *      when it is 0) are copied; the ones before them are written now,
+ *      not synced (direct save: collective MPI-IO, as a commit writes
+ *      them; sharded: whole shard files with POSIX writes), so the copy
+ *      never exceeds the bound;
  *   3. the copy: one buffer per rank holding the data of the copied
  *      chunks (direct save: with the file runs each one is written to;
  *      rank 0's headers are the plan's, kept with it);
  *   4. one helper thread that writes the copies with POSIX pwrite into
- *      the files created in 2, then fsyncs each file (sharded: the shard
- *      files, up to thread_count at once).  It makes no MPI call, so the
+ *      the files created in 2, then fsyncs each file this rank wrote in
+ *      (sharded: the shard files, up to thread_count at once, then those
+ *      written in 2).  It makes no MPI call, so the
  *      application's thread level does not matter.
  * hfdcp_writer_wait joins the thread, agrees on its outcome, and
  * publishes as a commit does (renames, index last; after a sharded save
@@ -41,10 +42,12 @@ typedef struct {
     const unsigned char *mem;
 } run_t;
 
-/* Direct save: the runs this rank writes in one file. */
+/* Direct save: the runs this rank writes in one file, and whether it
+ * syncs the file (it wrote in it, now or later). */
 typedef struct {
     run_t *runs;
     size_t n, cap;
+    bool sync;
 } file_runs_t;
 
 struct hfdcp__async {
@@ -54,7 +57,8 @@ struct hfdcp__async {
     unsigned char *copy;      /* the snapshot */
     uint64_t copy_bytes;
     file_runs_t *files;       /* direct save: per plan file */
-    hfdcp__shards later;      /* sharded save: the files written later */
+    hfdcp__shards now, later; /* sharded save: the files written before
+                                 commit_async returns, and after */
     hfdcp__wjob job;          /* sharded save: the background's job */
     int fault_file, fault_step; /* test hooks, as commit_async found them */
     pthread_t thread;
@@ -76,7 +80,7 @@ static int write_runs(const struct hfdcp__async *a)
         const file_runs_t *fr = &a->files[f];
         int fault, fd;
 
-        if (fr->n == 0)
+        if (!fr->sync)
             continue;
         j++;
         fault = j == a->fault_file ? a->fault_step : 0;
@@ -106,6 +110,9 @@ static void *background(void *arg)
     struct hfdcp__async *a = arg;
     int rc = a->sharded ? hfdcp__shards_write(&a->job, &a->later)
                         : write_runs(a);
+
+    if (rc == HFDCP_OK && a->sharded)
+        rc = hfdcp__shards_sync(&a->job, &a->now);
 
     hfdcp__outcome_set(&a->out, rc);
     atomic_store(&a->done, 1);
@@ -169,6 +176,7 @@ static int push_run(file_runs_t *fr, uint64_t off, uint64_t len,
     HFDCP_TRY(hfdcp__grow(&fr->runs, &fr->cap, fr->n, sizeof *fr->runs,
                           "the snapshot's file runs"));
     fr->runs[fr->n++] = (run_t){off, len, mem};
+    fr->sync = true;
     return HFDCP_OK;
 }
 
@@ -216,9 +224,6 @@ static int copy_direct(struct hfdcp__async *a, const bool *copied,
     const hfdcp__wbuckets *b = &c->job.by_file;
     unsigned char *at = a->copy;
 
-    a->files = calloc(c->plan.n_files + 1, sizeof *a->files);
-    if (a->files == NULL)
-        return hfdcp__nomem("the snapshot's file runs");
     for (size_t f = 0; f < c->plan.n_files; f++) {
         if (a->rank == 0 && !headers_written && c->plan.headers != NULL)
             HFDCP_TRY(push_run(&a->files[f], 0, c->plan.header_lens[f],
@@ -236,10 +241,12 @@ static int copy_direct(struct hfdcp__async *a, const bool *copied,
     return HFDCP_OK;
 }
 
-/* Collective: the chunks not copied written now by a commit's transfers
- * (from a plan in which only they are this rank's to write), which also
- * creates every file; without any such chunk on any rank, the files are
- * only created.  *headers_written: rank 0 wrote the headers.  Agreed. */
+/* Collective: the chunks not copied written now, not synced, by a
+ * commit's transfers (from a plan in which only they are this rank's to
+ * write), which also creates every file; without any such chunk on any
+ * rank, the files are only created.  *headers_written: rank 0 wrote the
+ * headers.  The files this rank wrote in are marked to be synced by the
+ * helper thread.  Agreed. */
 static int write_now(const hfdcp_writer *w, struct hfdcp__async *a,
                      const bool *copied, bool *headers_written)
 {
@@ -247,12 +254,17 @@ static int write_now(const hfdcp_writer *w, struct hfdcp__async *a,
     int any = 0, all = 0, rc = HFDCP_OK;
 
     for (size_t i = 0; i < w->n; i++)
-        any |= !copied[i] && written_bytes(c, i) > 0;
+        if (!copied[i] && written_bytes(c, i) > 0) {
+            any = 1;
+            a->files[c->plan.assign[i].file].sync = true;
+        }
     if (MPI_Allreduce(&any, &all, 1, MPI_INT, MPI_MAX, w->comm) !=
         MPI_SUCCESS)
         rc = hfdcp__error(HFDCP_ERR_MPI, "agreeing on the snapshot's bound");
     HFDCP_TRY(hfdcp__agree(w->comm, rc));
     *headers_written = all != 0;
+    for (size_t f = 0; all != 0 && w->rank == 0 && f < c->plan.n_files; f++)
+        a->files[f].sync = true;
     if (all == 0) {
         for (size_t f = 0; rc == HFDCP_OK && f < c->plan.n_files; f++)
             rc = hfdcp__create_shared(w->comm, c->paths.tmp[f],
@@ -272,7 +284,7 @@ static int write_now(const hfdcp_writer *w, struct hfdcp__async *a,
                                    : hfdcp__nomem("the snapshot's plan"));
     job.plan = &now;
     if (rc == HFDCP_OK)
-        rc = hfdcp__write_files(w->comm, w->info, &job, &c->paths);
+        rc = hfdcp__write_files(w->comm, w->info, &job, &c->paths, false);
     free(now.assign);
     return rc;
 }
@@ -282,6 +294,10 @@ static int snapshot_direct(const hfdcp_writer *w, struct hfdcp__async *a)
 {
     bool *copied = calloc(w->n + 1, sizeof *copied), headers = false;
     int rc = copied != NULL ? HFDCP_OK : hfdcp__nomem("the snapshot");
+
+    a->files = calloc(a->c.plan.n_files + 1, sizeof *a->files);
+    if (rc == HFDCP_OK && a->files == NULL)
+        rc = hfdcp__nomem("the snapshot's file runs");
 
     if (rc == HFDCP_OK)
         choose_copies(&a->c, w->snapshot_max_bytes, copied, &a->copy_bytes);
@@ -308,7 +324,8 @@ static int snapshot_direct(const hfdcp_writer *w, struct hfdcp__async *a)
  * Agreed. */
 static int snapshot_sharded(const hfdcp_writer *w, struct hfdcp__async *a)
 {
-    hfdcp__shards *s = &a->c.shards, now;
+    hfdcp__shards *s = &a->c.shards;
+    hfdcp__wjob job = a->c.job;
     size_t k = s->n;
     uint64_t sum = 0;
     int rc;
@@ -321,9 +338,10 @@ static int snapshot_sharded(const hfdcp_writer *w, struct hfdcp__async *a)
         k--;
     }
     a->copy_bytes = sum;
-    hfdcp__shards_range(s, 0, k, &now);
+    hfdcp__shards_range(s, 0, k, &a->now);
     hfdcp__shards_range(s, k, s->n, &a->later);
-    rc = hfdcp__agree(w->comm, hfdcp__shards_write(&a->c.job, &now));
+    job.no_sync = true;
+    rc = hfdcp__agree(w->comm, hfdcp__shards_write(&job, &a->now));
     if (rc == HFDCP_OK && sum > 0 && (a->copy = malloc(sum)) == NULL)
         rc = hfdcp__nomem("the snapshot of the shard files");
     if (rc == HFDCP_OK)

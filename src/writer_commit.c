@@ -99,7 +99,7 @@ int hfdcp__commit_write(const hfdcp_writer *w, const hfdcp__commit *c)
     if (w->sharded)
         return hfdcp__agree(w->comm,
                             hfdcp__shards_write(&c->job, &c->shards));
-    return hfdcp__write_files(w->comm, w->info, &c->job, &c->paths);
+    return hfdcp__write_files(w->comm, w->info, &c->job, &c->paths, true);
 }
 
 /* The files renamed into place (and the index, direct save).  Agreed

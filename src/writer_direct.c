@@ -376,11 +376,11 @@ static int flusher_finish(flusher_t *fl, size_t n_files)
  * file f+1 is written; every flush has ended (and its outcome is agreed)
  * when this returns. */
 int hfdcp__write_files(MPI_Comm comm, MPI_Info info, const hfdcp__wjob *job,
-                       const hfdcp__paths *paths)
+                       const hfdcp__paths *paths, bool durable)
 {
     const hfdcp__wplan *plan = job->plan;
     flusher_t fl;
-    bool threaded = job->thread_count > 1;
+    bool threaded = durable && job->thread_count > 1;
     int rc = HFDCP_OK, frc;
 
     if (threaded) {
@@ -394,7 +394,7 @@ int hfdcp__write_files(MPI_Comm comm, MPI_Info info, const hfdcp__wjob *job,
         }
     }
     for (size_t f = 0; f < plan->n_files && rc == HFDCP_OK; f++) {
-        rc = write_file(comm, info, job, paths, f, !threaded);
+        rc = write_file(comm, info, job, paths, f, durable && !threaded);
         if (rc == HFDCP_OK && threaded)
             flusher_add(&fl, f);
     }

@@ -98,6 +98,7 @@ typedef struct {
                                     commit found it (test hook), -1 */
     int fault_step;              /* where fault_file fails: 1 its write,
                                     2 its sync */
+    bool no_sync;                /* sharded: leave the files unsynced */
 } hfdcp__wjob;
 
 /* The outcome of one job run by a helper thread.  hfdcp_last_error() is
@@ -128,10 +129,10 @@ int hfdcp__flush_file(const char *path, int rank, bool fault);
 /* Collective: the direct save's writing.  Every file of the plan in turn,
  * under its temporary name paths->tmp[f], each by every rank (ranks with
  * nothing to write in a file still take part in its collective calls),
- * opened with the hints `info`; every file is durable when this returns
- * HFDCP_OK.  Agreed status. */
+ * opened with the hints `info`; with `durable`, every file is synced when
+ * this returns HFDCP_OK (else the caller syncs them).  Agreed status. */
 int hfdcp__write_files(MPI_Comm comm, MPI_Info info, const hfdcp__wjob *job,
-                       const hfdcp__paths *paths);
+                       const hfdcp__paths *paths, bool durable);
 
 /* ------------------------------------------------------------------------
  * writer_shards.c: the sharded save, used by writer.c
@@ -155,10 +156,14 @@ typedef struct {
 int hfdcp__shards_make(const hfdcp__wjob *job, const char *dir,
                        uint64_t align, const char *tag, hfdcp__shards *s);
 
-/* Writes and syncs this rank's shard files with POSIX calls, up to
- * job->thread_count at once.  Local (the caller agrees).  Makes no MPI
- * call: may run on a helper thread. */
+/* Writes this rank's shard files with POSIX calls, up to
+ * job->thread_count at once, and syncs them unless job->no_sync.  Local
+ * (the caller agrees).  Makes no MPI call: may run on a helper thread. */
 int hfdcp__shards_write(const hfdcp__wjob *job, const hfdcp__shards *s);
+
+/* Syncs the shard files of `s` (written with job->no_sync).  Local; no
+ * MPI call. */
+int hfdcp__shards_sync(const hfdcp__wjob *job, const hfdcp__shards *s);
 
 /* The shard files [a, b) of `s` as a set of their own (not owned: never
  * give it to hfdcp__shards_free or _remove). */

@@ -279,11 +279,11 @@ static int write_shard(const hfdcp__wjob *job, const shard_t *sh,
             rc = hfdcp__pwrite_all(fd, x->data, n, at, sh->tmp, rank);
         at += n;
     }
-    if (rc == HFDCP_OK && fault == 2)
+    if (rc == HFDCP_OK && fault == 2 && !job->no_sync)
         rc = hfdcp__os_error(HFDCP_ERR_IO, EIO,
                              "syncing '%s' on rank %d (test fault)", sh->tmp,
                              rank);
-    if (rc == HFDCP_OK && fsync(fd) != 0)
+    if (rc == HFDCP_OK && !job->no_sync && fsync(fd) != 0)
         rc = hfdcp__os_error(HFDCP_ERR_IO, errno, "syncing '%s' on rank %d",
                              sh->tmp, rank);
     if (close(fd) != 0 && rc == HFDCP_OK)
@@ -350,6 +350,13 @@ int hfdcp__shards_write(const hfdcp__wjob *job, const hfdcp__shards *s)
     int rc = hfdcp__outcome_collect(pool.outcomes, s->n);
     free(pool.outcomes);
     return rc;
+}
+
+int hfdcp__shards_sync(const hfdcp__wjob *job, const hfdcp__shards *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        HFDCP_TRY(hfdcp__flush_file(s->files[i].tmp, job->rank, false));
+    return HFDCP_OK;
 }
 
 void hfdcp__shards_range(const hfdcp__shards *s, size_t a, size_t b,
