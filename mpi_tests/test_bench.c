@@ -7,7 +7,9 @@
  * (the bench compares them and says "verified <what>" for each check), the
  * CSV must hold one row per measurement, a spoiled byte must be caught
  * (exit 1 and "MISMATCH"), and a bad command line refused (exit 2, the
- * option and the value named).  Speed is not checked.
+ * option and the value named).  The hfdcp-async peer's figures must agree
+ * with each other and its snapshots with the plan's shares.  Speed is not
+ * checked.
  */
 #include <sys/wait.h>
 
@@ -41,14 +43,31 @@ static const char *const checks[] = {
     "plain_shared_read_cold", "plain_shared_read_cold_late", "hfdcp_save_format", "hfdcp_load_cold", "hfdcp_load_warm", "hfdcp_load_resharded_cold",
     "hfdcp_load_fewer_ranks_cold", "sharded_save_files", "consolidated_files",
     "consolidated_format", "consolidated_same_bytes_as_direct_save", "naive_file",
-    "naive_format"};
+    "naive_format", "hfdcp_async_files", "hfdcp_async_format", "hfdcp_async_snapshot",
+    "hfdcp_async_step_files", "hfdcp_async_step_snapshot", "hfdcp_async_bounded_files",
+    "hfdcp_async_bounded_snapshot"};
 
-/* Every measurement, per layout, in the CSV. */
-static const char *const measures[] = {
-    "plain_fpp_write", "plain_fpp_read_cold", "plain_fpp_read_warm", "plain_fpp_read_cold_late",
-    "plain_fpp_read_cold_fewer", "plain_shared_write", "plain_shared_read_cold", "plain_shared_read_cold_late", "hfdcp_save", "hfdcp_load_cold", "hfdcp_load_warm",
-    "hfdcp_load_resharded_cold", "hfdcp_load_fewer_ranks_cold", "hfdcp_plan", "sharded_save",
-    "consolidate", "sharded_consolidate_total", "naive_gather_write"};
+/* Every measurement, per layout, in the CSV, and its bytes: the model's
+ * (a whole transfer, or the unbounded snapshots of every rank: each byte
+ * copied once, replicated tensors included), 0 (planning, and times that
+ * are part of a save), or -1 (the bounded snapshots: their own case). */
+static const struct {
+    const char *what;
+    int model_bytes;
+} measures[] = {
+    {"plain_fpp_write", 1}, {"plain_fpp_read_cold", 1}, {"plain_fpp_read_warm", 1},
+    {"plain_fpp_read_cold_late", 1}, {"plain_fpp_read_cold_fewer", 1},
+    {"plain_shared_write", 1}, {"plain_shared_read_cold", 1},
+    {"plain_shared_read_cold_late", 1}, {"hfdcp_save", 1}, {"hfdcp_load_cold", 1},
+    {"hfdcp_load_warm", 1}, {"hfdcp_load_resharded_cold", 1},
+    {"hfdcp_load_fewer_ranks_cold", 1}, {"hfdcp_plan", 0}, {"sharded_save", 1},
+    {"consolidate", 1}, {"sharded_consolidate_total", 1}, {"naive_gather_write", 1},
+    {"memcpy_share", 0}, {"hfdcp_async_commit", 0}, {"hfdcp_async_wait", 0},
+    {"hfdcp_async_save", 1}, {"hfdcp_async_snapshot", 1}, {"hfdcp_async_step_commit", 0},
+    {"hfdcp_async_step_wait", 0}, {"hfdcp_async_step_blocked", 0},
+    {"hfdcp_async_bounded_commit", 0}, {"hfdcp_async_bounded_wait", 0},
+    {"hfdcp_async_bounded_blocked", 0}, {"hfdcp_async_bounded_snapshot", -1},
+    {"hdf5_write", 1}, {"hdf5_read_cold", 1}};
 
 /* Occurrences of `needle` in `hay`. */
 static int count(const char *hay, const char *needle)
@@ -108,11 +127,10 @@ static int quick_run(const char *dir, int np)
         sec = NULL;
         /* One CSV row per measurement, with this rank count and the bytes
          * of the model the section announced. */
-        for (size_t k = 0; k < sizeof measures / sizeof measures[0] + (size_t)hdf5 * 2; k++) {
-            const char *what = k < sizeof measures / sizeof measures[0]
-                                   ? measures[k]
-                                   : (k == sizeof measures / sizeof measures[0] ? "hdf5_write"
-                                                                                : "hdf5_read_cold");
+        for (size_t k = 0; k < sizeof measures / sizeof measures[0]; k++) {
+            const char *what = measures[k].what;
+            if (!hdf5 && strncmp(what, "hdf5_", 5) == 0)
+                continue;
             char row[128];
             snprintf(row, sizeof row, "\n%s,%s,", what, layouts[l]);
             T_CHECKF(count(c, row) == 1, "CSV: %d rows for %s in layout %s", count(c, row), what,
@@ -126,7 +144,9 @@ static int quick_run(const char *dir, int np)
                            &rep, &sec_v, &bytes) == 7);
             T_CHECK(ranks == np && rep == 0 && sec_v >= 0 && strcmp(dtype, "bf16") == 0);
             T_CHECK(size > 1000000 && size < 3000000);
-            T_CHECK(bytes == (strcmp(what, "hfdcp_plan") == 0 ? 0 : size));
+            T_CHECKF(measures[k].model_bytes < 0 ||
+                         bytes == (measures[k].model_bytes ? size : 0),
+                     "CSV: %s in layout %s: %llu bytes", what, layouts[l], bytes);
         }
     }
     /* The scratch directory is left empty. */
@@ -198,6 +218,123 @@ static int bench_should_compare_thread_counts_side_by_side(MPI_Comm comm, const 
     return T_OK;
 }
 
+/* One CSV row: what, layout, then these (gbps skipped). */
+typedef struct {
+    unsigned long long size, bytes;
+    double sec;
+    long long mem, mem0;
+} csv_row;
+
+/* The row of `what` in `layout` at repetition `rep`: 1, or 0 when none. */
+static int csv_get(const char *csv, const char *what, const char *layout, int rep, csv_row *r)
+{
+    char head[128];
+    snprintf(head, sizeof head, "\n%s,%s,", what, layout);
+    for (const char *p = csv; (p = strstr(p, head)) != NULL; p += strlen(head)) {
+        int tensors, ranks, k = -1;
+        char dtype[8];
+        double gbps;
+        if (sscanf(p + strlen(head), "%llu,%d,%7[^,],%d,%d,%lf,%llu,%lf,%lld,%lld", &r->size,
+                   &tensors, dtype, &ranks, &k, &r->sec, &r->bytes, &gbps, &r->mem,
+                   &r->mem0) == 10 &&
+            k == rep)
+            return 1;
+    }
+    return 0;
+}
+
+/* hfdcp-async at 2 ranks on the quick model split by rows: 12 tensors of
+ * 325 x 256 bf16 (2 MB in 12 tensors, 256 columns), rank 0 holding 163
+ * rows of each, rank 1 162.  In every repetition: commit_async returned
+ * before the save was durable, and the wait did not outlast it; with a
+ * step, the blocked time lies between the larger of its two parts and
+ * their sum; the snapshot is each rank's rows, and bounded to 100 kB one
+ * chunk per rank (the last in file order; two would not fit); the files
+ * hold the bytes the buffers had at commit_async although the step
+ * rewrote them.  The synchronous save runs alongside, without loads. */
+static int bench_should_measure_the_async_commit(MPI_Comm comm, const char *dir)
+{
+    static const char *const want[] = {
+        "  verified hfdcp_save_format\n", "  verified hfdcp_async_files\n",
+        "  verified hfdcp_async_step_files\n", "  verified hfdcp_async_bounded_files\n",
+        "  verified hfdcp_async_snapshot\n", "  verified hfdcp_async_bounded_snapshot\n",
+        "  async: commit_async returned / memcpy of the share ",
+        "hfdcp_async: a 30 ms training step (rewriting the buffers) between commit_async "
+        "and wait; bounded: snapshot_max_bytes = 100000 bytes\n"};
+    const unsigned long long model = 12ull * 325 * 256 * 2, rank0 = 12ull * 163 * 256 * 2;
+    const unsigned long long chunk0 = 163ull * 256 * 2, chunk1 = 162ull * 256 * 2;
+    char args[4096], csv[4096], *out = NULL, *c;
+    size_t len;
+    (void)comm;
+    snprintf(csv, sizeof csv, "%s/async.csv", dir);
+    snprintf(args, sizeof args, "--quick --layout rows --peers hfdcp-async --reps 3 "
+             "--step-ms 30 --snapshot-max-bytes 100k --dir %s/s --csv %s", dir, csv);
+    int st = bench(2, args, &out);
+    T_CHECKF(st == 0, "exit %d:\n%s", st, out ? out : "");
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        T_CHECKF(strstr(out, want[i]) != NULL, "no '%s':\n%s", want[i], out);
+    T_CHECKF(strstr(out, "hfdcp_load") == NULL, "loads without the hfdcp peer:\n%s", out);
+    free(out);
+    unsigned char *text = hfdcp_test_read_file(csv, &len);
+    T_CHECK(text != NULL);
+    c = hfdcp__strndup((const char *)text, len);
+    free(text);
+    for (int rep = 0; rep < 3; rep++) {
+        csv_row sync, copy, cm, wt, save, snap, sc, sw, sb, bc, bw, bb, bsnap;
+        T_CHECKF(csv_get(c, "hfdcp_save", "rows", rep, &sync) &&
+                     csv_get(c, "memcpy_share", "rows", rep, &copy) &&
+                     csv_get(c, "hfdcp_async_commit", "rows", rep, &cm) &&
+                     csv_get(c, "hfdcp_async_wait", "rows", rep, &wt) &&
+                     csv_get(c, "hfdcp_async_save", "rows", rep, &save) &&
+                     csv_get(c, "hfdcp_async_snapshot", "rows", rep, &snap) &&
+                     csv_get(c, "hfdcp_async_step_commit", "rows", rep, &sc) &&
+                     csv_get(c, "hfdcp_async_step_wait", "rows", rep, &sw) &&
+                     csv_get(c, "hfdcp_async_step_blocked", "rows", rep, &sb) &&
+                     csv_get(c, "hfdcp_async_bounded_commit", "rows", rep, &bc) &&
+                     csv_get(c, "hfdcp_async_bounded_wait", "rows", rep, &bw) &&
+                     csv_get(c, "hfdcp_async_bounded_blocked", "rows", rep, &bb) &&
+                     csv_get(c, "hfdcp_async_bounded_snapshot", "rows", rep, &bsnap),
+                 "rep %d: a row missing:\n%s", rep, c);
+        T_CHECKF(snap.size == model, "the quick model is no longer 12 x 325 x 256: %llu bytes",
+                 snap.size);
+        T_CHECK(sync.sec > 0 && copy.sec >= 0 && save.bytes == model);
+        T_CHECKF(cm.sec > 0 && cm.sec <= save.sec && wt.sec <= save.sec,
+                 "rep %d: commit_async %.6f s, wait %.6f s, to durable %.6f s", rep, cm.sec,
+                 wt.sec, save.sec);
+        /* The CSV rounds to microseconds. */
+        T_CHECKF(sb.sec + 3e-6 >= sc.sec && sb.sec + 3e-6 >= sw.sec &&
+                     sb.sec <= sc.sec + sw.sec + 3e-6,
+                 "rep %d: step: commit %.6f, wait %.6f, blocked %.6f s", rep, sc.sec, sw.sec,
+                 sb.sec);
+        T_CHECKF(bb.sec + 3e-6 >= bc.sec && bb.sec + 3e-6 >= bw.sec &&
+                     bb.sec <= bc.sec + bw.sec + 3e-6,
+                 "rep %d: bounded: commit %.6f, wait %.6f, blocked %.6f s", rep, bc.sec, bw.sec,
+                 bb.sec);
+        T_CHECKF(snap.sec == 0 && snap.bytes == model && snap.mem == (long long)rank0 &&
+                     snap.mem0 == (long long)rank0,
+                 "rep %d: snapshot: %llu bytes in all, %lld the largest, %lld rank 0's", rep,
+                 snap.bytes, snap.mem, snap.mem0);
+        T_CHECKF(bsnap.bytes == chunk0 + chunk1 && bsnap.mem == (long long)chunk0 &&
+                     bsnap.mem0 == (long long)chunk0,
+                 "rep %d: bounded snapshot: %llu bytes in all, %lld the largest, %lld rank 0's",
+                 rep, bsnap.bytes, bsnap.mem, bsnap.mem0);
+    }
+    free(c);
+    /* The idle step, and no bounded run. */
+    snprintf(args, sizeof args, "--quick --layout rows --peers hfdcp-async --step-ms 30 "
+             "--step-idle --snapshot-max-bytes 0 --dir %s/s", dir);
+    st = bench(2, args, &out);
+    T_CHECKF(st == 0, "exit %d:\n%s", st, out ? out : "");
+    T_CHECKF(strstr(out, "hfdcp_async: a 30 ms training step (idle: sleeping) between "
+                         "commit_async and wait; bounded: snapshot_max_bytes = 0 bytes (not "
+                         "run)\n") != NULL &&
+                 strstr(out, "  hfdcp_async_step_blocked ") != NULL &&
+                 strstr(out, "hfdcp_async_bounded") == NULL,
+             "%s", out);
+    free(out);
+    return T_OK;
+}
+
 /* A spoiled byte in what a peer read back must be reported: one run
  * spoiling one check of each peer. */
 static int bench_should_report_a_peer_whose_bytes_differ(MPI_Comm comm, const char *dir)
@@ -205,12 +342,13 @@ static int bench_should_report_a_peer_whose_bytes_differ(MPI_Comm comm, const ch
     static const char *const faults[] = {"plain_shared_read_cold", "plain_fpp_read_cold_fewer",
                                          "hfdcp_load_resharded_cold", "consolidated_files",
                                          "consolidated_same_bytes_as_direct_save", "naive_file",
-                                         "hdf5_read_cold"};
+                                         "hfdcp_async_step_files",
+                                         "hfdcp_async_bounded_snapshot", "hdf5_read_cold"};
     char args[4096], *out = NULL, want[128];
     (void)comm;
     snprintf(args, sizeof args, "--quick --layout blocks --dir %s/s --inject-fault "
-             "%s,%s,%s,%s,%s,%s,%s", dir, faults[0], faults[1], faults[2], faults[3], faults[4],
-             faults[5], faults[6]);
+             "%s,%s,%s,%s,%s,%s,%s,%s,%s", dir, faults[0], faults[1], faults[2], faults[3],
+             faults[4], faults[5], faults[6], faults[7], faults[8]);
     int st = bench(2, args, &out);
     T_CHECKF(st == 1, "exit %d:\n%s", st, out ? out : "");
     int hdf5 = strstr(out, "parallel HDF5 peer: built") != NULL;
@@ -218,7 +356,7 @@ static int bench_should_report_a_peer_whose_bytes_differ(MPI_Comm comm, const ch
         snprintf(want, sizeof want, "MISMATCH: %s (layout blocks): ", faults[i]);
         T_CHECKF(count(out, want) == 1, "fault %s not reported once:\n%s", faults[i], out);
     }
-    T_CHECK(count(out, "MISMATCH:") == 7 - !hdf5);
+    T_CHECK(count(out, "MISMATCH:") == 9 - !hdf5);
     /* The checks not spoiled still pass. */
     T_CHECK(strstr(out, "  verified hfdcp_load_cold\n") != NULL);
     T_CHECK(strstr(out, "  verified plain_fpp_read_cold\n") != NULL);
@@ -242,7 +380,12 @@ static int bench_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
                               "replicated, llama, llama-tp or all\n"},
         {"--dtype f64", "hfdcp bench: --dtype 'f64': expected bf16 or f32\n"},
         {"--peers plain,zfs", "hfdcp bench: --peers 'plain,zfs': expected a comma list of "
-                              "plain, hfdcp, plan, hdf5, sharded, naive, all\n"},
+                              "plain, hfdcp, plan, hdf5, sharded, naive, hfdcp-async, all\n"},
+        {"--peers hfdcp_async", "hfdcp bench: --peers 'hfdcp_async': expected a comma list"},
+        {"--step-ms 3600001", "hfdcp bench: --step-ms '3600001': expected milliseconds from 0 "
+                              "to 3600000\n"},
+        {"--snapshot-max-bytes 1Q", "hfdcp bench: --snapshot-max-bytes '1Q': expected a byte "
+                                    "count like 128M (0: no bounded run)\n"},
         {"--reps 0", "hfdcp bench: --reps '0': expected a repetition count from 1 to 255\n"},
         {"--tensors 1x", "hfdcp bench: --tensors '1x': expected a tensor count"},
         {"--threads 65", "hfdcp bench: --threads '65': expected a thread count from 0 to 64\n"},
@@ -277,6 +420,7 @@ static const hfdcp_test_case cases[] = {
      bench_should_report_a_peer_whose_bytes_differ, 1},
     {"bench_should_compare_thread_counts_side_by_side",
      bench_should_compare_thread_counts_side_by_side, 1},
+    {"bench_should_measure_the_async_commit", bench_should_measure_the_async_commit, 1},
     {"bench_should_refuse_bad_arguments", bench_should_refuse_bad_arguments, 1},
 };
 

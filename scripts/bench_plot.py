@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 WRITES = ["plain_fpp_write", "plain_shared_write", "hfdcp_save", "hfdcp_alt_save",
-          "hdf5_write", "sharded_consolidate_total", "naive_gather_write"]
+          "hfdcp_async_save", "hdf5_write", "sharded_consolidate_total", "naive_gather_write"]
 READS = ["plain_fpp_read_cold", "plain_shared_read_cold", "hfdcp_load_cold",
          "hfdcp_alt_load_cold", "hfdcp_load_resharded_cold", "hfdcp_load_fewer_ranks_cold",
          "hdf5_read_cold"]

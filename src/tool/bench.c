@@ -422,6 +422,70 @@ static void target(const char *label, double got, double want, const char *unit)
                got >= want ? "met" : "MISSED");
 }
 
+/* Rows of hfdcp-async's snapshot sizes (bench_async.c): no time. */
+static int is_snapshot(const char *what)
+{
+    size_t n = strlen(what);
+    return n > 9 && strcmp(what + n - 9, "_snapshot") == 0;
+}
+
+/* The median seconds of `what` in this layout, 0 when not measured. */
+static double seconds_of(const char *what)
+{
+    double s;
+    uint64_t b;
+    int64_t m, m0;
+    return summary(what, &s, &b, &m, &m0) ? s : 0;
+}
+
+/* A target that a ratio of times must stay under. */
+static void ceiling(const char *label, double got, double want)
+{
+    if (got <= 0)
+        printf("  %-52s not measured\n", label);
+    else
+        printf("  %-52s %6.2fx (target <= %.2fx): %s\n", label, got, want,
+               got <= want ? "met" : "MISSED");
+}
+
+/* The asynchronous commit against the synchronous save and a memory copy
+ * of the snapshot's bytes (measured by bench_async.c). */
+static void async_targets(void)
+{
+    double sync = seconds_of("hfdcp_save"), copy = seconds_of("memcpy_share");
+    double commit = seconds_of("hfdcp_async_commit");
+    static const struct {
+        const char *what, *label;
+    } vs_sync[] = {
+        {"hfdcp_async_commit", "async: commit_async returned / synchronous save"},
+        {"hfdcp_async_save", "async: waited for at once, to durable / sync. save"},
+        {"hfdcp_async_step_blocked", "async + step: blocked (commit + rest of wait) / sync"},
+        {"hfdcp_async_bounded_commit", "bounded: commit_async returned / synchronous save"},
+        {"hfdcp_async_bounded_blocked", "bounded + step: blocked / synchronous save"},
+    };
+    uint64_t b;
+    int64_t snap, snap0, bsnap, bsnap0;
+    double s;
+
+    if (commit <= 0)
+        return;
+    ceiling("async: commit_async returned / memcpy of the share",
+            copy > 0 ? commit / copy : 0, 2.0);
+    for (size_t i = 0; i < sizeof vs_sync / sizeof vs_sync[0]; i++) {
+        double x = seconds_of(vs_sync[i].what);
+        if (x > 0 && sync > 0)
+            printf("  %-52s %6.2fx\n", vs_sync[i].label, x / sync);
+    }
+    if (summary("hfdcp_async_snapshot", &s, &b, &snap, &snap0))
+        printf("  %-52s %8.1f MiB (its share: the bytes it writes; all ranks: %.1f MiB, the "
+               "model %.1f MiB)\n",
+               "snapshot per rank, largest", (double)snap / 1048576.0, (double)b / 1048576.0,
+               (double)g.total / 1048576.0);
+    if (summary("hfdcp_async_bounded_snapshot", &s, &b, &bsnap, &bsnap0))
+        printf("  %-52s %8.1f MiB\n", "bounded snapshot per rank, largest",
+               (double)bsnap / 1048576.0);
+}
+
 static void print_table(const bench_ctx *c, int reps)
 {
     if (c->rank != 0)
@@ -445,12 +509,16 @@ static void print_table(const bench_ctx *c, int reps)
         int64_t mem, mem0;
         summary(x->what, &s, &b, &mem, &mem0);
         double gbs = b && s > 0 ? (double)b / s / 1e9 : 0;
-        char gb[32] = "-", ratio[32] = "-";
-        if (b)
+        char sec[32] = "-", gb[32] = "-", ratio[32] = "-";
+        /* A snapshot's row: its bytes per rank in the memory columns. */
+        int timed = !is_snapshot(x->what);
+        if (timed)
+            snprintf(sec, sizeof sec, "%.4f", s);
+        if (b && timed)
             snprintf(gb, sizeof gb, "%.3f", gbs);
-        if (b && ref > 0)
+        if (b && timed && ref > 0)
             snprintf(ratio, sizeof ratio, "%.2fx", gbs / ref);
-        printf("  %-34s %10.4f %9s %9s %14.1f %14.1f\n", x->what, s, gb, ratio,
+        printf("  %-34s %10s %9s %9s %14.1f %14.1f\n", x->what, sec, gb, ratio,
                (double)mem / 1048576.0, (double)mem0 / 1048576.0);
     }
     printf(" targets (ratios of medians of this run):\n");
@@ -492,6 +560,7 @@ static void print_table(const bench_ctx *c, int reps)
         printf("  %-52s %8.1f MiB on rank 0 (the whole model: %.1f MiB)\n",
                "extra memory, naive gather", (double)pm0 / 1048576.0,
                (double)g.total / 1048576.0);
+    async_targets();
     fflush(stdout);
 }
 
@@ -500,14 +569,14 @@ static void print_table(const bench_ctx *c, int reps)
  * ---------------------------------------------------------------------- */
 
 enum { PEER_PLAIN = 1, PEER_HFDCP = 2, PEER_HDF5 = 4, PEER_SHARDED = 8, PEER_NAIVE = 16,
-       PEER_PLAN = 32, PEER_ALL = 63 };
+       PEER_PLAN = 32, PEER_ASYNC = 64, PEER_ALL = 127 };
 
 static int parse_peers(const char *s, int *out)
 {
     static const struct { const char *name; int bit; } names[] = {
         {"plain", PEER_PLAIN}, {"hfdcp", PEER_HFDCP}, {"hdf5", PEER_HDF5},
         {"sharded", PEER_SHARDED}, {"naive", PEER_NAIVE}, {"plan", PEER_PLAN},
-        {"all", PEER_ALL}};
+        {"hfdcp-async", PEER_ASYNC}, {"all", PEER_ALL}};
     *out = 0;
     while (*s) {
         size_t n = strcspn(s, ","), i;
@@ -525,8 +594,9 @@ static int parse_peers(const char *s, int *out)
 static const char usage_text[] =
     "usage: mpirun -np N hfdcp bench [--size BYTES] [--tensors T] [--dtype bf16|f32]\n"
     "         [--layout rows|cols|blocks|replicated|llama|llama-tp|all] [--reps R] [--dir DIR]\n"
-    "         [--csv FILE] [--peers plain,hfdcp,plan,hdf5,sharded,naive] [--quick]\n"
-    "         [--verify] [--threads N] [--max-shard-bytes B] [--hint KEY=VALUE]...\n"
+    "         [--csv FILE] [--peers plain,hfdcp,plan,hdf5,sharded,naive,hfdcp-async]\n"
+    "         [--quick] [--verify] [--threads N] [--max-shard-bytes B] [--step-ms MS]\n"
+    "         [--step-idle] [--snapshot-max-bytes B] [--hint KEY=VALUE]...\n"
     "         [--alt-hint KEY=VALUE]... [--inject-fault CHECK,...]\n";
 
 /* *out = `base`'s hints with `over`'s set over them (MPI_INFO_NULL when
@@ -554,9 +624,9 @@ static void merge_alt(MPI_Info base, MPI_Info over, MPI_Info *out)
 
 /* The command line. */
 typedef struct {
-    uint64_t size, tensors, shard_bytes;
-    int reps, layouts, peers, quick, verify, threads;
-    int set_size, set_tensors, set_reps;
+    uint64_t size, tensors, shard_bytes, step_ms, snapshot_bound;
+    int reps, layouts, peers, quick, verify, threads, step_idle;
+    int set_size, set_tensors, set_reps, set_step;
     const char *dir, *csv, *fault;
     hfdcp_dtype dtype;
     MPI_Info info, alt; /* --hint, --alt-hint */
@@ -574,7 +644,9 @@ static const struct {
     {"--shard-bytes", "a byte count like 256M (0: one file)"},
     {"--dtype", "bf16 or f32"},
     {"--layout", "rows, cols, blocks, replicated, llama, llama-tp or all"},
-    {"--peers", "a comma list of plain, hfdcp, plan, hdf5, sharded, naive, all"},
+    {"--peers", "a comma list of plain, hfdcp, plan, hdf5, sharded, naive, hfdcp-async, all"},
+    {"--step-ms", "milliseconds from 0 to 3600000"},
+    {"--snapshot-max-bytes", "a byte count like 128M (0: no bounded run)"},
     {"--dir", "a directory"},
     {"--csv", "a file name"},
     {"--inject-fault", "a comma list of check names"},
@@ -606,8 +678,9 @@ static int parse_option(bench_args *b, const char *a, const char *v)
 {
     uint64_t r = 0;
     int ok = 1;
-    if (strcmp(a, "--quick") == 0 || strcmp(a, "--verify") == 0) {
-        *(a[2] == 'q' ? &b->quick : &b->verify) = 1;
+    if (strcmp(a, "--quick") == 0 || strcmp(a, "--verify") == 0 ||
+        strcmp(a, "--step-idle") == 0) {
+        *(a[2] == 'q' ? &b->quick : a[2] == 'v' ? &b->verify : &b->step_idle) = 1;
         return 0;
     }
     if (v == NULL)
@@ -628,6 +701,11 @@ static int parse_option(bench_args *b, const char *a, const char *v)
         b->threads = (int)r;
     } else if (strcmp(a, "--max-shard-bytes") == 0 || strcmp(a, "--shard-bytes") == 0) {
         ok = tool_parse_size(v, 1e15, &b->shard_bytes) == 0;
+    } else if (strcmp(a, "--step-ms") == 0) {
+        ok = tool_parse_size(v, 1e15, &b->step_ms) == 0 && b->step_ms <= 3600000;
+        b->set_step = 1;
+    } else if (strcmp(a, "--snapshot-max-bytes") == 0) {
+        ok = tool_parse_size(v, 1e15, &b->snapshot_bound) == 0;
     } else if (strcmp(a, "--dtype") == 0) {
         ok = strcmp(v, "bf16") == 0 || strcmp(v, "f32") == 0;
         b->dtype = strcmp(v, "f32") == 0 ? HFDCP_F32 : HFDCP_BF16;
@@ -661,6 +739,8 @@ static int parse_args(int argc, char **argv, int rank, bench_args *b)
     b->peers = PEER_ALL;
     b->dir = "hfdcp-bench";
     b->dtype = HFDCP_BF16;
+    b->step_ms = 2000;
+    b->snapshot_bound = BENCH_BOUND_QUARTER;
     b->info = b->alt = MPI_INFO_NULL;
     for (int i = 1; i < argc; i++) {
         int takes = parse_option(b, argv[i], i + 1 < argc ? argv[i + 1] : NULL);
@@ -682,6 +762,8 @@ static int parse_args(int argc, char **argv, int rank, bench_args *b)
             b->tensors = 12;
         if (!b->set_reps)
             b->reps = 1;
+        if (!b->set_step)
+            b->step_ms = 20;
         b->verify = 1;
     }
     if (b->layouts == 0)
@@ -718,6 +800,15 @@ static int start_run(const bench_ctx *c, const bench_args *b)
         if (b->alt != MPI_INFO_NULL)
             printf("hfdcp_alt: hfdcp's direct save and loads again, with the --alt-hint "
                    "values over those\n");
+        if (b->peers & PEER_ASYNC) {
+            char bound[64] = "a quarter of each rank's share";
+            if (b->snapshot_bound != BENCH_BOUND_QUARTER)
+                snprintf(bound, sizeof bound, "%" PRIu64 " bytes", b->snapshot_bound);
+            printf("hfdcp_async: a %" PRIu64 " ms training step (%s) between commit_async "
+                   "and wait; bounded: snapshot_max_bytes = %s%s\n",
+                   b->step_ms, b->step_idle ? "idle: sleeping" : "rewriting the buffers",
+                   bound, b->snapshot_bound == 0 ? " (not run)" : "");
+        }
         fflush(stdout);
     }
     failed = b->csv != NULL && c->rank == 0 && g.csv == NULL;
@@ -730,7 +821,7 @@ static int start_run(const bench_ctx *c, const bench_args *b)
 static int run_rep(bench_ctx *c, const bench_args *b, const char *path, int rep, int *hdf5_ok,
                    int *sharded_ok)
 {
-    int r[10], nr = 0, code = TOOL_EXIT_OK, peers = b->peers;
+    int r[12], nr = 0, code = TOOL_EXIT_OK, peers = b->peers;
 
     if (empty_dir(c, path) != 0)
         return TOOL_EXIT_ERROR;
@@ -741,12 +832,14 @@ static int run_rep(bench_ctx *c, const bench_args *b, const char *path, int rep,
      * such as a VM that hands freed memory back to its host:
      * docs/benchmarks.md, "The machine").  With verification, hfdcp runs
      * before the peers whose files are compared with its own. */
-    for (int step = 0; step < 9; step++) {
+    for (int step = 0; step < 10; step++) {
         int ran = nr;
-        int p = c->verify ? step : rep % 2 == 0 ? (step + rep) % 9 : (9 - step + rep) % 9;
+        int p = c->verify ? step : rep % 2 == 0 ? (step + rep) % 10 : (10 - step + rep) % 10;
         if (p == 0 && (peers & PEER_PLAIN))
             r[nr++] = bench_plain(c, 0);
-        if (p == 1 && (peers & (PEER_HFDCP | PEER_SHARDED | PEER_NAIVE)))
+        /* The direct save: also the reference of sharded, naive and
+         * hfdcp-async (its loads only with hfdcp). */
+        if (p == 1 && (peers & (PEER_HFDCP | PEER_SHARDED | PEER_NAIVE | PEER_ASYNC)))
             r[nr++] = bench_hfdcp(c, (peers & PEER_HFDCP) != 0);
         if (p == 2 && (peers & PEER_PLAIN))
             r[nr++] = bench_plain(c, 1);
@@ -762,6 +855,8 @@ static int run_rep(bench_ctx *c, const bench_args *b, const char *path, int rep,
             r[nr++] = bench_threads(c, b->threads);
         if (p == 8 && c->alt_info != MPI_INFO_NULL && (peers & PEER_HFDCP))
             r[nr++] = bench_hfdcp_alt(c);
+        if (p == 9 && (peers & PEER_ASYNC))
+            r[nr++] = bench_async(c);
         /* Without verification no step reads another's files: they go
          * now, so that the next step's writes find the memory they free
          * just freed, as the first step of the repetition does
@@ -839,6 +934,9 @@ int tool_bench(int argc, char **argv)
     c.fault = b.fault;
     c.threads = 0; /* every peer but the threads peer: one thread */
     c.shard_bytes = b.shard_bytes;
+    c.step_seconds = (double)b.step_ms / 1000.0;
+    c.step_idle = b.step_idle;
+    c.snapshot_bound = b.snapshot_bound;
     c.info = b.info;
     merge_alt(b.info, b.alt, &alt_info);
     c.alt_info = alt_info;

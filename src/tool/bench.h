@@ -5,6 +5,7 @@
  * bench.c        options, the model, the repetition loop, table and CSV
  * bench_peers.c  plain write()/read(), hfdcp direct save and loads,
  *                sharded save + consolidation, the naive gather to rank 0
+ * bench_async.c  hfdcp's asynchronous commit, as a trainer sees it
  * bench_hdf5.c   parallel HDF5 (only when built with it)
  */
 #ifndef HFDCP_BENCH_H
@@ -56,7 +57,14 @@ typedef struct {
     uint64_t shard_bytes; /* hfdcp max_shard_bytes */
     MPI_Info info;        /* hints passed to every peer (MPI_INFO_NULL) */
     MPI_Info alt_info;    /* --alt-hint: --hint's and these, for hfdcp_alt */
+    double step_seconds;  /* --step-ms: hfdcp-async's simulated training step */
+    int step_idle;        /* --step-idle: the step sleeps instead */
+    uint64_t snapshot_bound; /* --snapshot-max-bytes: hfdcp-async's bounded
+                                run; BENCH_BOUND_QUARTER: a quarter of each
+                                rank's share; 0: no bounded run */
 } bench_ctx;
+
+#define BENCH_BOUND_QUARTER UINT64_MAX
 
 /* A peer's outcome: seconds on the slowest rank, bytes moved (the model's
  * unique bytes), extra memory per rank (max over ranks, and rank 0's),
@@ -86,6 +94,10 @@ void bench_record(const bench_ctx *c, const char *what, const bench_result *r);
 
 /* Reports a verification failure (rank 0 prints; every rank calls). */
 void bench_mismatch(const bench_ctx *c, const char *what, uint64_t bad);
+/* Ends the check `what`, collectively: `bad` summed over the ranks;
+ * "verified `what`" (TOOL_EXIT_OK) when 0, else bench_mismatch() and
+ * TOOL_EXIT_INVALID. */
+int bench_verdict(const bench_ctx *c, const char *what, uint64_t bad);
 
 /* True when `what` is in the comma list of --inject-fault. */
 int bench_fault(const bench_ctx *c, const char *what);
@@ -114,6 +126,14 @@ void bench_evict(const bench_ctx *c, const char *dir);
 /* Before a timed write: syncfs() of the scratch file system by rank 0, so
  * that no earlier write or removal is flushed inside the timing. */
 void bench_settle(const bench_ctx *c);
+/* With verification on: reads the checkpoint at `dir` back in the saved
+ * boxes and compares it with the chunks (check `tag`_files), and with
+ * `format` checks every format rule (`tag`_format).  TOOL_EXIT_OK at once
+ * without verification. */
+int bench_check_saved(const bench_ctx *c, const char *dir, const char *tag, int format);
+/* This rank's chunks as the planner sees them (calloc'd; NULL when out of
+ * memory). */
+hfdcp__wchunk *bench_chunks(const bench_model *m);
 /* Removes `path` and everything under it (rank 0), then a barrier. */
 void bench_rmtree(const bench_ctx *c, const char *path);
 /* Makes the directory `path` (rank 0), then a barrier. */
@@ -139,6 +159,10 @@ int bench_threads(const bench_ctx *c, int threads);
 int bench_hfdcp_alt(const bench_ctx *c);
 int bench_sharded(const bench_ctx *c, int *available);
 int bench_naive(const bench_ctx *c);
+/* hfdcp_writer_commit_async + hfdcp_writer_wait: waited for at once,
+ * after a simulated training step, and with a bounded snapshot; and the
+ * memory copy the snapshot costs at the least (bench_async.c). */
+int bench_async(const bench_ctx *c);
 int bench_hdf5(const bench_ctx *c, int *available);
 /* "parallel HDF5 peer: built (HDF5 x.y.z)" or "... not built". */
 const char *bench_hdf5_status(void);

@@ -9,6 +9,7 @@
  *   sharded  per-rank shard files (save_sharded), then hfdcp_consolidate;
  *   naive    every tensor gathered to rank 0 (derived datatypes), one
  *            safetensors file written there with write() + fsync.
+ * (The asynchronous commit is bench_async.c's.)
  */
 #define _GNU_SOURCE /* nftw() */
 #include <errno.h>
@@ -171,7 +172,7 @@ static void spoil(const bench_ctx *c, const char *what, unsigned char *buf, uint
 }
 
 /* Ends a verification: 0 when no rank saw a difference. */
-static int verdict(const bench_ctx *c, const char *what, uint64_t bad)
+int bench_verdict(const bench_ctx *c, const char *what, uint64_t bad)
 {
     uint64_t all = bench_sum(c, bad);
     if (all != 0) {
@@ -294,7 +295,7 @@ static int plain_fewer(const bench_ctx *c, const char *dir, const char *what)
     if (any(c, err))
         return TOOL_EXIT_ERROR;
     bench_record(c, what, &r);
-    return c->verify ? verdict(c, what, bad) : TOOL_EXIT_OK;
+    return c->verify ? bench_verdict(c, what, bad) : TOOL_EXIT_OK;
 }
 
 /* The plain write of this rank's bytes to `path` at `base` (the shared
@@ -364,7 +365,7 @@ static int plain_read(const bench_ctx *c, const char *path, uint64_t base, bench
 }
 
 /* Compares what plain_read() left in the arena with what this rank wrote:
- * verdict()'s status for the check `what` (which --inject-fault may
+ * bench_verdict()'s status for the check `what` (which --inject-fault may
  * spoil). */
 static int plain_check(const bench_ctx *c, const char *what)
 {
@@ -377,7 +378,7 @@ static int plain_check(const bench_ctx *c, const char *what)
         bad += diff_bytes(m->arena + pos, x->data + x->wbegin, x->wbytes);
         pos += x->wbytes;
     }
-    return verdict(c, what, bad);
+    return bench_verdict(c, what, bad);
 }
 
 int bench_plain(const bench_ctx *c, int shared)
@@ -535,7 +536,7 @@ static int load(const bench_ctx *c, const char *dir, int mode, const char *what,
             bad += bench_fill(m, k, off, size, m->arena + pos, 1);
         pos += bench_box_bytes(m, x, size);
     }
-    return verdict(c, label, bad);
+    return bench_verdict(c, label, bad);
 }
 
 /* With verification on: every format rule on the files of `dir`. */
@@ -555,7 +556,24 @@ static int format_check(const bench_ctx *c, const char *dir, const char *label)
         hfdcp__problems_free(p, np);
         hfdcp__catalog_free(cat);
     }
-    return verdict(c, label, problems);
+    return bench_verdict(c, label, problems);
+}
+
+int bench_check_saved(const bench_ctx *c, const char *dir, const char *tag, int format)
+{
+    char label[96];
+    int code, v;
+
+    if (!c->verify)
+        return TOOL_EXIT_OK;
+    snprintf(label, sizeof label, "%s_files", tag);
+    code = load(c, dir, BENCH_SAVED, NULL, label);
+    if (code == TOOL_EXIT_ERROR || !format)
+        return code;
+    snprintf(label, sizeof label, "%s_format", tag);
+    if ((v = format_check(c, dir, label)) != TOOL_EXIT_OK)
+        code = v;
+    return code;
 }
 
 /* The direct save and its loads, measurements named `tag`_save,
@@ -616,10 +634,28 @@ int bench_hfdcp_alt(const bench_ctx *c)
     return hfdcp_peer(&alt, 1, "hfdcp_alt");
 }
 
+hfdcp__wchunk *bench_chunks(const bench_model *m)
+{
+    hfdcp__wchunk *ch = calloc(m->n ? m->n : 1, sizeof *ch);
+
+    for (size_t k = 0; ch != NULL && k < m->n; k++) {
+        const bench_tensor *x = &m->t[k];
+        ch[k].name = x->name;
+        ch[k].dtype = m->dtype;
+        ch[k].ndim = x->ndim;
+        ch[k].shape = x->shape;
+        ch[k].offsets = x->off;
+        ch[k].sizes = x->size;
+        ch[k].file_index = 0;
+        ch[k].data = x->data;
+    }
+    return ch;
+}
+
 int bench_plan(const bench_ctx *c)
 {
     const bench_model *m = c->m;
-    hfdcp__wchunk *ch = calloc(m->n ? m->n : 1, sizeof *ch);
+    hfdcp__wchunk *ch = bench_chunks(m);
     hfdcp__wplan plan;
     bench_timer t;
     bench_result r;
@@ -632,17 +668,6 @@ int bench_plan(const bench_ctx *c)
         tool_report_error("bench", rc);
         free(ch);
         return TOOL_EXIT_ERROR;
-    }
-    for (size_t k = 0; k < m->n; k++) {
-        const bench_tensor *x = &m->t[k];
-        ch[k].name = x->name;
-        ch[k].dtype = m->dtype;
-        ch[k].ndim = x->ndim;
-        ch[k].shape = x->shape;
-        ch[k].offsets = x->off;
-        ch[k].sizes = x->size;
-        ch[k].file_index = 0;
-        ch[k].data = x->data;
     }
     memset(&plan, 0, sizeof plan);
     bench_start(c, &t);
@@ -750,7 +775,7 @@ int bench_threads(const bench_ctx *c, int threads)
                 same = 0;
             differ = same != 1;
         }
-        if (verdict(c, "threads_same_cast_bytes", differ) != TOOL_EXIT_OK)
+        if (bench_verdict(c, "threads_same_cast_bytes", differ) != TOOL_EXIT_OK)
             code = TOOL_EXIT_INVALID;
     }
     bench_rmtree(c, shards);
@@ -823,7 +848,8 @@ int bench_sharded(const bench_ctx *c, int *available)
                         same = 0;
                     differ = same != 1;
                 }
-                if (verdict(c, "consolidated_same_bytes_as_direct_save", differ) != TOOL_EXIT_OK)
+                if (bench_verdict(c, "consolidated_same_bytes_as_direct_save", differ) !=
+                    TOOL_EXIT_OK)
                     code = TOOL_EXIT_INVALID;
             }
         }
