@@ -225,8 +225,10 @@ HFDCP_API void hfdcp_load_options_init(hfdcp_load_options *o);
  *  model.safetensors.index.json; per-rank shard files carrying
  *  DCP_SHARDING_INFO are merged into whole tensors) or a single
  *  .safetensors file.  Every header is read once, by ranks in turn when
- *  there are many files, checked against every rule of docs/format.md, and
- *  the resulting catalog is shared with every rank.
+ *  there are many files, checked against the rules of docs/format.md that
+ *  loaders rely on (not the index's bookkeeping that no loader reads, which
+ *  only `hfdcp verify --strict` refuses: docs/format.md), and the
+ *  resulting catalog is shared with every rank.
  *  Must match across ranks: `path`; the key map's rules.  `opts` may be
  *  NULL (defaults).  `comm` is duplicated; the caller keeps its own.
  *  @return HFDCP_OK and *out, or the same error on every rank

@@ -630,6 +630,69 @@ static int catalog_should_refuse_holes_overlaps_and_disagreeing_shards(MPI_Comm 
     return bad;
 }
 
+/* A box saved by several shard files (a replicated tensor DCP did not
+ * deduplicate) is read from the first file; empty boxes all stay; a box
+ * that overlaps another in part is still refused, replicas or not. */
+static int catalog_should_read_a_box_saved_by_several_files_from_the_first(MPI_Comm comm,
+                                                                          const char *dir)
+{
+    char *rep = make_subdir(comm, dir, "replicas");
+    char *part = make_subdir(comm, dir, "partial");
+    int bad = 0;
+    if (rank_of(comm) == 0) {
+        /* 'norm' whole in every file; 'rows' split over files 0 and 1,
+         * file 2 repeating file 1's rows; 'empty' in files 0 and 2; the
+         * scalar 'step' in files 1 and 2. */
+        tspec r0[] = {{"norm", "F32", 1, {6}, {0}}, {"rows", "BF16", 2, {2, 3}, {0, 0}},
+                      {"empty", "F16", 2, {0, 3}, {0, 0}}};
+        tspec r1[] = {{"norm", "F32", 1, {6}, {0}}, {"rows", "BF16", 2, {2, 3}, {2, 0}},
+                      {"step", "I64", 0, {0}, {0}}};
+        tspec r2[] = {{"rows", "BF16", 2, {2, 3}, {2, 0}}, {"step", "I64", 0, {0}, {0}},
+                      {"norm", "F32", 1, {6}, {0}}, {"empty", "F16", 2, {0, 3}, {0, 0}}};
+        bad += write_shard(rep, 0, 3, r0, 3) + write_shard(rep, 1, 3, r1, 3) +
+               write_shard(rep, 2, 3, r2, 4);
+        /* w [6,8]: rows 0-4 in files 0 and 1, rows 2-6 in file 2. */
+        tspec p0[] = {{"w", "F32", 2, {4, 8}, {0, 0}}};
+        tspec p2[] = {{"w", "F32", 2, {4, 8}, {2, 0}}};
+        bad += write_shard(part, 0, 3, p0, 1) + write_shard(part, 1, 3, p0, 1) +
+               write_shard(part, 2, 3, p2, 1);
+    }
+    MPI_Barrier(comm);
+    T_CHECK(all(comm, bad == 0));
+
+    /* Against the oracle, which reads one copy too. */
+    char *out = run_oracle(comm, &rep, 1);
+    char *section = out ? oracle_section(out, rep) : NULL;
+    bad += expect_oracle(comm, rep, section);
+    free(out);
+    free(section);
+
+    hfdcp__catalog *c = NULL;
+    int rc = hfdcp__catalog_open(comm, rep, NULL, &c);
+    T_OKCALL(rc);
+    const hfdcp__tensor *t = hfdcp__catalog_find(c, "norm");
+    T_CHECK(t && t->shape[0] == 6 && t->n_chunks == 1 && t->chunks[0].file == 0);
+    T_CHECK(t->chunks[0].file_offset == c->files[0].data_start); /* file 0 holds it first */
+    t = hfdcp__catalog_find(c, "rows");
+    T_CHECK(t && t->shape[0] == 4 && t->shape[1] == 3 && t->n_chunks == 2);
+    T_CHECK(t->chunks[0].file == 0 && t->chunks[1].file == 1 && t->chunks[1].offsets[0] == 2);
+    t = hfdcp__catalog_find(c, "empty");
+    T_CHECK(t && t->n_chunks == 2 && t->chunks[0].file == 0 && t->chunks[1].file == 2);
+    t = hfdcp__catalog_find(c, "step");
+    T_CHECK(t && t->ndim == 0 && t->n_chunks == 1 && t->chunks[0].file == 1);
+    T_CHECK(c->n_tensors == 4 && c->total_size == 24 + 24 + 0 + 8);
+    hfdcp__catalog_free(c);
+
+    bad += EXPECT_REFUSAL(comm, part, HFDCP_ERR_FORMAT,
+                          "tensor 'w': chunks [0:4, 0:8] (file "
+                          "'shard-00001-model-00001-of-00003.safetensors') and "
+                          "[2:6, 0:8] (file 'shard-00003-model-00001-of-00003.safetensors') "
+                          "overlap on [2:4, 0:8]");
+    free(rep);
+    free(part);
+    return bad;
+}
+
 static int catalog_should_refuse_a_tensor_in_two_plain_files(MPI_Comm comm, const char *dir)
 {
     char *d = make_subdir(comm, dir, "dup");
@@ -690,6 +753,9 @@ static int write_hf_pair(const char *d, const char *index_json)
     "{\"metadata\": {\"total_size\": 57}, \"weight_map\": {\"x1\": " M1        \
     ", \"y1\": " M1 ", \"x2\": " M2 ", \"y2\": " M2 "}}"
 
+/* The index's rules are refused; its bookkeeping (a tensor of a file not
+ * in weight_map, total_size, metadata), which no loader reads, is not:
+ * the catalog has the files' tensors. */
 static int catalog_should_check_the_index_against_the_files(MPI_Comm comm, const char *dir)
 {
     static const struct {
@@ -698,6 +764,21 @@ static int catalog_should_check_the_index_against_the_files(MPI_Comm comm, const
         const char *sub1, *sub2;
     } cases[] = {
         {"good", GOOD_INDEX, HFDCP_OK, NULL, NULL},
+        {"no_total_size",
+         "{\"metadata\": {}, \"weight_map\": {\"x1\": " M1 ", \"y1\": " M1 ", \"x2\": " M2
+         ", \"y2\": " M2 "}}",
+         HFDCP_OK, NULL, NULL},
+        {"no_metadata",
+         "{\"weight_map\": {\"x1\": " M1 ", \"y1\": " M1 ", \"x2\": " M2 ", \"y2\": " M2 "}}",
+         HFDCP_OK, NULL, NULL},
+        {"metadata_null",
+         "{\"metadata\": null, \"weight_map\": {\"x1\": " M1 ", \"y1\": " M1 ", \"x2\": " M2
+         ", \"y2\": " M2 "}}",
+         HFDCP_ERR_FORMAT, "model.safetensors.index.json: \"metadata\" is not an object", NULL},
+        {"total_size_string",
+         "{\"metadata\": {\"total_size\": \"57\"}, \"weight_map\": {\"x1\": " M1 ", \"y1\": " M1
+         ", \"x2\": " M2 ", \"y2\": " M2 "}}",
+         HFDCP_ERR_FORMAT, "metadata.total_size is a string", NULL},
         {"missing_file",
          "{\"metadata\": {\"total_size\": 57}, \"weight_map\": {\"x1\": " M1 ", \"y1\": " M1
          ", \"x2\": " M2 ", \"y2\": \"model-00003-of-00003.safetensors\"}}",
@@ -708,11 +789,11 @@ static int catalog_should_check_the_index_against_the_files(MPI_Comm comm, const
          ", \"x2\": " M2 ", \"y2\": " M2 ", \"z9\": " M2 "}}",
          HFDCP_ERR_FORMAT, "maps tensor 'z9' to file 'model-00002-of-00002.safetensors', which "
          "does not hold it", NULL},
+        /* y2 is read with the rest of its file, as the loaders read it. */
         {"tensor_not_in_index",
          "{\"metadata\": {\"total_size\": 57}, \"weight_map\": {\"x1\": " M1 ", \"y1\": " M1
          ", \"x2\": " M2 "}}",
-         HFDCP_ERR_FORMAT, "tensor 'y2' of file 'model-00002-of-00002.safetensors' is not in the "
-         "index", NULL},
+         HFDCP_OK, NULL, NULL},
         {"wrong_file",
          "{\"metadata\": {\"total_size\": 57}, \"weight_map\": {\"x1\": " M1 ", \"y1\": " M2
          ", \"x2\": " M2 ", \"y2\": " M2 "}}",
@@ -721,8 +802,7 @@ static int catalog_should_check_the_index_against_the_files(MPI_Comm comm, const
         {"total_size",
          "{\"metadata\": {\"total_size\": 999}, \"weight_map\": {\"x1\": " M1 ", \"y1\": " M1
          ", \"x2\": " M2 ", \"y2\": " M2 "}}",
-         HFDCP_ERR_FORMAT, "metadata.total_size is 999 but the tensors of its files hold 57 bytes",
-         NULL},
+         HFDCP_OK, NULL, NULL},
         {"dotdot",
          "{\"metadata\": {\"total_size\": 57}, \"weight_map\": {\"x1\": " M1 ", \"y1\": " M1
          ", \"x2\": \"../model-00002-of-00002.safetensors\", \"y2\": " M2 "}}",
@@ -1024,18 +1104,24 @@ static int catalog_should_report_missing_paths(MPI_Comm comm, const char *dir)
  * Verify
  * ---------------------------------------------------------------------- */
 
-/* Finds `sub` in one of the problems; returns 0 if found. */
-static int has_problem(const hfdcp__problem *p, size_t n, int status, const char *sub)
+/* Finds `sub` in one of the problems of `status` that is a warning or not
+ * as `warning` says; returns 0 if found. */
+static int has_problem_w(const hfdcp__problem *p, size_t n, int status, bool warning,
+                         const char *sub)
 {
     for (size_t i = 0; i < n; i++)
-        if (p[i].status == status && strstr(p[i].message, sub))
+        if (p[i].status == status && p[i].warning == warning && strstr(p[i].message, sub))
             return 0;
-    fprintf(stderr, "[rank %d] no problem %s \"%s\" among %zu:\n", hfdcp_test_rank(),
-            hfdcp_status_name(status), sub, n);
+    fprintf(stderr, "[rank %d] no %s %s \"%s\" among %zu:\n", hfdcp_test_rank(),
+            warning ? "warning" : "problem", hfdcp_status_name(status), sub, n);
     for (size_t i = 0; i < n; i++)
-        fprintf(stderr, "  %s: %s\n", hfdcp_status_name(p[i].status), p[i].message);
+        fprintf(stderr, "  %s%s: %s\n", p[i].warning ? "warning " : "",
+                hfdcp_status_name(p[i].status), p[i].message);
     return 1;
 }
+
+#define has_problem(p, n, status, sub) has_problem_w((p), (n), (status), false, (sub))
+#define has_warning(p, n, sub) has_problem_w((p), (n), HFDCP_ERR_FORMAT, true, (sub))
 
 static int catalog_verify_should_collect_every_problem(MPI_Comm comm, const char *dir)
 {
@@ -1080,7 +1166,7 @@ static int catalog_verify_should_collect_every_problem(MPI_Comm comm, const char
     bad += has_problem(p, n, HFDCP_ERR_NOT_FOUND, "names file 'model-00003-of-00003.safetensors'");
     bad += has_problem(p, n, HFDCP_ERR_FORMAT, "model-00002-of-00002.safetensors'");
     bad += has_problem(p, n, HFDCP_ERR_FORMAT, "maps tensor 'z' to file 'model-00001-of-00002.safetensors'");
-    bad += has_problem(p, n, HFDCP_ERR_FORMAT, "tensor 'y1' of file 'model-00001-of-00002.safetensors' is not in the index");
+    bad += has_warning(p, n, "tensor 'y1' of file 'model-00001-of-00002.safetensors' is not in the index");
     hfdcp__problems_free(p, n);
 
     rc = hfdcp__catalog_verify(dcp, &c, &p, &n);
@@ -1111,6 +1197,58 @@ static int catalog_verify_should_collect_every_problem(MPI_Comm comm, const char
     return bad;
 }
 
+/* The index's bookkeeping, which no loader reads: warnings of verify (the
+ * status --strict reports), the catalog built all the same; open sets no
+ * message for them. */
+static int catalog_verify_should_warn_about_the_index_bookkeeping(MPI_Comm comm,
+                                                                  const char *dir)
+{
+    static const struct {
+        const char *name, *index, *w1, *w2;
+    } cases[] = {
+        {"stale", "{\"metadata\": {\"total_size\": 4305}, \"weight_map\": {\"x1\": " M1
+                  ", \"y1\": " M1 ", \"x2\": " M2 "}}",
+         "tensor 'y2' of file 'model-00002-of-00002.safetensors' is not in the index '",
+         "model.safetensors.index.json': metadata.total_size is 4305 but the tensors of its "
+         "files hold 57 bytes"},
+        {"no_total_size", "{\"metadata\": {\"format\": \"pt\"}, \"weight_map\": {\"x1\": " M1
+                          ", \"y1\": " M1 ", \"x2\": " M2 ", \"y2\": " M2 "}}",
+         "model.safetensors.index.json: metadata has no \"total_size\"", NULL},
+        {"no_metadata", "{\"weight_map\": {\"x1\": " M1 ", \"y1\": " M1 ", \"x2\": " M2
+                        ", \"y2\": " M2 "}}",
+         "model.safetensors.index.json has no \"metadata\" object", NULL},
+    };
+    int bad = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *d = make_subdir(comm, dir, cases[i].name);
+        hfdcp__problem *p = NULL;
+        hfdcp__catalog *c = NULL;
+        size_t n = 0;
+        if (rank_of(comm) == 0)
+            bad += write_hf_pair(d, cases[i].index);
+        MPI_Barrier(comm);
+        T_CHECK(all(comm, bad == 0));
+        int rc = hfdcp__catalog_verify(d, &c, &p, &n);
+        T_CHECKF(rc == HFDCP_OK && c != NULL && n == (cases[i].w2 ? 2u : 1u),
+                 "%s: rc %s, %zu problems", cases[i].name, hfdcp_status_name(rc), n);
+        T_CHECK(c->n_tensors == 4 && c->total_size == 57 && hfdcp__catalog_find(c, "y2"));
+        bad += has_warning(p, n, cases[i].w1);
+        if (cases[i].w2)
+            bad += has_warning(p, n, cases[i].w2);
+        hfdcp__problems_free(p, n);
+        hfdcp__catalog_free(c);
+        c = NULL;
+        hfdcp__error(HFDCP_OK, "before the open");
+        rc = hfdcp__catalog_open(comm, d, NULL, &c);
+        T_CHECKF(rc == HFDCP_OK && c->n_tensors == 4, "%s: %s", cases[i].name,
+                 hfdcp_last_error());
+        T_CHECKF(strcmp(hfdcp_last_error(), "before the open") == 0, "%s", hfdcp_last_error());
+        hfdcp__catalog_free(c);
+        free(d);
+    }
+    return bad;
+}
+
 static const hfdcp_test_case cases[] = {
     {"catalog_should_match_the_oracle_on_every_fixture",
      catalog_should_match_the_oracle_on_every_fixture, 1},
@@ -1134,6 +1272,10 @@ static const hfdcp_test_case cases[] = {
      catalog_should_refuse_different_paths_or_key_maps, 2},
     {"catalog_should_report_missing_paths", catalog_should_report_missing_paths, 1},
     {"catalog_verify_should_collect_every_problem", catalog_verify_should_collect_every_problem, 1},
+    {"catalog_verify_should_warn_about_the_index_bookkeeping",
+     catalog_verify_should_warn_about_the_index_bookkeeping, 1},
+    {"catalog_should_read_a_box_saved_by_several_files_from_the_first",
+     catalog_should_read_a_box_saved_by_several_files_from_the_first, 1},
 };
 
 int main(int argc, char **argv)

@@ -5,8 +5,9 @@
  * (shared declarations: catalog_internal.h).
  *
  * The same three local steps serve hfdcp__catalog_open() (collective, stops
- * at the first problem) and hfdcp__catalog_verify() (one process, collects
- * every problem):
+ * at the first problem, ignores warnings) and hfdcp__catalog_verify() (one
+ * process, collects every problem and every warning: the index's
+ * bookkeeping, which the reader does not enforce, docs/format.md):
  *   list   the files: the index's weight_map values, else every
  *          *.safetensors of the directory, else the one file given
  *          (catalog_list.c);
@@ -110,8 +111,8 @@ int hfdcp__catalog_verify(const char *path, hfdcp__catalog **out,
     m.readable = ok;
     rc = merge_catalog(&m, path, &c);
 cleanup:
-    if (rc == HFDCP_OK && p.n > 0)
-        rc = p.list[0].status;
+    if (rc == HFDCP_OK)
+        rc = hfdcp__problems_status(&p);
     if (rc == HFDCP_OK && out) {
         *out = c;
         c = NULL;

@@ -48,6 +48,17 @@ int hfdcp__problems_soft(problems *p, int status);
  * returns `status` in both modes. */
 int hfdcp__problems_hard(problems *p, int status);
 
+/* Records a warning: a rule of docs/format.md that the reader does not
+ * enforce (the index's bookkeeping), which verify reports and
+ * `verify --strict` reports as a problem of `status`.  The message is
+ * formatted only when collecting, so that open leaves hfdcp_last_error()
+ * alone.  Returns HFDCP_OK, or HFDCP_ERR_NOMEM. */
+int hfdcp__problems_warn(problems *p, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The status of the first problem that is not a warning, or HFDCP_OK. */
+int hfdcp__problems_status(const problems *p);
+
 /* ---------------------------------------------------------------------- */
 /* Step 1: list (catalog_list.c)                                          */
 /* ---------------------------------------------------------------------- */
@@ -57,6 +68,9 @@ typedef struct {
     bool has_index;
     char *index_path; /* when has_index */
     hfdcp__index ix;  /* when has_index */
+    char *index_missing; /* what the index lacks (its metadata or
+                            total_size, hfdcp__index_parse_lenient()), or
+                            NULL */
     size_t n;
     char **names;     /* base names, sorted by strcmp */
     char **paths;     /* full paths */

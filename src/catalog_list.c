@@ -1,10 +1,11 @@
 /*
  * catalog_list.c - step 1 of the catalog (see catalog.c): which files a
  * checkpoint is made of.  The index's weight_map values when
- * model.safetensors.index.json is present (parsed strictly, each file
- * checked to exist), else every *.safetensors of the directory, else the
- * one file given; sorted by name.  Rank 0 lists, so the listing is packed
- * here for the broadcast and unpacked on the other ranks.
+ * model.safetensors.index.json is present (parsed as the loaders read it:
+ * strict JSON, metadata optional; each file checked to exist), else every
+ * *.safetensors of the directory, else the one file given; sorted by name.
+ * Rank 0 lists, so the listing is packed here for the broadcast and
+ * unpacked on the other ranks.
  *
  * Also the list of problems every step records into: open stops at the
  * first, verify collects them all.
@@ -13,6 +14,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,6 +27,26 @@
 
 /* ---- problems: stop at the first (open) or collect them all (verify) ---- */
 
+/* Appends a problem with `message` (malloc'd, taken over; NULL: out of
+ * memory). */
+static int add_problem(problems *p, int status, char *message, bool warning)
+{
+    if (message == NULL)
+        return hfdcp__nomem("a problem's message");
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 8;
+        hfdcp__problem *l = realloc(p->list, cap * sizeof *l);
+        if (l == NULL) {
+            free(message);
+            return hfdcp__nomem("the list of problems");
+        }
+        p->list = l;
+        p->cap = cap;
+    }
+    p->list[p->n++] = (hfdcp__problem){status, message, warning};
+    return HFDCP_OK;
+}
+
 /* Records the current message as a problem of `status` when collecting.
  * Returns HFDCP_OK when collecting (go on), `status` otherwise (stop);
  * HFDCP_ERR_NOMEM if the problem cannot be recorded. */
@@ -31,18 +54,33 @@ int hfdcp__problems_soft(problems *p, int status)
 {
     if (!p->collect)
         return status;
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? 2 * p->cap : 8;
-        hfdcp__problem *l = realloc(p->list, cap * sizeof *l);
-        if (l == NULL)
-            return hfdcp__nomem("the list of problems");
-        p->list = l;
-        p->cap = cap;
-    }
-    p->list[p->n].status = status;
-    if ((p->list[p->n].message = hfdcp__strdup(hfdcp_last_error())) == NULL)
-        return hfdcp__nomem("a problem's message");
-    p->n++;
+    return add_problem(p, status, hfdcp__strdup(hfdcp_last_error()), false);
+}
+
+int hfdcp__problems_warn(problems *p, int status, const char *fmt, ...)
+{
+    va_list ap, again;
+    char *message;
+    int len;
+
+    if (!p->collect)
+        return HFDCP_OK;
+    va_start(ap, fmt);
+    va_copy(again, ap);
+    len = vsnprintf(NULL, 0, fmt, ap);
+    message = len < 0 ? NULL : malloc((size_t)len + 1);
+    if (message != NULL)
+        vsnprintf(message, (size_t)len + 1, fmt, again);
+    va_end(again);
+    va_end(ap);
+    return add_problem(p, status, message, true);
+}
+
+int hfdcp__problems_status(const problems *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (!p->list[i].warning)
+            return p->list[i].status;
     return HFDCP_OK;
 }
 
@@ -75,6 +113,7 @@ void hfdcp__listing_free(listing *ls)
     free(ls->paths);
     if (ls->has_index)
         hfdcp__index_free(&ls->ix);
+    free(ls->index_missing);
     free(ls->index_path);
     memset(ls, 0, sizeof *ls);
 }
@@ -301,6 +340,7 @@ int hfdcp__catalog_list(const char *path, problems *p, listing *ls)
     if ((ls->index_path = hfdcp__path_join(path, HFDCP_INDEX_NAME)) == NULL)
         return hfdcp__problems_hard(p, hfdcp__nomem("a path"));
     if (stat(ls->index_path, &st) == 0) {
+        const char *missing = NULL;
         char *text = NULL;
         size_t len = 0;
         if (!S_ISREG(st.st_mode)) {
@@ -310,11 +350,15 @@ int hfdcp__catalog_list(const char *path, problems *p, listing *ls)
         }
         if ((rc = hfdcp__read_small_file(ls->index_path, &text, &len)) != HFDCP_OK)
             return hfdcp__problems_hard(p, rc);
-        rc = hfdcp__index_parse(text, len, ls->index_path, &ls->ix);
+        rc = hfdcp__index_parse_lenient(text, len, ls->index_path, &ls->ix,
+                                        &missing);
         free(text);
         if (rc != HFDCP_OK)
             return hfdcp__problems_hard(p, rc);
         ls->has_index = true;
+        if (missing != NULL &&
+            (ls->index_missing = hfdcp__strdup(missing)) == NULL)
+            return hfdcp__problems_hard(p, hfdcp__nomem("the index"));
         if ((rc = list_from_index(path, ls, p)) != HFDCP_OK)
             return hfdcp__problems_hard(p, rc);
         return HFDCP_OK;
@@ -335,6 +379,7 @@ void hfdcp__listing_pack(const listing *ls, hfdcp__buf *b)
     hfdcp__buf_put_u64(b, ls->has_index);
     hfdcp__buf_put_str(b, ls->index_path ? ls->index_path : "");
     if (ls->has_index) {
+        hfdcp__buf_put_str(b, ls->index_missing ? ls->index_missing : "");
         hfdcp__buf_put_u64(b, ls->ix.total_size);
         hfdcp__buf_put_u64(b, ls->ix.n);
         for (size_t i = 0; i < ls->ix.n; i++) {
@@ -373,6 +418,11 @@ int hfdcp__listing_unpack(const void *data, size_t len, listing *ls)
     hfdcp__rbuf_get_str(&r, &ls->index_path);
     if (v != 0 && !r.bad) {
         ls->has_index = true;
+        hfdcp__rbuf_get_str(&r, &ls->index_missing);
+        if (ls->index_missing != NULL && ls->index_missing[0] == '\0') {
+            free(ls->index_missing);
+            ls->index_missing = NULL;
+        }
         hfdcp__rbuf_get_u64(&r, &ls->ix.total_size);
         if (hfdcp__catalog_get_count(&r, &n) && n > 0) {
             ls->ix.names = calloc((size_t)n, sizeof *ls->ix.names);

@@ -1,11 +1,14 @@
 /*
  * catalog_merge.c - step 3 of the catalog (see catalog.c): the parsed
  * headers of every file into the tensors of one checkpoint.  The index is
- * checked against the files (every name in the file it names, every
- * tensor in the index, total_size); names are renamed by the key map
- * (collisions refused); the entries of every file are grouped by name; the
- * DCP shards of a tensor are joined at their saved offsets, and must tile
- * it exactly; chunks and tensors are sorted.
+ * checked against the files: every name in the file it names, and no
+ * tensor in another file than the one it names, are rules; every tensor
+ * of the files in the index, and total_size, are the index's bookkeeping,
+ * which no loader reads: warnings, for verify only.  Names are renamed by
+ * the key map (collisions refused); the entries of every file are grouped
+ * by name; the DCP shards of a tensor are joined at their saved offsets (a
+ * box saved by several files, a replicated tensor, is read from the first
+ * of them), and must tile it exactly; chunks and tensors are sorted.
  *
  * The merge is deterministic: on every rank of an MPI job it builds the
  * same catalog or finds the same first problem.  Problems are recorded
@@ -139,9 +142,29 @@ static int check_index_names(merger *m)
     return HFDCP_OK;
 }
 
+/* The index's bookkeeping, which no loader reads: a metadata.total_size
+ * equal to the tensors' `bytes` (known when `all_read`).  Warnings. */
+static int check_total_size(merger *m, uint64_t bytes, bool all_read)
+{
+    const listing *ls = m->ls;
+
+    if (ls->index_missing != NULL)
+        return hfdcp__problems_warn(m->p, HFDCP_ERR_FORMAT, "%s%s",
+                                    ls->index_path, ls->index_missing);
+    if (all_read && bytes != ls->ix.total_size)
+        return hfdcp__problems_warn(m->p, HFDCP_ERR_FORMAT,
+                                    "index '%s': metadata.total_size is "
+                                    "%" PRIu64 " but the tensors of its "
+                                    "files hold %" PRIu64 " bytes",
+                                    ls->index_path, ls->ix.total_size,
+                                    bytes);
+    return HFDCP_OK;
+}
+
 /* The index against the files: every name in the file the index names,
- * every tensor of the files in the index (and mapped to its own file),
- * total_size equal to the tensors' bytes. */
+ * no tensor of the files mapped to another file; a tensor of the files
+ * missing from the index (the loaders read it with the rest of its file)
+ * and total_size are warnings. */
 static int check_index(merger *m)
 {
     const listing *ls = m->ls;
@@ -172,31 +195,24 @@ static int check_index(merger *m)
         for (size_t e = 0; e < h->n_entries; e++) {
             const char *name = h->entries[e].name;
             size_t i;
-            if (!hfdcp__strmap_get(where, name, &i))
-                rc = hfdcp__error(HFDCP_ERR_FORMAT,
-                                  "tensor '%s' of file '%s' is not in the "
-                                  "index '%s'",
-                                  name, ls->names[f], ls->index_path);
-            else if (strcmp(ix->files[i], ls->names[f]) != 0)
-                rc = hfdcp__error(HFDCP_ERR_FORMAT,
-                                  "tensor '%s' is in file '%s' but the index "
-                                  "'%s' maps it to file '%s'",
-                                  name, ls->names[f], ls->index_path,
-                                  ix->files[i]);
-            else
+            if (!hfdcp__strmap_get(where, name, &i)) {
+                HFDCP_CHECK(hfdcp__problems_warn(
+                    m->p, HFDCP_ERR_FORMAT,
+                    "tensor '%s' of file '%s' is not in the index '%s'",
+                    name, ls->names[f], ls->index_path));
                 continue;
+            }
+            if (strcmp(ix->files[i], ls->names[f]) == 0)
+                continue;
+            rc = hfdcp__error(HFDCP_ERR_FORMAT,
+                              "tensor '%s' is in file '%s' but the index "
+                              "'%s' maps it to file '%s'",
+                              name, ls->names[f], ls->index_path,
+                              ix->files[i]);
             HFDCP_CHECK(hfdcp__problems_soft(m->p, rc));
         }
     }
-    if (all_read && bytes != ix->total_size) {
-        rc = hfdcp__error(HFDCP_ERR_FORMAT,
-                          "index '%s': metadata.total_size is %" PRIu64
-                          " but the tensors of its files hold %" PRIu64
-                          " bytes",
-                          ls->index_path, ix->total_size, bytes);
-        HFDCP_CHECK(hfdcp__problems_soft(m->p, rc));
-    }
-    rc = HFDCP_OK;
+    rc = check_total_size(m, bytes, all_read);
 cleanup:
     hfdcp__strmap_free(where);
     return rc;
@@ -214,22 +230,62 @@ void hfdcp__tensor_clear(hfdcp__tensor *t)
     memset(t, 0, sizeof *t);
 }
 
-/* A chunk with the ndim its comparison needs (qsort has no context). */
+/* -1, 0 or 1 as a[0..n) compares with b[0..n), dimension by dimension. */
+static int cmp_dims(const int64_t *a, const int64_t *b, int n)
+{
+    for (int d = 0; d < n; d++)
+        if (a[d] != b[d])
+            return a[d] < b[d] ? -1 : 1;
+    return 0;
+}
+
+/* A chunk with what its comparisons need (qsort has no context): ndim,
+ * and k, its place among the tensor's chunks (file order until sorted). */
 typedef struct {
     hfdcp__chunk c;
     int ndim;
+    size_t k;
 } sortable_chunk;
 
+/* Row-major order of the offsets, then by file. */
 static int cmp_chunk(const void *a, const void *b)
 {
     const sortable_chunk *x = a, *y = b;
-    for (int d = 0; d < x->ndim; d++)
-        if (x->c.offsets[d] != y->c.offsets[d])
-            return x->c.offsets[d] < y->c.offsets[d] ? -1 : 1;
+    int c = cmp_dims(x->c.offsets, y->c.offsets, x->ndim);
+    if (c != 0)
+        return c;
     if (x->c.file != y->c.file)
         return x->c.file < y->c.file ? -1 : 1;
     return (x->c.file_offset > y->c.file_offset) -
            (x->c.file_offset < y->c.file_offset);
+}
+
+/* Equal boxes together (offsets, then sizes), each run in file order. */
+static int cmp_box(const void *a, const void *b)
+{
+    const sortable_chunk *x = a, *y = b;
+    int c = cmp_dims(x->c.offsets, y->c.offsets, x->ndim);
+    if (c == 0)
+        c = cmp_dims(x->c.sizes, y->c.sizes, x->ndim);
+    return c != 0 ? c : (x->k > y->k) - (x->k < y->k);
+}
+
+/* t's chunks sorted by `cmp` into *out (malloc'd; t->n_chunks >= 1). */
+static int sorted_chunks(const hfdcp__tensor *t,
+                         int (*cmp)(const void *, const void *),
+                         sortable_chunk **out)
+{
+    sortable_chunk *s = malloc(t->n_chunks * sizeof *s);
+
+    if (s == NULL)
+        return hfdcp__error(HFDCP_ERR_NOMEM,
+                            "out of memory sorting the chunks of '%s'",
+                            t->name);
+    for (size_t i = 0; i < t->n_chunks; i++)
+        s[i] = (sortable_chunk){t->chunks[i], t->ndim, i};
+    qsort(s, t->n_chunks, sizeof *s, cmp);
+    *out = s;
+    return HFDCP_OK;
 }
 
 /* Chunks in row-major order of their offsets, then by file. */
@@ -239,16 +295,60 @@ static int sort_chunks(hfdcp__tensor *t)
 
     if (t->n_chunks < 2)
         return HFDCP_OK;
-    if ((s = malloc(t->n_chunks * sizeof *s)) == NULL)
-        return hfdcp__error(HFDCP_ERR_NOMEM,
-                            "out of memory sorting the chunks of '%s'",
-                            t->name);
-    for (size_t i = 0; i < t->n_chunks; i++)
-        s[i] = (sortable_chunk){t->chunks[i], t->ndim};
-    qsort(s, t->n_chunks, sizeof *s, cmp_chunk);
+    HFDCP_TRY(sorted_chunks(t, cmp_chunk, &s));
     for (size_t i = 0; i < t->n_chunks; i++)
         t->chunks[i] = s[i].c;
     free(s);
+    return HFDCP_OK;
+}
+
+/* true when the box of chunk c holds no element. */
+static bool empty_box(const hfdcp__chunk *c, int ndim)
+{
+    for (int d = 0; d < ndim; d++)
+        if (c->sizes[d] == 0)
+            return true;
+    return false;
+}
+
+/* Note: DCP saves a replicated tensor once per rank unless its planner
+ * deduplicates it, and PyTorch's reader reads one of the copies.  Drops
+ * every chunk whose box (offsets and sizes) is that of a chunk of an
+ * earlier file, so that the first copy in file order is read whatever the
+ * number of ranks; the others keep their order.  Empty boxes overlap
+ * nothing and stay; a box that overlaps another only in part is left to
+ * the tiling check. */
+static int drop_replicas(hfdcp__tensor *t)
+{
+    sortable_chunk *s;
+    bool *drop;
+    size_t kept = 0;
+
+    if (t->n_chunks < 2)
+        return HFDCP_OK;
+    if ((drop = calloc(t->n_chunks, sizeof *drop)) == NULL)
+        return hfdcp__error(HFDCP_ERR_NOMEM, "out of memory for tensor '%s'",
+                            t->name);
+    if (sorted_chunks(t, cmp_box, &s) != HFDCP_OK) {
+        free(drop);
+        return HFDCP_ERR_NOMEM;
+    }
+    for (size_t i = 1; i < t->n_chunks; i++)
+        drop[s[i].k] = !empty_box(&s[i].c, t->ndim) &&
+                       cmp_dims(s[i - 1].c.offsets, s[i].c.offsets,
+                                t->ndim) == 0 &&
+                       cmp_dims(s[i - 1].c.sizes, s[i].c.sizes, t->ndim) == 0;
+    for (size_t k = 0; k < t->n_chunks; k++) {
+        if (!drop[k]) {
+            t->chunks[kept++] = t->chunks[k];
+            continue;
+        }
+        free(t->chunks[k].offsets);
+        free(t->chunks[k].sizes);
+    }
+    t->n_chunks = kept;
+    free(s);
+    free(drop);
     return HFDCP_OK;
 }
 
@@ -379,7 +479,8 @@ static int build_tensor(merger *m, const group *g, char *name,
     snprintf(what, sizeof what, "tensor '%s'", g->stored);
     if ((rc = check_group(m, g, &sharded)) == HFDCP_OK &&
         (rc = fill_chunks(m, g, t)) == HFDCP_OK &&
-        (!sharded || (rc = check_tiling(m, g, t)) == HFDCP_OK) &&
+        (!sharded || ((rc = drop_replicas(t)) == HFDCP_OK &&
+                      (rc = check_tiling(m, g, t)) == HFDCP_OK)) &&
         (rc = hfdcp__tensor_bytes(t->dtype, t->ndim, t->shape, what,
                                   &t->nbytes)) == HFDCP_OK &&
         (rc = sort_chunks(t)) == HFDCP_OK) {
@@ -513,9 +614,8 @@ int hfdcp__catalog_merge(merger *m, const char *path, hfdcp__catalog *c)
         HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory for the catalog of '%s'",
                    path);
     HFDCP_CHECK(build_tensors(m, renamed, c));
-    if (m->p->n > 0)
-        rc = m->p->list[0].status; /* verify: the first problem */
-    else
+    rc = hfdcp__problems_status(m->p); /* verify: the first problem */
+    if (rc == HFDCP_OK)
         rc = finish_catalog(m, path, c);
 cleanup:
     hfdcp__strmap_free(renamed);

@@ -492,7 +492,8 @@ cleanup:
     return rc;
 }
 
-/* Reads and parses the index file at `path`. */
+/* Reads and parses the index file at `path` as the loaders do (no
+ * "metadata" or "total_size" needed: the map reads weight_map only). */
 static int read_index(const char *path, hfdcp__index *ix)
 {
     char *text = NULL;
@@ -500,7 +501,7 @@ static int read_index(const char *path, hfdcp__index *ix)
     int rc = hfdcp__read_small_file(path, &text, &len);
 
     if (rc == HFDCP_OK)
-        rc = hfdcp__index_parse(text, len, path, ix);
+        rc = hfdcp__index_parse_lenient(text, len, path, ix, NULL);
     free(text);
     return rc;
 }

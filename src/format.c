@@ -357,7 +357,9 @@ static int parse_metadata(const hfdcp__json_node *meta, const char *file,
     } while (0)
 
 /* One member `c` of DCP_SHARDING_INFO, {"saved_offsets": [..]}, into
- * e->offsets.  `what` names DCP_SHARDING_INFO. */
+ * e->offsets.  `what` names DCP_SHARDING_INFO.  Note: other fields are
+ * ignored, as PyTorch's reader ignores them (a global shape and a key map
+ * per entry have been proposed). */
 static int sharding_entry(const hfdcp__json *doc, const hfdcp__json_node *c,
                           const char *file, const char *what,
                           hfdcp__entry *e)
@@ -371,14 +373,9 @@ static int sharding_entry(const hfdcp__json *doc, const hfdcp__json_node *c,
                             "object with saved_offsets",
                             hfdcp__json_kind_name(c));
     for (const hfdcp__json_node *f = hfdcp__json_first(c); f;
-         f = hfdcp__json_next(f)) {
-        if (strcmp(hfdcp__json_key(f), "saved_offsets") != 0)
-            return tensor_error(HFDCP_ERR_FORMAT, file, e->name,
-                                "DCP_SHARDING_INFO entry has an "
-                                "unexpected field \"%.64s\"",
-                                hfdcp__json_key(f));
-        so = f;
-    }
+         f = hfdcp__json_next(f))
+        if (strcmp(hfdcp__json_key(f), "saved_offsets") == 0)
+            so = f;
     if (so == NULL || hfdcp__json_kind(so) != HFDCP_JSON_ARRAY ||
         hfdcp__json_count(so) != (size_t)e->ndim)
         return tensor_error(HFDCP_ERR_FORMAT, file, e->name,

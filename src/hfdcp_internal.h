@@ -548,6 +548,13 @@ typedef struct {
  * (a whole number); other metadata and top-level keys are ignored. */
 int hfdcp__index_parse(const char *buf, size_t len, const char *what,
                        hfdcp__index *out);
+/* The same as the loaders read an index (the catalog): a missing
+ * "metadata" object or "total_size" (then total_size is 0) is no error.
+ * *missing (may be NULL) gets what the index lacks, as the end of a
+ * message that starts with the index's name (' has no "metadata" object'
+ * or ': metadata has no "total_size"', a static string), or NULL. */
+int hfdcp__index_parse_lenient(const char *buf, size_t len, const char *what,
+                               hfdcp__index *out, const char **missing);
 void hfdcp__index_free(hfdcp__index *ix);
 
 /* Serializes an index as the Python tooling does: exactly
@@ -614,30 +621,36 @@ typedef struct {
 
 /* One problem found by hfdcp__catalog_verify(). */
 typedef struct {
-    int status;
+    int status;    /* what open would return, or for a warning what
+                      `hfdcp verify --strict` reports */
     char *message; /* names the file and tensor */
+    bool warning;  /* a rule the reader does not enforce (docs/format.md:
+                      bookkeeping of the index that no loader reads) */
 } hfdcp__problem;
 
 /* Collective on `comm`.  Lists the checkpoint at `path` (a directory or a
  * .safetensors file), reads and checks every header (spread over the
- * ranks), checks the index against the files, renames with `km` (may be
- * NULL; a collision is HFDCP_ERR_FORMAT), merges DCP shards (holes and
- * overlaps are HFDCP_ERR_FORMAT naming the tensor and the boxes), and
- * gives every rank the same catalog or the same error. */
+ * ranks), checks the index against the files (its bookkeeping, which only
+ * verify reports, aside: docs/format.md), renames with `km` (may be NULL;
+ * a collision is HFDCP_ERR_FORMAT), merges DCP shards (a box saved by
+ * several files is read from the first; holes and partial overlaps are
+ * HFDCP_ERR_FORMAT naming the tensor and the boxes), and gives every rank
+ * the same catalog or the same error. */
 int hfdcp__catalog_open(MPI_Comm comm, const char *path,
                         const hfdcp_key_map *km, hfdcp__catalog **out);
 
-/* Like hfdcp__catalog_open() on one process (MPI_COMM_SELF) but does not
- * stop at the first problem: every problem found is appended to
- * *problems (caller frees with hfdcp__problems_free()).  Returns HFDCP_OK
- * when there are none; *out (may be NULL) receives the catalog when it
- * could be built. */
 /* Reads the whole regular file `path` (an index: at most
  * HFDCP_HEADER_MAX_READ bytes) into *out, NUL-terminated, *len bytes.
  * HFDCP_ERR_IO (open, read, not a regular file), HFDCP_ERR_FORMAT (too
  * large), HFDCP_ERR_NOMEM. */
 int hfdcp__read_small_file(const char *path, char **out, size_t *len);
 
+/* Like hfdcp__catalog_open() on one process (MPI_COMM_SELF) but does not
+ * stop at the first problem: every problem found is appended to
+ * *problems (caller frees with hfdcp__problems_free()), and so is every
+ * warning (problem.warning: what open accepts).  Returns HFDCP_OK when
+ * there are only warnings or nothing; *out (may be NULL) then receives
+ * the catalog. */
 int hfdcp__catalog_verify(const char *path, hfdcp__catalog **out,
                           hfdcp__problem **problems, size_t *n_problems);
 void hfdcp__problems_free(hfdcp__problem *p, size_t n);

@@ -9,7 +9,10 @@
  *   "weight_map": an object mapping tensor name -> file name (strings).
  * Other top-level keys are ignored.  File names must be plain names in the
  * checkpoint directory: not empty, not "." or "..", no '/' or '\\' (so no
- * absolute path and no directory part).
+ * absolute path and no directory part).  The catalog reads an index as the
+ * loaders do (hfdcp__index_parse_lenient): "metadata" and "total_size"
+ * may be missing, since no loader reads them, and their absence becomes a
+ * warning of `hfdcp verify` (an error with --strict).
  *
  * Written: exactly what Python's json.dumps(index, indent=2) gives for
  * {"metadata": {"total_size": N}, "weight_map": {...}} (ensure_ascii, keys
@@ -95,6 +98,19 @@ static int read_weight_map(const hfdcp__json_node *wm, const char *what,
 int hfdcp__index_parse(const char *buf, size_t len, const char *what,
                        hfdcp__index *out)
 {
+    const char *missing = NULL;
+    int rc = hfdcp__index_parse_lenient(buf, len, what, out, &missing);
+
+    if (rc != HFDCP_OK || missing == NULL)
+        return rc;
+    hfdcp__index_free(out);
+    return hfdcp__error(HFDCP_ERR_FORMAT, "%s%s", what ? what : "index",
+                        missing);
+}
+
+int hfdcp__index_parse_lenient(const char *buf, size_t len, const char *what,
+                               hfdcp__index *out, const char **missing)
+{
     hfdcp__json doc = {0};
     hfdcp__index ix;
     const hfdcp__json_node *meta, *total, *wm;
@@ -113,17 +129,14 @@ int hfdcp__index_parse(const char *buf, size_t len, const char *what,
         HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s is not a JSON object", what);
 
     meta = member(doc.root, "metadata");
-    if (meta == NULL)
-        HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s has no \"metadata\" object", what);
-    if (hfdcp__json_kind(meta) != HFDCP_JSON_OBJECT)
+    if (meta != NULL && hfdcp__json_kind(meta) != HFDCP_JSON_OBJECT)
         HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s: \"metadata\" is not an object",
                    what);
-    total = member(meta, "total_size");
-    if (total == NULL)
-        HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s: metadata has no \"total_size\"",
-                   what);
-    snprintf(w, sizeof w, "%s: metadata.total_size", what);
-    HFDCP_CHECK(hfdcp__json_uint(&doc, total, true, w, &ix.total_size));
+    total = meta != NULL ? member(meta, "total_size") : NULL;
+    if (total != NULL) {
+        snprintf(w, sizeof w, "%s: metadata.total_size", what);
+        HFDCP_CHECK(hfdcp__json_uint(&doc, total, true, w, &ix.total_size));
+    }
 
     wm = member(doc.root, "weight_map");
     if (wm == NULL)
@@ -134,6 +147,10 @@ int hfdcp__index_parse(const char *buf, size_t len, const char *what,
     HFDCP_CHECK(read_weight_map(wm, what, &ix));
     *out = ix;
     memset(&ix, 0, sizeof ix);
+    if (missing != NULL)
+        *missing = meta == NULL    ? " has no \"metadata\" object"
+                   : total == NULL ? ": metadata has no \"total_size\""
+                                   : NULL;
 
 cleanup:
     hfdcp__index_free(&ix);

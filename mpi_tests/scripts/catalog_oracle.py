@@ -22,8 +22,10 @@ or one line "error KIND WORDS..." naming what is wrong:
 It reads the index (model.safetensors.index.json) when there is one and
 loads sorted(set(weight_map values)); else every *.safetensors file of the
 directory, sorted.  DCP shards (__metadata__ DCP_SHARDING_INFO) are merged:
-a tensor's shape is the max over its chunks of offset + size.  It checks
-only what it needs to read the files; the C library checks the rest.
+a tensor's shape is the max over its chunks of offset + size, and a
+non-empty box saved by several files (a replicated tensor) is read from the
+first of them, in file order, as PyTorch's reader reads one copy.  It
+checks only what it needs to read the files; the C library checks the rest.
 """
 import json
 import os
@@ -138,9 +140,13 @@ def catalog(path):
         nbytes = numel(shape) * BITS[dtype] // 8
         total += nbytes
         out.append("tensor %s %s [%s] %d" % (tname, dtype, ",".join(map(str, shape)), nbytes))
-        rows = []
+        rows, boxes = [], set()
         for c in chunks:
             offs = c[3] if c[3] is not None else [0] * ndim
+            box = (tuple(offs), tuple(c[2]))
+            if numel(c[2]) > 0 and box in boxes:
+                continue
+            boxes.add(box)
             rows.append((offs, c[0], c[4], c[2]))
         for offs, fi, foff, size in sorted(rows, key=lambda r: (r[0], r[1], r[2])):
             out.append("chunk %s [%s] [%s] %d" % (names[fi], ",".join(map(str, offs)),

@@ -1,6 +1,8 @@
 /*
  * inspect.c - `hfdcp inspect` (list a checkpoint) and `hfdcp verify`
- * (check one against every rule, reporting every problem found).
+ * (check one against every rule, reporting every problem found, and as
+ * warnings the index's bookkeeping that the reader does not enforce,
+ * problems too with --strict).
  */
 #include <inttypes.h>
 #include <string.h>
@@ -120,43 +122,74 @@ int tool_inspect(int argc, char **argv)
     return TOOL_EXIT_OK;
 }
 
+#define VERIFY_USAGE "usage: hfdcp verify [--strict] PATH\n"
+
+/* The report of `hfdcp verify` on `path`: one line per problem on stdout
+ * ("HFDCP_ERR_...: message"), and per warning ("warning: message"; with
+ * --strict, a problem like the others), then the verdict: "PATH: valid
+ * (...)" on stdout, or "not valid" on stderr.  Returns the exit code. */
+static int verify_report(const char *path, int rc, const hfdcp__catalog *c,
+                         const hfdcp__problem *problems, size_t n,
+                         bool strict)
+{
+    size_t bad = 0;
+
+    for (size_t i = 0; i < n; i++)
+        bad += strict || !problems[i].warning;
+    if (rc != HFDCP_OK && bad == 0)
+        return tool_fail("verify", rc); /* nothing checked: no memory */
+    for (size_t i = 0; i < n; i++) {
+        if (strict || !problems[i].warning)
+            printf("%s: ", hfdcp_status_name(problems[i].status));
+        else
+            printf("warning: ");
+        printf("%s\n", problems[i].message);
+    }
+    if (bad == 0) {
+        printf("%s: valid (%zu file%s, %zu tensor%s, %" PRIu64 " bytes)", path,
+               c->n_files, c->n_files == 1 ? "" : "s", c->n_tensors,
+               c->n_tensors == 1 ? "" : "s", c->total_size);
+        if (n > 0)
+            printf(", %zu warning%s (not valid with --strict)", n,
+                   n == 1 ? "" : "s");
+        printf("\n");
+        return TOOL_EXIT_OK;
+    }
+    /* Every problem is a reason the input is invalid (an unreadable file
+     * or a missing PATH among them). */
+    fflush(stdout);
+    fprintf(stderr, "hfdcp verify: %s: not valid, %zu problem%s (listed on stdout)\n",
+            path, bad, bad == 1 ? "" : "s");
+    return TOOL_EXIT_INVALID;
+}
+
 int tool_verify(int argc, char **argv)
 {
+    const char *path = NULL;
+    bool strict = false;
     hfdcp__catalog *c = NULL;
     hfdcp__problem *problems = NULL;
     size_t n = 0;
     int rc, code;
 
-    if (argc != 2 || argv[1][0] == '-') {
-        const char *bad = argc < 2 ? NULL : argv[argc > 2 && argv[1][0] != '-' ? 2 : 1];
-        if (bad == NULL)
-            fprintf(stderr, "hfdcp verify: missing PATH\n");
-        else
-            fprintf(stderr, "hfdcp verify: %s '%s'\n",
-                    bad[0] == '-' ? "unknown option" : "unexpected argument", bad);
-        fprintf(stderr, "usage: hfdcp verify PATH\n");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--strict") == 0) {
+            strict = true;
+        } else if (argv[i][0] == '-' || path != NULL) {
+            fprintf(stderr, "hfdcp verify: %s '%s'\n" VERIFY_USAGE,
+                    argv[i][0] == '-' ? "unknown option" : "unexpected argument",
+                    argv[i]);
+            return TOOL_EXIT_USAGE;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (path == NULL) {
+        fprintf(stderr, "hfdcp verify: missing PATH\n" VERIFY_USAGE);
         return TOOL_EXIT_USAGE;
     }
-    rc = hfdcp__catalog_verify(argv[1], &c, &problems, &n);
-    if (rc == HFDCP_OK && n == 0) {
-        printf("%s: valid (%zu file%s, %zu tensor%s, %" PRIu64 " bytes)\n",
-               argv[1], c->n_files, c->n_files == 1 ? "" : "s", c->n_tensors,
-               c->n_tensors == 1 ? "" : "s", c->total_size);
-        code = TOOL_EXIT_OK;
-    } else if (n > 0) {
-        /* The report: one line per problem on stdout, every one a reason
-         * the input is invalid (an unreadable file among them). */
-        for (size_t i = 0; i < n; i++)
-            printf("%s: %s\n", hfdcp_status_name(problems[i].status),
-                   problems[i].message);
-        fflush(stdout);
-        fprintf(stderr, "hfdcp verify: %s: not valid, %zu problem%s (listed on stdout)\n",
-                argv[1], n, n == 1 ? "" : "s");
-        code = TOOL_EXIT_INVALID;
-    } else {
-        /* Nothing to check (a missing PATH: 1), or no memory (3). */
-        code = tool_fail("verify", rc);
-    }
+    rc = hfdcp__catalog_verify(path, &c, &problems, &n);
+    code = verify_report(path, rc, c, problems, n, strict);
     fflush(stdout);
     hfdcp__problems_free(problems, n);
     hfdcp__catalog_free(c);
