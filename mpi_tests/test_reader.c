@@ -469,6 +469,189 @@ static int reader_should_load_the_sharded_checkpoint_like_its_twin(
     return T_OK;
 }
 
+/* ---- PyTorch's HuggingFace writer, not sharding ---- */
+
+/* fixtures/pytorch_hf_unsharded holds what HuggingFaceStorageWriter with
+ * an fqn_to_index_mapping and save_distributed=False writes (rebuilt byte
+ * for byte by fixtures/make_pytorch_hf_unsharded.py, see the fixtures'
+ * README): model-00001-of-00002 and model-00002-of-00002, each with
+ * DCP_SHARDING_INFO naming its tensors at all-zero saved_offsets, and an
+ * index.  The tensors' values are the script's formulas, recomputed here,
+ * every one exact in its dtype. */
+typedef struct {
+    const char *name, *file;
+    hfdcp_dtype dtype;
+    int ndim;
+    int64_t shape[2];
+} pt_tensor;
+
+static const pt_tensor pt_tensors[] = { /* sorted by name */
+    {"lm_head.weight", "model-00002-of-00002.safetensors", HFDCP_BF16, 2, {3, 4}},
+    {"model.embed_tokens.weight", "model-00001-of-00002.safetensors", HFDCP_F32, 2, {5, 4}},
+    {"model.norm.weight", "model-00001-of-00002.safetensors", HFDCP_BF16, 1, {4}},
+    {"model.position_ids", "model-00002-of-00002.safetensors", HFDCP_I64, 2, {2, 3}},
+};
+#define PT_N (sizeof pt_tensors / sizeof pt_tensors[0])
+
+static void put_le(unsigned char *p, uint64_t v, int bytes)
+{
+    for (int k = 0; k < bytes; k++)
+        p[k] = (unsigned char)(v >> (8 * k));
+}
+
+/* The whole little-endian bytes of pt_tensors[t] (malloc'd). */
+static unsigned char *pt_values(size_t t)
+{
+    const pt_tensor *pt = &pt_tensors[t];
+    int64_t n = numel(pt->ndim, pt->shape);
+    int size = hfdcp_dtype_bits(pt->dtype) / 8;
+    unsigned char *out = malloc((size_t)(n * size));
+
+    for (int64_t i = 0; i < n && out; i++) {
+        const char *name = pt->name;
+        float f = 0;
+        uint32_t bits;
+        if (strcmp(name, "model.position_ids") == 0) {
+            put_le(out + 8 * i, (uint64_t)((i - 2) * INT64_C(1099511627779)), 8);
+            continue;
+        }
+        if (strcmp(name, "model.embed_tokens.weight") == 0)
+            f = (float)(i - 7) * 0.375f;
+        else if (strcmp(name, "model.norm.weight") == 0)
+            f = 1.0f + (float)i * 0.125f;
+        else if (strcmp(name, "lm_head.weight") == 0)
+            f = (float)(i - 6) * -0.0625f;
+        memcpy(&bits, &f, sizeof bits);
+        if (pt->dtype == HFDCP_BF16)
+            put_le(out + 2 * i, bits >> 16, 2); /* exact: low half is 0 */
+        else
+            put_le(out + 4 * i, bits, 4);
+    }
+    return out;
+}
+
+/* `j` is the JSON string `s`. */
+static bool pt_is(const cJSON *j, const char *s)
+{
+    return cJSON_IsString(j) && strcmp(j->valuestring, s) == 0;
+}
+
+/* The file's __metadata__ is PyTorch's: DCP_VERSION "1.0", format "pt" and
+ * DCP_SHARDING_INFO naming exactly pt_tensors[] of that file, each with
+ * logical_fqn its own name and saved_offsets ndim zeros. */
+static int pt_check_metadata(const char *dir, const char *file)
+{
+    char *path = hfdcp__path_join(dir, file);
+    size_t len = 0, in_file = 0;
+    unsigned char *buf = hfdcp_test_read_file(path, &len);
+    uint64_t hn = 0;
+    int bad = 0;
+    cJSON *root = NULL, *info = NULL, *meta, *it;
+
+    free(path);
+    T_CHECKF(buf != NULL && len >= 8, "reading %s", file);
+    for (int i = 7; i >= 0; i--)
+        hn = hn << 8 | buf[i];
+    if (hn % 8 == 0 && hn <= len - 8)
+        root = cJSON_ParseWithLength((const char *)buf + 8, (size_t)hn);
+    meta = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
+    it = cJSON_GetObjectItemCaseSensitive(meta, "DCP_SHARDING_INFO");
+    if (cJSON_IsString(it))
+        info = cJSON_Parse(it->valuestring);
+    if (root == NULL || info == NULL || cJSON_GetArraySize(meta) != 3 ||
+        !pt_is(cJSON_GetObjectItemCaseSensitive(meta, "DCP_VERSION"), "1.0") ||
+        !pt_is(cJSON_GetObjectItemCaseSensitive(meta, "format"), "pt"))
+        bad = hfdcp_test_fail(__FILE__, __LINE__,
+                              "%s: header or __metadata__ is not PyTorch's", file);
+    for (size_t t = 0; t < PT_N && !bad; t++) {
+        if (strcmp(pt_tensors[t].file, file) != 0)
+            continue;
+        in_file++;
+        cJSON *e = cJSON_GetObjectItemCaseSensitive(info, pt_tensors[t].name);
+        cJSON *so = cJSON_GetObjectItemCaseSensitive(e, "saved_offsets");
+        bool zeros = cJSON_IsArray(so) && cJSON_GetArraySize(so) == pt_tensors[t].ndim;
+        for (int d = 0; zeros && d < pt_tensors[t].ndim; d++)
+            zeros = cJSON_IsNumber(cJSON_GetArrayItem(so, d)) &&
+                    cJSON_GetArrayItem(so, d)->valuedouble == 0;
+        if (!zeros ||
+            !pt_is(cJSON_GetObjectItemCaseSensitive(e, "logical_fqn"), pt_tensors[t].name))
+            bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: DCP_SHARDING_INFO of '%s'", file,
+                                  pt_tensors[t].name);
+    }
+    if (!bad && (in_file != 2 || cJSON_GetArraySize(info) != (int)in_file ||
+                 cJSON_GetArraySize(root) != (int)in_file + 1))
+        bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: %d tensors, %d in DCP_SHARDING_INFO", file,
+                              cJSON_GetArraySize(root) - 1, cJSON_GetArraySize(info));
+    cJSON_Delete(info);
+    cJSON_Delete(root);
+    free(buf);
+    return bad;
+}
+
+static int reader_should_load_pytorch_hf_checkpoints_saved_unsharded(MPI_Comm comm,
+                                                                     const char *dir)
+{
+    char *path = hfdcp__path_join(hfdcp_test_fixtures(), "pytorch_hf_unsharded");
+    hfdcp_reader *r = NULL;
+    known k[PT_N];
+    unsigned char *vals[PT_N];
+    int bad = 0;
+    (void)dir;
+
+    /* The fixture is the layout this case is about. */
+    T_CHECK(agreed(comm, pt_check_metadata(path, "model-00001-of-00002.safetensors") +
+                             pt_check_metadata(path, "model-00002-of-00002.safetensors")) == 0);
+
+    T_OKCALL(hfdcp_reader_open(comm, path, NULL, &r));
+    T_CHECKF(hfdcp_reader_count(r) == PT_N, "%zu tensors", hfdcp_reader_count(r));
+    for (size_t t = 0; t < PT_N; t++) {
+        hfdcp_tensor_info info;
+        T_OKCALL(hfdcp_reader_tensor(r, t, &info));
+        T_CHECKF(strcmp(info.name, pt_tensors[t].name) == 0 && info.dtype == pt_tensors[t].dtype &&
+                     info.ndim == pt_tensors[t].ndim,
+                 "tensor %zu is '%s' %s ndim %d", t, info.name, hfdcp_dtype_name(info.dtype),
+                 info.ndim);
+        for (int d = 0; d < info.ndim; d++)
+            T_CHECK(info.shape[d] == pt_tensors[t].shape[d]);
+        vals[t] = pt_values(t);
+        k[t] = (known){pt_tensors[t].name, pt_tensors[t].dtype, pt_tensors[t].ndim,
+                       pt_tensors[t].shape, vals[t]};
+    }
+    /* A few values spelled out, so that the formulas cannot drift together:
+     * embed_tokens[0][0] = -2.625f, norm[3] = 1.375 (bf16 0x3FB0),
+     * position_ids[0][0] = -2 * 1099511627779. */
+    T_CHECK(memcmp(vals[1], "\x00\x00\x28\xc0", 4) == 0);
+    T_CHECK(memcmp(vals[2] + 6, "\xb0\x3f", 2) == 0);
+    T_CHECK(memcmp(vals[3], "\xfa\xff\xff\xff\xff\xfd\xff\xff", 8) == 0);
+
+    /* Whole, by rows, columns, blocks, overlapping and with a rank idle. */
+    bad = load_all_ways(comm, r, k, PT_N, path);
+    for (size_t t = 0; t < PT_N; t++)
+        free(vals[t]);
+    hfdcp_reader_free(r);
+    T_CHECK(bad == 0);
+
+    /* `hfdcp verify`, also --strict (the index's total_size is the tensors'
+     * bytes, as PyTorch counts them), accepts it. */
+    if (hfdcp_test_comm_rank(comm) == 0) {
+        for (int strict = 0; strict < 2 && !bad; strict++) {
+            char *cmd = hfdcp__asprintf("%s verify %s'%s' 2>&1", hfdcp_test_singleton_tool(),
+                                        strict ? "--strict " : "", path),
+                 *out = NULL;
+            hfdcp_test_scrub_launcher();
+            int st = hfdcp_test_run(cmd, &out);
+            if (st != 0)
+                bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: exit %d:\n%s", cmd, st,
+                                      out ? out : "");
+            free(out);
+            free(cmd);
+        }
+    }
+    free(path);
+    T_CHECK(agreed(comm, bad) == 0);
+    return T_OK;
+}
+
 /* ---- generated DCP-sharded checkpoints ---- */
 
 /* A global tensor and how it was cut into shards: chunk c is box
@@ -994,6 +1177,7 @@ static const hfdcp_test_case cases[] = {
     {"reader_should_describe_tensors_and_refuse_bad_calls", reader_should_describe_tensors_and_refuse_bad_calls, 1},
     {"reader_should_load_every_fixture_byte_identical", reader_should_load_every_fixture_byte_identical, 1},
     {"reader_should_load_the_sharded_checkpoint_like_its_twin", reader_should_load_the_sharded_checkpoint_like_its_twin, 1},
+    {"reader_should_load_pytorch_hf_checkpoints_saved_unsharded", reader_should_load_pytorch_hf_checkpoints_saved_unsharded, 1},
     {"reader_should_reshard_generated_dcp_checkpoints", reader_should_reshard_generated_dcp_checkpoints, 1},
     {"reader_should_load_sub_byte_tensors_with_odd_rows", reader_should_load_sub_byte_tensors_with_odd_rows, 1},
     {"reader_should_convert_dtypes", reader_should_convert_dtypes, 1},
