@@ -698,6 +698,103 @@ static int sharded_should_consolidate_into_a_direct_save(MPI_Comm comm,
     return T_OK;
 }
 
+/* The first `s` in b[0..n), or NULL. */
+static unsigned char *find_text(unsigned char *b, size_t n, const char *s)
+{
+    size_t k = strlen(s);
+    for (size_t i = 0; k <= n && i <= n - k; i++)
+        if (memcmp(b + i, s, k) == 0)
+            return b + i;
+    return NULL;
+}
+
+/* Rank 0 blanks `key` (exact text, same length) in the header of the file
+ * at `path`: the JSON stays valid, the header length unchanged. */
+static int blank_in_header(const char *path, const char *key)
+{
+    size_t len = 0;
+    unsigned char *b = hfdcp_test_read_file(path, &len);
+    unsigned char *at;
+    int rc = 1;
+
+    if (b == NULL || len < 8)
+        goto done;
+    at = find_text(b, len, key);
+    if (at == NULL)
+        goto done;
+    memset(at, ' ', strlen(key));
+    rc = hfdcp_test_write_file(path, b, len);
+done:
+    free(b);
+    return rc;
+}
+
+/* Rows split over P ranks, the last rank's shard file deleted: with the
+ * declared global shape (hfdcp_global_shapes) the hole is found; with the
+ * key blanked out of the remaining headers, as files of an older layout,
+ * the smaller tensor loads as before. */
+static int sharded_should_detect_a_missing_last_shard(MPI_Comm comm,
+                                                      const char *dir)
+{
+    int P = hfdcp_test_comm_size(comm), rank = hfdcp_test_comm_rank(comm), st = -1;
+    tspec ts[1];
+    int64_t m[2] = {2 * P, 3}, lo, len;
+    char path[600], file[700], want[128], comma[130], hole[128];
+    hfdcp_save_options o = sharded_opts(1 << 20, 0);
+    hfdcp_reader *r = NULL;
+    hfdcp_tensor_info info;
+    int bad = 0, rc;
+
+    if (P < 2)
+        return T_OK;
+    spec(&ts[0], "w", HFDCP_F32, 2, m, ROWS, ROWS);
+    snprintf(path, sizeof path, "%s/ckpt", dir);
+    T_OKCALL(save_specs(comm, path, ts, 1, &o, &st));
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s", hfdcp_last_error());
+    hfdcp_test_part(m[0], P - 1, P, &lo, &len);
+    snprintf(want, sizeof want, "\"hfdcp_global_shapes\":\"{\\\"w\\\":[%d,3]}\"",
+             2 * P);
+    snprintf(comma, sizeof comma, ",%s", want);
+    snprintf(hole, sizeof hole, "element [%d, 0] is not covered", (int)lo);
+    if (rank == 0) {
+        size_t n = 0;
+        unsigned char *b;
+        snprintf(file, sizeof file, "%s/shard-00001-model-00001-of-00001.safetensors",
+                 path);
+        b = hfdcp_test_read_file(file, &n);
+        bad += b == NULL || n < 8 || find_text(b + 8, n - 8, want) == NULL;
+        if (bad)
+            fprintf(stderr, "no %s in %s\n", want, file);
+        free(b);
+        snprintf(file, sizeof file, "%s/shard-%05d-model-00001-of-00001.safetensors",
+                 path, P);
+        bad += unlink(file) != 0;
+    }
+    MPI_Barrier(comm);
+    T_CHECK(hfdcp_test_all_ok(comm, bad == 0));
+    rc = hfdcp_reader_open(comm, path, NULL, &r);
+    T_CHECK(hfdcp_test_agreed_failure(comm, "reader", rc, HFDCP_ERR_FORMAT,
+                                      "tensor 'w': ", hole) == T_OK);
+    T_CHECK(r == NULL);
+    /* Without the key: as today, the tensor ends where the chunks do. */
+    if (rank == 0)
+        for (int k = 1; k < P; k++) {
+            snprintf(file, sizeof file,
+                     "%s/shard-%05d-model-00001-of-00001.safetensors", path, k);
+            bad += blank_in_header(file, comma) != 0;
+        }
+    MPI_Barrier(comm);
+    T_CHECK(hfdcp_test_all_ok(comm, bad == 0));
+    rc = hfdcp_reader_open(comm, path, NULL, &r);
+    T_CHECK(hfdcp_test_agreed_ok(comm, rc, "reader without the key"));
+    T_OKCALL(hfdcp_reader_find(r, "w", &info));
+    T_CHECKF(info.ndim == 2 && info.shape[0] == lo && info.shape[1] == 3,
+             "shape [%" PRId64 ", %" PRId64 "], want [%" PRId64 ", 3]",
+             info.shape[0], info.shape[1], lo);
+    hfdcp_reader_free(r);
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"sharded_should_write_shard_files_as_the_reference",
      sharded_should_write_shard_files_as_the_reference, 1},
@@ -713,6 +810,8 @@ static const hfdcp_test_case cases[] = {
      1},
     {"sharded_should_save_an_empty_checkpoint",
      sharded_should_save_an_empty_checkpoint, 1},
+    {"sharded_should_detect_a_missing_last_shard",
+     sharded_should_detect_a_missing_last_shard, 1},
     {"sharded_should_consolidate_into_a_direct_save",
      sharded_should_consolidate_into_a_direct_save, 1},
 };

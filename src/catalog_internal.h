@@ -139,6 +139,9 @@ typedef struct {
     hfdcp__strmap *group_of; /* stored name -> group */
     bool shards_only;        /* consolidation: DCP shard files only, and
                                 shard problems are HFDCP_ERR_PLAN */
+    int64_t ***global_shapes; /* per file: its shard header's declared
+                                 shapes (hfdcp__header_global_shapes()),
+                                 NULL without them */
 } merger;
 
 /* Renames, groups and checks into `c`, a zeroed catalog, for the

@@ -397,11 +397,65 @@ static int check_group(const merger *m, const group *g, bool *sharded)
     return HFDCP_OK;
 }
 
-/* The chunks of t from group g (offsets from DCP_SHARDING_INFO, else
- * zeros), and t's global shape: the max over chunks of offset + size. */
-static int fill_chunks(const merger *m, const group *g, hfdcp__tensor *t)
+/* "[4, 3]" */
+static void format_dims(char *buf, size_t size, int ndim, const int64_t *d)
+{
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%" PRId64,
+                                 i ? ", " : "", d[i]);
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+}
+
+/* The global shape the shard files of group g declare (hfdcp_global_shapes)
+ * into *decl, NULL when none does; every file that declares it must give
+ * the same. */
+static int declared_shape(const merger *m, const group *g, int ndim,
+                          const int64_t **decl)
 {
     const occurrence *occ = &m->occ[g->first];
+    size_t first = 0;
+
+    *decl = NULL;
+    for (size_t k = 0; m->global_shapes && k < g->n; k++) {
+        int64_t **gs = m->global_shapes[occ[k].file];
+        const int64_t *d = gs ? gs[occ[k].entry] : NULL;
+        char a[256], b[256];
+        if (d == NULL)
+            continue;
+        if (*decl == NULL) {
+            *decl = d;
+            first = k;
+            continue;
+        }
+        if (ndim == 0 || memcmp(d, *decl, (size_t)ndim * sizeof *d) == 0)
+            continue;
+        format_dims(a, sizeof a, ndim, *decl);
+        format_dims(b, sizeof b, ndim, d);
+        return hfdcp__error(shard_status(m),
+                            "tensor '%s': its shard files declare different "
+                            "global shapes (" HFDCP_GLOBAL_SHAPES_KEY "): %s "
+                            "in file '%s', %s in file '%s'",
+                            g->stored, a, m->file_names[occ[first].file], b,
+                            m->file_names[occ[k].file]);
+    }
+    return HFDCP_OK;
+}
+
+/* The chunks of t from group g (offsets from DCP_SHARDING_INFO, else
+ * zeros), and t's global shape: the max over chunks of offset + size, and
+ * over the shape its shard files declare, *decl (NULL if none).  Note:
+ * with a declared shape, chunks that do not reach its end leave a hole
+ * that the tiling check reports (the shard files of the last rank are
+ * missing, say); a chunk past it is refused after that check
+ * (check_declared), so that overlaps are named as without one. */
+static int fill_chunks(const merger *m, const group *g, hfdcp__tensor *t,
+                       const int64_t **decl)
+{
+    const occurrence *occ = &m->occ[g->first];
+
+    HFDCP_TRY(declared_shape(m, g, t->ndim, decl));
 
     if ((t->chunks = calloc(g->n, sizeof *t->chunks)) == NULL ||
         (t->ndim > 0 &&
@@ -438,6 +492,33 @@ static int fill_chunks(const merger *m, const group *g, hfdcp__tensor *t)
                 t->shape[d] = end;
         }
     }
+    for (int d = 0; *decl != NULL && d < t->ndim; d++)
+        if ((*decl)[d] > t->shape[d])
+            t->shape[d] = (*decl)[d];
+    return HFDCP_OK;
+}
+
+/* No chunk of t may reach past the declared shape `decl` (NULL: none). */
+static int check_declared(const merger *m, const group *g,
+                          const hfdcp__tensor *t, const int64_t *decl)
+{
+    for (size_t k = 0; decl != NULL && k < t->n_chunks; k++) {
+        const hfdcp__chunk *c = &t->chunks[k];
+        for (int d = 0; d < t->ndim; d++) {
+            char box[256], shape[256];
+            if (c->offsets[d] + c->sizes[d] <= decl[d])
+                continue;
+            hfdcp__format_box(box, sizeof box, t->ndim, c->offsets,
+                              c->sizes);
+            format_dims(shape, sizeof shape, t->ndim, decl);
+            return hfdcp__error(shard_status(m),
+                                "tensor '%s': the chunk %s in file '%s' "
+                                "lies outside the declared global shape %s "
+                                "(" HFDCP_GLOBAL_SHAPES_KEY ")",
+                                g->stored, box, m->file_names[c->file],
+                                shape);
+        }
+    }
     return HFDCP_OK;
 }
 
@@ -467,6 +548,7 @@ static int build_tensor(merger *m, const group *g, char *name,
                         hfdcp__tensor *t, bool *made)
 {
     const hfdcp__entry *e0 = occ_entry(m, &m->occ[g->first]);
+    const int64_t *decl = NULL;
     char what[600];
     bool sharded;
     int rc;
@@ -478,9 +560,10 @@ static int build_tensor(merger *m, const group *g, char *name,
     t->ndim = e0->ndim;
     snprintf(what, sizeof what, "tensor '%s'", g->stored);
     if ((rc = check_group(m, g, &sharded)) == HFDCP_OK &&
-        (rc = fill_chunks(m, g, t)) == HFDCP_OK &&
+        (rc = fill_chunks(m, g, t, &decl)) == HFDCP_OK &&
         (!sharded || ((rc = drop_replicas(t)) == HFDCP_OK &&
-                      (rc = check_tiling(m, g, t)) == HFDCP_OK)) &&
+                      (rc = check_tiling(m, g, t)) == HFDCP_OK &&
+                      (rc = check_declared(m, g, t, decl)) == HFDCP_OK)) &&
         (rc = hfdcp__tensor_bytes(t->dtype, t->ndim, t->shape, what,
                                   &t->nbytes)) == HFDCP_OK &&
         (rc = sort_chunks(t)) == HFDCP_OK) {
@@ -512,6 +595,23 @@ static int check_files(merger *m)
                                 "file, and consolidation reads only those",
                                 ls->paths[f]);
     }
+    return HFDCP_OK;
+}
+
+/* The declared global shapes of every readable shard file (already
+ * checked when its header was parsed). */
+static int read_global_shapes(merger *m)
+{
+    size_t n = m->ls->n;
+
+    if ((m->global_shapes = calloc(n + 1, sizeof *m->global_shapes)) ==
+        NULL)
+        return hfdcp__error(HFDCP_ERR_NOMEM,
+                            "out of memory for the global shapes");
+    for (size_t f = 0; f < n; f++)
+        if (readable(m, f) && m->files[f].hdr.sharded)
+            HFDCP_TRY(hfdcp__header_global_shapes(
+                &m->files[f].hdr, m->ls->paths[f], &m->global_shapes[f]));
     return HFDCP_OK;
 }
 
@@ -607,6 +707,7 @@ int hfdcp__catalog_merge(merger *m, const char *path, hfdcp__catalog *c)
         HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory for the catalog of '%s'",
                    path);
     HFDCP_CHECK(check_files(m));
+    HFDCP_CHECK(read_global_shapes(m));
     HFDCP_CHECK(group_names(m));
     if (ls->has_index)
         HFDCP_CHECK(check_index(m));
@@ -633,6 +734,9 @@ void hfdcp__merger_free(merger *m)
         }
         free(m->files);
     }
+    for (size_t f = 0; m->global_shapes && f < m->ls->n; f++)
+        free(m->global_shapes[f]);
+    free(m->global_shapes);
     free(m->file_names);
     free(m->occ);
     free(m->groups);

@@ -455,6 +455,104 @@ cleanup:
     free(seen);
     return rc;
 }
+/* Entry i of hfdcp_global_shapes: the array `c` of h->entries[i].ndim
+ * dims into dims[0..ndim). */
+static int global_shape_entry(const hfdcp__json *doc,
+                              const hfdcp__json_node *c, const char *file,
+                              const hfdcp__entry *e, int64_t *dims)
+{
+    size_t k = 0;
+
+    if (hfdcp__json_kind(c) != HFDCP_JSON_ARRAY ||
+        hfdcp__json_count(c) != (size_t)e->ndim)
+        return tensor_error(HFDCP_ERR_FORMAT, file, e->name,
+                            "__metadata__ " HFDCP_GLOBAL_SHAPES_KEY
+                            " gives %s, but the tensor has %d dimensions: "
+                            "it must be an array of %d integers",
+                            hfdcp__json_kind(c) == HFDCP_JSON_ARRAY
+                                ? "an array of another length"
+                                : hfdcp__json_kind_name(c),
+                            e->ndim, e->ndim);
+    for (const hfdcp__json_node *x = hfdcp__json_first(c); x;
+         x = hfdcp__json_next(x), k++) {
+        char w[NAME_MAX_MSG + 512];
+        uint64_t v;
+        snprintf(w, sizeof w,
+                 "file '%s': tensor '%.*s': __metadata__ "
+                 HFDCP_GLOBAL_SHAPES_KEY "[%zu]",
+                 file, NAME_MAX_MSG, e->name, k);
+        HFDCP_TRY(hfdcp__json_uint(doc, x, false, w, &v));
+        dims[k] = (int64_t)v;
+    }
+    return HFDCP_OK;
+}
+
+int hfdcp__header_global_shapes(const hfdcp__header *h, const char *file,
+                                int64_t ***shapes)
+{
+    char what[NAME_MAX_MSG + 512];
+    const char *text = NULL;
+    hfdcp__json doc;
+    hfdcp__strmap *by_name = NULL;
+    int64_t **out = NULL, *dims;
+    size_t n_dims = 0, head;
+    int rc = HFDCP_OK;
+
+    *shapes = NULL;
+    file = file_or(file);
+    for (size_t i = 0; i < h->n_meta; i++)
+        if (strcmp(h->meta[i].key, HFDCP_GLOBAL_SHAPES_KEY) == 0)
+            text = h->meta[i].value;
+    if (text == NULL)
+        return HFDCP_OK;
+    snprintf(what, sizeof what,
+             "file '%s': __metadata__ " HFDCP_GLOBAL_SHAPES_KEY, file);
+    HFDCP_TRY(hfdcp__json_parse(text, strlen(text), what, &doc));
+    if (hfdcp__json_kind(doc.root) != HFDCP_JSON_OBJECT)
+        HFDCP_FAIL(HFDCP_ERR_FORMAT,
+                   "%s is %s, not JSON text of an object {name: [dim, ...]}",
+                   what, hfdcp__json_kind_name(doc.root));
+    if (hfdcp__json_count(doc.root) != h->n_entries)
+        HFDCP_FAIL(HFDCP_ERR_FORMAT,
+                   "%s names %zu tensors but the file has %zu: it must name "
+                   "each of them once",
+                   what, hfdcp__json_count(doc.root), h->n_entries);
+    /* One block: the pointers, then the dims (aligned for int64_t). */
+    for (size_t i = 0; i < h->n_entries; i++)
+        n_dims += (size_t)h->entries[i].ndim;
+    head = (h->n_entries + 1) * sizeof *out;
+    head = (head + sizeof(int64_t) - 1) / sizeof(int64_t) * sizeof(int64_t);
+    if ((by_name = hfdcp__strmap_new()) == NULL ||
+        (out = calloc(1, head + (n_dims + 1) * sizeof *dims)) == NULL)
+        HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory reading %s", what);
+    dims = (int64_t *)(void *)((char *)out + head);
+    for (size_t i = 0; i < h->n_entries; i++)
+        HFDCP_CHECK(hfdcp__strmap_put(by_name, h->entries[i].name, i, NULL));
+    for (const hfdcp__json_node *c = hfdcp__json_first(doc.root); c;
+         c = hfdcp__json_next(c)) {
+        size_t i;
+        if (!hfdcp__strmap_get(by_name, hfdcp__json_key(c), &i))
+            HFDCP_FAIL(HFDCP_ERR_FORMAT,
+                       "%s names tensor '%.*s', which is not in the file",
+                       what, NAME_MAX_MSG, hfdcp__json_key(c));
+        if (out[i] != NULL)
+            HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s names tensor '%.*s' twice",
+                       what, NAME_MAX_MSG, hfdcp__json_key(c));
+        out[i] = dims;
+        dims += h->entries[i].ndim;
+        HFDCP_CHECK(global_shape_entry(&doc, c, file, &h->entries[i],
+                                       out[i]));
+    }
+    *shapes = out;
+    out = NULL;
+
+cleanup:
+    hfdcp__json_free(&doc);
+    hfdcp__strmap_free(by_name);
+    free(out);
+    return rc;
+}
+
 /* The members of a header into `h` (entries allocated for every member);
  * *sharding gets a copy of DCP_SHARDING_INFO's text, if any. */
 static int read_members(hfdcp__json_members *m, const char *file,
@@ -581,6 +679,11 @@ int hfdcp__header_parse(const char *json, uint64_t n, uint64_t file_size,
     HFDCP_CHECK(hfdcp__json_members_done(&m, where));
     if (sharding)
         HFDCP_CHECK(parse_sharding(sharding, file, &h));
+    {
+        int64_t **gs; /* checked here; catalog_merge.c reads it again */
+        HFDCP_CHECK(hfdcp__header_global_shapes(&h, file, &gs));
+        free(gs);
+    }
 
     *out = h;
     memset(&h, 0, sizeof h);

@@ -501,6 +501,21 @@ int hfdcp__header_parse(const char *json, uint64_t n, uint64_t file_size,
 
 void hfdcp__header_free(hfdcp__header *h);
 
+/* The __metadata__ key of the shard files hfdcp writes that declares
+ * each tensor's global shape: JSON text of {name: [dim, ...]} naming
+ * exactly the file's tensors (docs/format.md).  PyTorch ignores it. */
+#define HFDCP_GLOBAL_SHAPES_KEY "hfdcp_global_shapes"
+
+/* The declared global shapes of h's entries, from HFDCP_GLOBAL_SHAPES_KEY
+ * in h->meta: *shapes is NULL when h has no such key, else one malloc'd
+ * block (free() it) of h->n_entries pointers, (*shapes)[i] the
+ * h->entries[i].ndim dims of entry i.  HFDCP_ERR_FORMAT naming `file`
+ * (and the tensor) when the value is not JSON text of an object naming
+ * exactly the file's tensors, each with an array of ndim integers in
+ * [0, 2^53]. */
+int hfdcp__header_global_shapes(const hfdcp__header *h, const char *file,
+                                int64_t ***shapes);
+
 /* Serializes `h` into a complete file prefix: the 8-byte length, then
  * compact JSON starting with '{': "__metadata__" first with
  * "format":"pt" and then h->meta in order (a "format" key in h->meta

@@ -187,6 +187,33 @@ static int shard_layout(const hfdcp__wjob *job, shard_t *sh,
     return HFDCP_OK;
 }
 
+/* The value of HFDCP_GLOBAL_SHAPES_KEY for the `n` entries ent[] of `sh`
+ * (in that order, DCP_SHARDING_INFO's): the compact JSON text of
+ * {name: [dim, ...]} with each tensor's global shape, NUL-terminated in
+ * *b.  A reader can then tell a missing last shard from a smaller
+ * tensor. */
+static int global_shapes_text(const hfdcp__wjob *job, const shard_t *sh,
+                              const hfdcp__entry *ent, hfdcp__buf *b)
+{
+    hfdcp__buf_put(b, "{", 1);
+    for (size_t k = 0; k < sh->n_entries; k++) {
+        const hfdcp__wchunk *c = &job->chunks[sh->entries[k].chunk];
+        if (k > 0)
+            hfdcp__buf_put(b, ",", 1);
+        hfdcp__json_put_string(b, ent[k].name, false);
+        hfdcp__buf_put(b, ":[", 2);
+        for (int d = 0; d < c->ndim; d++) {
+            char num[32];
+            int len = snprintf(num, sizeof num, "%s%" PRId64,
+                               d > 0 ? "," : "", c->shape[d]);
+            hfdcp__buf_put(b, num, (size_t)len);
+        }
+        hfdcp__buf_put(b, "]", 1);
+    }
+    hfdcp__buf_put(b, "}", 2); /* with the NUL */
+    return hfdcp__buf_status(b);
+}
+
 /* Shard file `sh` of plan file f in the directory `dir`: its entries, its
  * names (the temporary one carrying `tag`) and its header. */
 static int make_shard(const hfdcp__wjob *job, const char *dir,
@@ -196,8 +223,11 @@ static int make_shard(const hfdcp__wjob *job, const char *dir,
     int idx, max, rc = HFDCP_OK;
     hfdcp__header h;
     hfdcp__entry *ent = NULL;
+    hfdcp__kv kv = {(char *)HFDCP_GLOBAL_SHAPES_KEY, NULL};
+    hfdcp__buf shapes;
     char *name = NULL, *tmp = NULL;
 
+    hfdcp__buf_init(&shapes);
     HFDCP_TRY(plan_file_index(job->plan->file_names[f], &idx, &max));
     if ((sh->entries = calloc(nc + 1, sizeof *sh->entries)) == NULL ||
         (ent = malloc((nc + 1) * sizeof *ent)) == NULL)
@@ -209,6 +239,10 @@ static int make_shard(const hfdcp__wjob *job, const char *dir,
     h.n_entries = sh->n_entries;
     h.sharded = true;
     h.align = align;
+    HFDCP_CHECK(global_shapes_text(job, sh, ent, &shapes));
+    kv.value = (char *)shapes.data;
+    h.meta = &kv;
+    h.n_meta = 1;
     if ((name = hfdcp__asprintf("shard-%05d-model-%05d-of-%05d.safetensors",
                                 job->rank + 1, idx, max)) == NULL ||
         (tmp = hfdcp__asprintf(HFDCP_TMP_PREFIX "%s-%s.tmp", tag,
@@ -221,6 +255,7 @@ static int make_shard(const hfdcp__wjob *job, const char *dir,
         hfdcp__error_prefix(rc, "shard file '%s' of rank %d", name,
                             job->rank);
 cleanup:
+    hfdcp__buf_free(&shapes);
     free(ent);
     free(name);
     free(tmp);

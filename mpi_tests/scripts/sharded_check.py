@@ -19,7 +19,9 @@ starts with '{' and is compact JSON (re-serializing it with separators
 exactly the keys format, DCP_SHARDING_INFO and DCP_VERSION, with "pt",
 "1.0" and DCP_SHARDING_INFO equal to json.dumps() (default separators,
 ensure_ascii) of {name: {"saved_offsets": [...]}} naming the file's tensors
-in header order; data offsets contiguous from 0, sizes matching dtype x
+in header order, and hfdcp's own key hfdcp_global_shapes (which PyTorch
+ignores): the compact JSON of {name: [global shape]} of the same tensors
+in the same order, the shapes of SPEC_JSON; data offsets contiguous from 0, sizes matching dtype x
 shape, 8 + N + last end == the file size; every chunk inside its tensor
 and every byte of it right; the chunks of a tensor add up to the tensor
 exactly (a replicated chunk written twice would not).  Prints "ok N
@@ -124,7 +126,8 @@ def main():
             fail("%s: the header is not compact JSON" % fn)
         meta = hdr.pop("__metadata__", None)
         if meta is None or sorted(meta) != ["DCP_SHARDING_INFO",
-                                            "DCP_VERSION", "format"]:
+                                            "DCP_VERSION", "format",
+                                            "hfdcp_global_shapes"]:
             fail("%s: __metadata__ keys %r" % (fn, meta))
         if meta["format"] != "pt" or meta["DCP_VERSION"] != "1.0":
             fail("%s: format %r, DCP_VERSION %r" % (fn, meta["format"],
@@ -136,6 +139,11 @@ def main():
         if list(info) != list(hdr):
             fail("%s: DCP_SHARDING_INFO names %r, the header %r"
                  % (fn, list(info), list(hdr)))
+        want = json.dumps({k: spec[k]["shape"] for k in info},
+                          separators=(",", ":"), ensure_ascii=False)
+        if meta["hfdcp_global_shapes"] != want:
+            fail("%s: hfdcp_global_shapes %r, expected %r"
+                 % (fn, meta["hfdcp_global_shapes"], want))
         at = 0
         for name, e in sorted(hdr.items(), key=lambda kv: kv[1]["data_offsets"]):
             if name not in spec:
