@@ -407,39 +407,84 @@ static int sharding_entry(const hfdcp__json *doc, const hfdcp__json_node *c,
     return HFDCP_OK;
 }
 
-/* DCP_SHARDING_INFO: JSON text of {name: {"saved_offsets": [..]}} naming
- * exactly the file's tensors. */
-static int parse_sharding(const char *text, const char *file,
-                          hfdcp__header *h)
+/* A __metadata__ value that is JSON text of an object keyed by the file's
+ * tensor names (`what` names it): parses it into *doc and calls
+ * fn(doc, member, i, arg) for each member, i its entry in h.  A name that
+ * is not in the file is HFDCP_ERR_FORMAT; seen[i] marks the names given
+ * (twice is HFDCP_ERR_FORMAT); with `every`, naming another number of
+ * tensors than the file has is too, before any member is read.  The
+ * caller frees *doc, also on failure. */
+typedef int (*member_fn)(const hfdcp__json *doc, const hfdcp__json_node *c,
+                         size_t i, void *arg);
+
+static int each_tensor_member(const char *text, const char *what,
+                              const char *shape_hint, const hfdcp__header *h,
+                              bool every, hfdcp__json *doc, bool *seen,
+                              member_fn fn, void *arg)
 {
-    char what[NAME_MAX_MSG + 512];
-    hfdcp__json doc;
     hfdcp__strmap *by_name = NULL;
-    bool *seen = NULL;
     int rc = HFDCP_OK;
 
-    snprintf(what, sizeof what,
-             "file '%s': __metadata__ DCP_SHARDING_INFO", file);
-    HFDCP_TRY(hfdcp__json_parse(text, strlen(text), what, &doc));
-    if (hfdcp__json_kind(doc.root) != HFDCP_JSON_OBJECT)
-        HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s is %s, not a JSON object", what,
-                   hfdcp__json_kind_name(doc.root));
-    if ((by_name = hfdcp__strmap_new()) == NULL ||
-        (seen = calloc(h->n_entries + 1, sizeof *seen)) == NULL)
+    HFDCP_TRY(hfdcp__json_parse(text, strlen(text), what, doc));
+    if (hfdcp__json_kind(doc->root) != HFDCP_JSON_OBJECT)
+        HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s is %s, not %s", what,
+                   hfdcp__json_kind_name(doc->root), shape_hint);
+    if (every && hfdcp__json_count(doc->root) != h->n_entries)
+        HFDCP_FAIL(HFDCP_ERR_FORMAT,
+                   "%s names %zu tensors but the file has %zu: it must name "
+                   "each of them once",
+                   what, hfdcp__json_count(doc->root), h->n_entries);
+    if ((by_name = hfdcp__strmap_new()) == NULL)
         HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory reading %s", what);
     for (size_t i = 0; i < h->n_entries; i++)
         HFDCP_CHECK(hfdcp__strmap_put(by_name, h->entries[i].name, i, NULL));
-
-    for (const hfdcp__json_node *c = hfdcp__json_first(doc.root); c;
+    for (const hfdcp__json_node *c = hfdcp__json_first(doc->root); c;
          c = hfdcp__json_next(c)) {
         size_t i;
         if (!hfdcp__strmap_get(by_name, hfdcp__json_key(c), &i))
             HFDCP_FAIL(HFDCP_ERR_FORMAT,
                        "%s names tensor '%.*s', which is not in the file",
                        what, NAME_MAX_MSG, hfdcp__json_key(c));
+        if (seen[i])
+            HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s names tensor '%.*s' twice",
+                       what, NAME_MAX_MSG, hfdcp__json_key(c));
         seen[i] = true;
-        HFDCP_CHECK(sharding_entry(&doc, c, file, what, &h->entries[i]));
+        HFDCP_CHECK(fn(doc, c, i, arg));
     }
+cleanup:
+    hfdcp__strmap_free(by_name);
+    return rc;
+}
+
+typedef struct {
+    const char *file, *what;
+    hfdcp__header *h;
+} sharding_arg;
+
+static int sharding_member(const hfdcp__json *doc, const hfdcp__json_node *c,
+                           size_t i, void *arg)
+{
+    sharding_arg *a = arg;
+    return sharding_entry(doc, c, a->file, a->what, &a->h->entries[i]);
+}
+
+/* DCP_SHARDING_INFO: JSON text of {name: {"saved_offsets": [..]}} naming
+ * exactly the file's tensors. */
+static int parse_sharding(const char *text, const char *file,
+                          hfdcp__header *h)
+{
+    char what[NAME_MAX_MSG + 512];
+    hfdcp__json doc = {0};
+    bool *seen = calloc(h->n_entries + 1, sizeof *seen);
+    sharding_arg arg = {file, what, h};
+    int rc = HFDCP_OK;
+
+    snprintf(what, sizeof what,
+             "file '%s': __metadata__ DCP_SHARDING_INFO", file);
+    if (seen == NULL)
+        HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory reading %s", what);
+    HFDCP_CHECK(each_tensor_member(text, what, "a JSON object", h, false,
+                                   &doc, seen, sharding_member, &arg));
     for (size_t i = 0; i < h->n_entries; i++)
         if (!seen[i])
             TENSOR_FAIL(HFDCP_ERR_FORMAT, file,
@@ -451,7 +496,6 @@ static int parse_sharding(const char *text, const char *file,
 
 cleanup:
     hfdcp__json_free(&doc);
-    hfdcp__strmap_free(by_name);
     free(seen);
     return rc;
 }
@@ -487,69 +531,61 @@ static int global_shape_entry(const hfdcp__json *doc,
     return HFDCP_OK;
 }
 
+typedef struct {
+    const char *file;
+    const hfdcp__header *h;
+    int64_t **out;
+    int64_t *dims; /* the next entry's dims */
+} shapes_arg;
+
+static int shape_member(const hfdcp__json *doc, const hfdcp__json_node *c,
+                        size_t i, void *arg)
+{
+    shapes_arg *a = arg;
+
+    a->out[i] = a->dims;
+    a->dims += a->h->entries[i].ndim;
+    return global_shape_entry(doc, c, a->file, &a->h->entries[i], a->out[i]);
+}
+
 int hfdcp__header_global_shapes(const hfdcp__header *h, const char *file,
                                 int64_t ***shapes)
 {
     char what[NAME_MAX_MSG + 512];
     const char *text = NULL;
-    hfdcp__json doc;
-    hfdcp__strmap *by_name = NULL;
-    int64_t **out = NULL, *dims;
+    hfdcp__json doc = {0};
+    shapes_arg arg = {file_or(file), h, NULL, NULL};
+    bool *seen = NULL;
     size_t n_dims = 0, head;
     int rc = HFDCP_OK;
 
     *shapes = NULL;
-    file = file_or(file);
     for (size_t i = 0; i < h->n_meta; i++)
         if (strcmp(h->meta[i].key, HFDCP_GLOBAL_SHAPES_KEY) == 0)
             text = h->meta[i].value;
     if (text == NULL)
         return HFDCP_OK;
     snprintf(what, sizeof what,
-             "file '%s': __metadata__ " HFDCP_GLOBAL_SHAPES_KEY, file);
-    HFDCP_TRY(hfdcp__json_parse(text, strlen(text), what, &doc));
-    if (hfdcp__json_kind(doc.root) != HFDCP_JSON_OBJECT)
-        HFDCP_FAIL(HFDCP_ERR_FORMAT,
-                   "%s is %s, not JSON text of an object {name: [dim, ...]}",
-                   what, hfdcp__json_kind_name(doc.root));
-    if (hfdcp__json_count(doc.root) != h->n_entries)
-        HFDCP_FAIL(HFDCP_ERR_FORMAT,
-                   "%s names %zu tensors but the file has %zu: it must name "
-                   "each of them once",
-                   what, hfdcp__json_count(doc.root), h->n_entries);
+             "file '%s': __metadata__ " HFDCP_GLOBAL_SHAPES_KEY, arg.file);
     /* One block: the pointers, then the dims (aligned for int64_t). */
     for (size_t i = 0; i < h->n_entries; i++)
         n_dims += (size_t)h->entries[i].ndim;
-    head = (h->n_entries + 1) * sizeof *out;
+    head = (h->n_entries + 1) * sizeof *arg.out;
     head = (head + sizeof(int64_t) - 1) / sizeof(int64_t) * sizeof(int64_t);
-    if ((by_name = hfdcp__strmap_new()) == NULL ||
-        (out = calloc(1, head + (n_dims + 1) * sizeof *dims)) == NULL)
+    if ((arg.out = calloc(1, head + (n_dims + 1) * sizeof *arg.dims)) == NULL ||
+        (seen = calloc(h->n_entries + 1, sizeof *seen)) == NULL)
         HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory reading %s", what);
-    dims = (int64_t *)(void *)((char *)out + head);
-    for (size_t i = 0; i < h->n_entries; i++)
-        HFDCP_CHECK(hfdcp__strmap_put(by_name, h->entries[i].name, i, NULL));
-    for (const hfdcp__json_node *c = hfdcp__json_first(doc.root); c;
-         c = hfdcp__json_next(c)) {
-        size_t i;
-        if (!hfdcp__strmap_get(by_name, hfdcp__json_key(c), &i))
-            HFDCP_FAIL(HFDCP_ERR_FORMAT,
-                       "%s names tensor '%.*s', which is not in the file",
-                       what, NAME_MAX_MSG, hfdcp__json_key(c));
-        if (out[i] != NULL)
-            HFDCP_FAIL(HFDCP_ERR_FORMAT, "%s names tensor '%.*s' twice",
-                       what, NAME_MAX_MSG, hfdcp__json_key(c));
-        out[i] = dims;
-        dims += h->entries[i].ndim;
-        HFDCP_CHECK(global_shape_entry(&doc, c, file, &h->entries[i],
-                                       out[i]));
-    }
-    *shapes = out;
-    out = NULL;
+    arg.dims = (int64_t *)(void *)((char *)arg.out + head);
+    HFDCP_CHECK(each_tensor_member(
+        text, what, "JSON text of an object {name: [dim, ...]}", h, true,
+        &doc, seen, shape_member, &arg));
+    *shapes = arg.out;
+    arg.out = NULL;
 
 cleanup:
     hfdcp__json_free(&doc);
-    hfdcp__strmap_free(by_name);
-    free(out);
+    free(arg.out);
+    free(seen);
     return rc;
 }
 

@@ -126,6 +126,11 @@ void bench_evict(const bench_ctx *c, const char *dir);
 /* Before a timed write: syncfs() of the scratch file system by rank 0, so
  * that no earlier write or removal is flushed inside the timing. */
 void bench_settle(const bench_ctx *c);
+/* hfdcp_writer_open of `dir` with `so`, then every chunk of this rank's
+ * model added (an add's error is reported by the commit, on every rank).
+ * The status of the open. */
+int bench_writer_open(const bench_ctx *c, const char *dir,
+                      const hfdcp_save_options *so, hfdcp_writer **w);
 /* With verification on: reads the checkpoint at `dir` back in the saved
  * boxes and compares it with the chunks (check `tag`_files), and with
  * `format` checks every format rule (`tag`_format).  TOOL_EXIT_OK at once

@@ -175,16 +175,9 @@ static int async_save(const bench_ctx *c, const char *dir, double step, uint64_t
     out->snapshot = 0;
     bench_settle(c);
     bench_start(c, &t);
-    int rc = hfdcp_writer_open(c->comm, dir, &so, &w);
-    if (rc == HFDCP_OK) {
-        for (size_t k = 0; k < m->n; k++) {
-            const bench_tensor *x = &m->t[k];
-            /* An error here is reported by the commit, on every rank. */
-            (void)hfdcp_writer_add(w, x->name, m->dtype, x->ndim, x->shape, x->off, x->size,
-                                   x->data);
-        }
+    int rc = bench_writer_open(c, dir, &so, &w);
+    if (rc == HFDCP_OK)
         rc = hfdcp_writer_commit_async(w);
-    }
     t1 = MPI_Wtime();
     if (rc == HFDCP_OK) {
         out->snapshot = hfdcp__writer_snapshot_bytes(w);

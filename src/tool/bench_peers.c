@@ -441,6 +441,20 @@ int bench_plain(const bench_ctx *c, int shared)
  * hfdcp
  * ---------------------------------------------------------------------- */
 
+int bench_writer_open(const bench_ctx *c, const char *dir,
+                      const hfdcp_save_options *so, hfdcp_writer **w)
+{
+    const bench_model *m = c->m;
+    int rc = hfdcp_writer_open(c->comm, dir, so, w);
+
+    for (size_t k = 0; rc == HFDCP_OK && k < m->n; k++) {
+        const bench_tensor *x = &m->t[k];
+        (void)hfdcp_writer_add(*w, x->name, m->dtype, x->ndim, x->shape,
+                               x->off, x->size, x->data);
+    }
+    return rc;
+}
+
 /* Saves the model into `dir` with one collective commit. */
 static int save(const bench_ctx *c, const char *dir, int sharded, bench_result *r)
 {
@@ -456,16 +470,9 @@ static int save(const bench_ctx *c, const char *dir, int sharded, bench_result *
     so.info = c->info;
     bench_settle(c);
     bench_start(c, &t);
-    int rc = hfdcp_writer_open(c->comm, dir, &so, &w);
-    if (rc == HFDCP_OK) {
-        for (size_t k = 0; k < m->n; k++) {
-            const bench_tensor *x = &m->t[k];
-            /* An error here is reported by the commit, on every rank. */
-            (void)hfdcp_writer_add(w, x->name, m->dtype, x->ndim, x->shape, x->off, x->size,
-                                   x->data);
-        }
+    int rc = bench_writer_open(c, dir, &so, &w);
+    if (rc == HFDCP_OK)
         rc = hfdcp_writer_commit(w);
-    }
     hfdcp_writer_free(w);
     bench_stop(c, &t, m->total, r);
     return rc;
