@@ -596,8 +596,8 @@ static int write_dcp_shard(const char *dir, const char *file,
                            const char *name, int64_t row)
 {
     int64_t shape[2] = {1, 3}, off[2] = {row, 0};
-    hfdcp__entry e = {(char *)name, HFDCP_F32, 2, shape, off, 0, 12};
-    hfdcp__header h = {&e, 1, NULL, 0, false, true, 0, 0, 0};
+    hfdcp__entry e = {(char *)name, HFDCP_F32, 2, shape, off, 0, 12, 0};
+    hfdcp__header h = {&e, 1, NULL, 0, false, true, 0, 0, 0, false, NULL};
     float data[3] = {(float)row, 1.5f, -2.0f};
     char *hdr = NULL, *path = hfdcp__path_join(dir, file);
     unsigned char *buf = NULL;

@@ -779,13 +779,13 @@ static int sample_file(unsigned char **file, size_t *size)
     static int64_t s1[2] = {3, 5}, s2[1] = {0}, o1[2] = {6, 0}, o2[1] = {7};
     static int64_t o3[1] = {0}, s4[3] = {2, 2, 2}, o4[3] = {0, 2, 4};
     hfdcp__entry e[] = {
-        {"w\xC3\xA9ight", HFDCP_F32, 2, s1, o1, 0, 60},
-        {"empty", HFDCP_BF16, 1, s2, o2, 60, 60},
-        {"s", HFDCP_I64, 0, NULL, o3, 60, 68},
-        {"q\"uote", HFDCP_U8, 3, s4, o4, 68, 76},
+        {"w\xC3\xA9ight", HFDCP_F32, 2, s1, o1, 0, 60, 0},
+        {"empty", HFDCP_BF16, 1, s2, o2, 60, 60, 0},
+        {"s", HFDCP_I64, 0, NULL, o3, 60, 68, 0},
+        {"q\"uote", HFDCP_U8, 3, s4, o4, 68, 76, 0},
     };
     hfdcp__kv meta[] = {{"k", "v"}, {"format", "pt"}};
-    hfdcp__header h = {e, 4, meta, 2, false, true, 0, 0, 0};
+    hfdcp__header h = {e, 4, meta, 2, false, true, 0, 0, 0, false, NULL};
     char *out;
     size_t len;
     int rc = hfdcp__header_serialize(&h, &out, &len);
@@ -833,16 +833,16 @@ static int format_should_round_trip_serialized_headers(MPI_Comm comm, const char
 {
     static int64_t s_a[2] = {2, 3}, s_b[1] = {5}, s_c[1] = {0}, s_e[1] = {7};
     hfdcp__entry e[] = {
-        {"plain.weight", HFDCP_F64, 2, s_a, NULL, 0, 48},
-        {"quote\"d", HFDCP_F32, 1, s_b, NULL, 48, 68},
-        {"back\\slash", HFDCP_BF16, 1, s_c, NULL, 68, 68},
-        {"ctl\x01\x1f\t\n\r\b\f end", HFDCP_BF16, 1, s_b, NULL, 68, 78},
-        {"utf8 \xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80 del\x7f", HFDCP_U8, 0, NULL, NULL, 78, 79},
-        {"", HFDCP_BOOL, 1, s_e, NULL, 79, 86},
-        {"/slash", HFDCP_F8_E4M3, 1, s_b, NULL, 86, 91},
+        {"plain.weight", HFDCP_F64, 2, s_a, NULL, 0, 48, 0},
+        {"quote\"d", HFDCP_F32, 1, s_b, NULL, 48, 68, 0},
+        {"back\\slash", HFDCP_BF16, 1, s_c, NULL, 68, 68, 0},
+        {"ctl\x01\x1f\t\n\r\b\f end", HFDCP_BF16, 1, s_b, NULL, 68, 78, 0},
+        {"utf8 \xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80 del\x7f", HFDCP_U8, 0, NULL, NULL, 78, 79, 0},
+        {"", HFDCP_BOOL, 1, s_e, NULL, 79, 86, 0},
+        {"/slash", HFDCP_F8_E4M3, 1, s_b, NULL, 86, 91, 0},
     };
     hfdcp__kv meta[] = {{"note", "a \"quoted\" \\ value\n"}, {"\xC3\xA9", "\xF0\x9F\x98\x80"}};
-    hfdcp__header h = {e, 7, meta, 2, false, false, 0, 0, 0}, p, p2;
+    hfdcp__header h = {e, 7, meta, 2, false, false, 0, 0, 0, false, NULL}, p, p2;
     char *out = NULL, *out2 = NULL, *path, *args, *got = NULL;
     size_t len, len2;
     uint64_t n = 0;
@@ -900,7 +900,7 @@ static int format_should_round_trip_serialized_headers(MPI_Comm comm, const char
     /* a caller "format" replaces pt, in first place */
     {
         hfdcp__kv m2[] = {{"a", "1"}, {"format", "mlx"}};
-        hfdcp__header h2 = {e, 1, m2, 2, false, false, 0, 0, 0};
+        hfdcp__header h2 = {e, 1, m2, 2, false, false, 0, 0, 0, false, NULL};
         T_OKCALL(hfdcp__header_serialize(&h2, &out2, &len2));
         {
             const char *pre = "{\"__metadata__\":{\"format\":\"mlx\",\"a\":\"1\"},\"plain.weight\":";
@@ -913,7 +913,7 @@ static int format_should_round_trip_serialized_headers(MPI_Comm comm, const char
     }
     /* no entries at all */
     {
-        hfdcp__header h3 = {NULL, 0, NULL, 0, false, false, 0, 0, 0};
+        hfdcp__header h3 = {NULL, 0, NULL, 0, false, false, 0, 0, 0, false, NULL};
         T_OKCALL(hfdcp__header_serialize(&h3, &out2, &len2));
         T_CHECK(len2 == 8 + 32 && memcmp(out2 + 8, "{\"__metadata__\":{\"format\":\"pt\"}}", 32) == 0);
         T_CHECK(out2[0] == 32 && out2[1] == 0);
@@ -928,10 +928,10 @@ static int format_should_write_sharding_info_as_python_does(MPI_Comm comm, const
 {
     static int64_t s1[2] = {2, 2}, o1[2] = {4, 0};
     hfdcp__entry e[] = {
-        {"a", HFDCP_F32, 2, s1, o1, 0, 16},
-        {"b", HFDCP_I64, 0, NULL, NULL, 16, 24},
+        {"a", HFDCP_F32, 2, s1, o1, 0, 16, 0},
+        {"b", HFDCP_I64, 0, NULL, NULL, 16, 24, 0},
     };
-    hfdcp__header h = {e, 2, NULL, 0, false, true, 0, 0, 0}, p;
+    hfdcp__header h = {e, 2, NULL, 0, false, true, 0, 0, 0, false, NULL}, p;
     const char *want = "{\"__metadata__\":{\"format\":\"pt\",\"DCP_SHARDING_INFO\":"
                        "\"{\\\"a\\\": {\\\"saved_offsets\\\": [4, 0]}, \\\"b\\\": "
                        "{\\\"saved_offsets\\\": []}}\",\"DCP_VERSION\":\"1.0\"},"
@@ -959,12 +959,12 @@ static int format_should_write_sharding_info_as_python_does(MPI_Comm comm, const
     {
         static int64_t s[1] = {2}, o[1] = {6};
         hfdcp__entry e2[] = {
-            {"\xC3\xA9t\xC3\xA9", HFDCP_U8, 1, s, o, 0, 2},
-            {"q\"b\\s/\x7f\x01\n", HFDCP_U8, 1, s, o, 2, 4},
-            {"\xF0\x9F\x98\x80\xE6\x97\xA5", HFDCP_U8, 1, s, o, 4, 6},
+            {"\xC3\xA9t\xC3\xA9", HFDCP_U8, 1, s, o, 0, 2, 0},
+            {"q\"b\\s/\x7f\x01\n", HFDCP_U8, 1, s, o, 2, 4, 0},
+            {"\xF0\x9F\x98\x80\xE6\x97\xA5", HFDCP_U8, 1, s, o, 4, 6, 0},
         };
         hfdcp__kv m[] = {{"DCP_VERSION", "1.0"}, {"x", "y"}};
-        hfdcp__header h2 = {e2, 3, m, 2, false, true, 0, 0, 0};
+        hfdcp__header h2 = {e2, 3, m, 2, false, true, 0, 0, 0, false, NULL};
         T_OKCALL(hfdcp__header_serialize(&h2, &out, &len));
         T_CHECK(contains(out, len, "\\\\u00e9t\\\\u00e9"));
         T_CHECK(contains(out, len, "\\\\ud83d\\\\ude00\\\\u65e5"));
@@ -995,9 +995,9 @@ static int format_should_write_sharding_info_as_python_does(MPI_Comm comm, const
 static int format_should_refuse_bad_serialize_input(MPI_Comm comm, const char *dir)
 {
     static int64_t s[1] = {4}, neg[1] = {-1};
-    hfdcp__entry e[2] = {{"a", HFDCP_U8, 1, s, NULL, 0, 4}, {"b", HFDCP_U8, 1, s, NULL, 4, 8}};
+    hfdcp__entry e[2] = {{"a", HFDCP_U8, 1, s, NULL, 0, 4, 0}, {"b", HFDCP_U8, 1, s, NULL, 4, 8, 0}};
     hfdcp__kv m[2] = {{"k", "v"}, {"k", "w"}};
-    hfdcp__header h = {e, 2, NULL, 0, false, false, 0, 0, 0};
+    hfdcp__header h = {e, 2, NULL, 0, false, false, 0, 0, 0, false, NULL};
     char *out = NULL;
     size_t len;
     (void)comm;
@@ -1050,8 +1050,8 @@ static int format_should_pad_to_the_data_alignment(MPI_Comm comm, const char *di
     static int64_t s[1] = {5};
     static const uint64_t ok[] = {0, 8, 16, 4096, 65536, (uint64_t)1 << 24};
     static const uint64_t bad[] = {4, 12, 4000, (uint64_t)1 << 25};
-    hfdcp__entry e[2] = {{"x", HFDCP_F32, 1, s, NULL, 0, 20}, {"y", HFDCP_U8, 1, s, NULL, 20, 25}};
-    hfdcp__header h = {e, 2, NULL, 0, false, false, 0, 25, 0}, p;
+    hfdcp__entry e[2] = {{"x", HFDCP_F32, 1, s, NULL, 0, 20, 0}, {"y", HFDCP_U8, 1, s, NULL, 20, 25, 0}};
+    hfdcp__header h = {e, 2, NULL, 0, false, false, 0, 25, 0, false, NULL}, p;
     char *plain = NULL, *out = NULL;
     size_t plain_len, len;
     (void)comm;
@@ -1093,8 +1093,8 @@ static int format_should_refuse_headers_above_the_write_limit(MPI_Comm comm, con
     size_t base, L;
     char *name, *out = NULL;
     size_t len;
-    hfdcp__entry e = {"x", HFDCP_U8, 1, s, NULL, 0, 0};
-    hfdcp__header h = {&e, 1, NULL, 0, false, false, 0, 0, 0};
+    hfdcp__entry e = {"x", HFDCP_U8, 1, s, NULL, 0, 0, 0};
+    hfdcp__header h = {&e, 1, NULL, 0, false, false, 0, 0, 0, false, NULL};
     (void)comm;
     (void)dir;
     /* JSON length without padding = base + strlen(name) */
@@ -1124,9 +1124,9 @@ static int format_should_refuse_headers_above_the_write_limit(MPI_Comm comm, con
         char (*names)[72] = malloc(n * sizeof *names);
         for (size_t i = 0; i < n; i++) {
             snprintf(names[i], sizeof names[i], "a.rather.long.tensor.name.to.fill.the.header.quickly.%zu", i);
-            many[i] = (hfdcp__entry){names[i], HFDCP_U8, 1, s, NULL, 0, 0};
+            many[i] = (hfdcp__entry){names[i], HFDCP_U8, 1, s, NULL, 0, 0, 0};
         }
-        hfdcp__header hm = {many, n, NULL, 0, false, false, 0, 0, 0};
+        hfdcp__header hm = {many, n, NULL, 0, false, false, 0, 0, 0, false, NULL};
         T_STATUS(hfdcp__header_serialize(&hm, &out, &len), HFDCP_ERR_RANGE, "at least");
         free(many);
         free(names);
@@ -1145,9 +1145,9 @@ static int format_should_order_entries_for_alignment(MPI_Comm comm, const char *
     (void)comm;
     (void)dir;
     for (int d = 0; d < HFDCP_DTYPE_COUNT; d++)
-        e[n++] = (hfdcp__entry){"m", (hfdcp_dtype)d, 0, NULL, NULL, 0, 0};
-    e[n++] = (hfdcp__entry){"z", HFDCP_F32, 0, NULL, NULL, 0, 0};
-    e[n++] = (hfdcp__entry){"a", HFDCP_F32, 0, NULL, NULL, 0, 0};
+        e[n++] = (hfdcp__entry){"m", (hfdcp_dtype)d, 0, NULL, NULL, 0, 0, 0};
+    e[n++] = (hfdcp__entry){"z", HFDCP_F32, 0, NULL, NULL, 0, 0, 0};
+    e[n++] = (hfdcp__entry){"a", HFDCP_F32, 0, NULL, NULL, 0, 0, 0};
     qsort(e, n, sizeof e[0], hfdcp__entry_layout_cmp);
     T_CHECK(strcmp(e[4].name, "a") == 0 && strcmp(e[5].name, "m") == 0 && strcmp(e[6].name, "z") == 0);
     for (size_t i = 0, k = 0; i < n; i++) {
@@ -1174,7 +1174,7 @@ static int format_should_handle_100000_entries_quickly(MPI_Comm comm, const char
     char (*names)[48] = malloc(n * sizeof *names);
     int64_t (*shapes)[2] = malloc(n * sizeof *shapes);
     uint64_t pos = 0;
-    hfdcp__header h = {e, n, NULL, 0, false, false, 0, 0, 0}, p;
+    hfdcp__header h = {e, n, NULL, 0, false, false, 0, 0, 0, false, NULL}, p;
     char *out;
     size_t len;
     double t0, t1, t2, c0, c1, c2;
@@ -1184,7 +1184,7 @@ static int format_should_handle_100000_entries_quickly(MPI_Comm comm, const char
         snprintf(names[i], sizeof names[i], "model.layers.%zu.mlp.up_proj.weight", i);
         shapes[i][0] = (int64_t)(i % 4096 + 1);
         shapes[i][1] = 11008;
-        e[i] = (hfdcp__entry){names[i], i % 2 ? HFDCP_BF16 : HFDCP_F32, 2, shapes[i], NULL, pos, 0};
+        e[i] = (hfdcp__entry){names[i], i % 2 ? HFDCP_BF16 : HFDCP_F32, 2, shapes[i], NULL, pos, 0, 0};
         pos += (uint64_t)shapes[i][0] * 11008 * (i % 2 ? 2 : 4);
         e[i].end = pos;
     }
@@ -1380,6 +1380,90 @@ static int index_should_refuse_malformed_indexes(MPI_Comm comm, const char *dir)
     return T_OK;
 }
 
+/* hfdcp_crc32c: written from the entries' crc, at the offsets crc_at
+ * gives, patched in place, parsed back; names that need escaping twice. */
+static int format_should_write_and_read_crc32c(MPI_Comm comm, const char *dir)
+{
+    int64_t shape[1] = {2};
+    hfdcp__entry e[3] = {
+        {"a\"b\\c", HFDCP_F32, 1, shape, NULL, 0, 8, 0x0123abcdu},
+        {"\xc3\xa9t\xc3\xa9/x", HFDCP_F32, 1, shape, NULL, 8, 16, 0u},
+        {"w", HFDCP_F32, 1, shape, NULL, 16, 24, 0xffffffffu},
+    };
+    uint64_t at[3];
+    hfdcp__header h = {0}, back;
+    char *out;
+    size_t len;
+    uint32_t *crcs;
+    (void)comm;
+    (void)dir;
+    h.entries = e;
+    h.n_entries = 3;
+    h.data_size = 24;
+    h.crc32c = true;
+    h.crc_at = at;
+    T_OKCALL(hfdcp__header_serialize(&h, &out, &len));
+    T_CHECK(memcmp(out + at[0], "0123abcd", 8) == 0);
+    T_CHECK(memcmp(out + at[1], "00000000", 8) == 0);
+    hfdcp__header_put_crc(out, at[1], 0xdeadbeefu);
+    T_CHECK(strstr(out + 8, "\"hfdcp_crc32c\":\"{\\\"a\\\\\\\"b\\\\\\\\c\\\":\\\"0123abcd\\\",") != NULL);
+    T_OKCALL(hfdcp__header_parse(out + 8, len - 8, len + 24, "c.safetensors", &back));
+    T_OKCALL(hfdcp__header_crc32c(&back, "c.safetensors", &crcs));
+    T_CHECK(crcs != NULL);
+    for (size_t i = 0; i < 3; i++) {
+        uint32_t want = i == 1 ? 0xdeadbeefu : e[i].crc;
+        size_t k = 0;
+        while (strcmp(back.entries[k].name, e[i].name) != 0)
+            k++;
+        T_CHECKF(crcs[k] == want, "entry %zu: %08x", i, crcs[k]);
+    }
+    free(crcs);
+    hfdcp__header_free(&back);
+    free(out);
+    /* A file without the key has none; a malformed one is refused. */
+    h.crc32c = false;
+    {
+        static const struct { const char *value, *substr; } bad[] = {
+            {"{\"a\\\"b\\\\c\":\"0123abc\",\"\xc3\xa9t\xc3\xa9/x\":\"00000000\",\"w\":\"00000000\"}", "not a string of 8 hex digits"},
+            {"{\"a\\\"b\\\\c\":\"0123abcg\",\"\xc3\xa9t\xc3\xa9/x\":\"00000000\",\"w\":\"00000000\"}", "not a string of 8 hex digits"},
+            {"{\"a\\\"b\\\\c\":1,\"\xc3\xa9t\xc3\xa9/x\":\"00000000\",\"w\":\"00000000\"}", "not a string of 8 hex digits"},
+            {"{\"w\":\"00000000\"}", "names 1 tensors but the file has 3"},
+            {"[]", "is an array"},
+        };
+        for (size_t i = 0; i <= sizeof bad / sizeof bad[0]; i++) {
+            hfdcp__kv kv = {HFDCP_CRC32C_KEY, NULL};
+            if (i < sizeof bad / sizeof bad[0]) {
+                kv.value = (char *)bad[i].value;
+                h.meta = &kv;
+                h.n_meta = 1;
+            } else {
+                h.meta = NULL;
+                h.n_meta = 0;
+            }
+            T_OKCALL(hfdcp__header_serialize(&h, &out, &len));
+            T_OKCALL(hfdcp__header_parse(out + 8, len - 8, len + 24, "c.safetensors", &back));
+            if (i < sizeof bad / sizeof bad[0]) {
+                T_STATUS(hfdcp__header_crc32c(&back, "c.safetensors", &crcs), HFDCP_ERR_FORMAT, bad[i].substr);
+                T_CHECK(strstr(hfdcp_last_error(), "c.safetensors") != NULL);
+            } else {
+                T_OKCALL(hfdcp__header_crc32c(&back, "c.safetensors", &crcs));
+            }
+            T_CHECK(crcs == NULL);
+            hfdcp__header_free(&back);
+            free(out);
+        }
+    }
+    /* The key is reserved when the entries' crc are written. */
+    {
+        hfdcp__kv kv = {HFDCP_CRC32C_KEY, "{}"};
+        h.meta = &kv;
+        h.n_meta = 1;
+        h.crc32c = true;
+        T_STATUS(hfdcp__header_serialize(&h, &out, &len), HFDCP_ERR_ARG, "written from the entries' crc");
+    }
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"format_should_parse_every_fixture_like_python", format_should_parse_every_fixture_like_python, 1},
     {"format_should_refuse_the_invalid_fixture", format_should_refuse_the_invalid_fixture, 1},
@@ -1391,6 +1475,7 @@ static const hfdcp_test_case cases[] = {
     {"format_should_write_sharding_info_as_python_does", format_should_write_sharding_info_as_python_does, 1},
     {"format_should_refuse_bad_serialize_input", format_should_refuse_bad_serialize_input, 1},
     {"format_should_pad_to_the_data_alignment", format_should_pad_to_the_data_alignment, 1},
+    {"format_should_write_and_read_crc32c", format_should_write_and_read_crc32c, 1},
     {"format_should_refuse_headers_above_the_write_limit", format_should_refuse_headers_above_the_write_limit, 1},
     {"format_should_order_entries_for_alignment", format_should_order_entries_for_alignment, 1},
     {"format_should_handle_100000_entries_quickly", format_should_handle_100000_entries_quickly, 1},

@@ -725,7 +725,7 @@ static int write_shards(MPI_Comm comm, const char *dir, gtensor *gs, size_t n)
                         gs[i].off[c], gs[i].size[c], chunk[ne]);
                 e[ne] = (hfdcp__entry){gs[i].name, gs[i].dtype, gs[i].ndim,
                                        gs[i].size[c], gs[i].off[c], pos,
-                                       pos + bytes};
+                                       pos + bytes, 0};
                 pos += bytes;
                 ne++;
             }
@@ -868,7 +868,7 @@ static int reader_should_load_sub_byte_tensors_with_odd_rows(MPI_Comm comm,
             uint64_t b = box_bytes(hfdcp_dtype_bits(gs[i].dtype), gs[i].ndim,
                                    gs[i].shape);
             e[i] = (hfdcp__entry){gs[i].name, gs[i].dtype, gs[i].ndim,
-                                  gs[i].shape, NULL, pos, pos + b};
+                                  gs[i].shape, NULL, pos, pos + b, 0};
             pos += b;
         }
         hfdcp__header h = {.entries = e, .n_entries = 3};

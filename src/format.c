@@ -589,6 +589,83 @@ cleanup:
     return rc;
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Entry i of hfdcp_crc32c: a string of 8 hex digits. */
+static int crc_member(const hfdcp__json *doc, const hfdcp__json_node *c,
+                      size_t i, void *arg)
+{
+    const hfdcp__header *h = ((const void **)arg)[0];
+    const char *file = ((const void **)arg)[1];
+    uint32_t *crcs = ((void **)arg)[2];
+    const char *s = hfdcp__json_str(c);
+    uint32_t v = 0;
+    size_t k = 0;
+
+    (void)doc;
+    for (; s != NULL && k < 8; k++) {
+        int d = hex_digit(s[k]);
+        if (d < 0)
+            break;
+        v = v << 4 | (uint32_t)d;
+    }
+    if (s == NULL || k != 8 || s[8] != '\0')
+        return tensor_error(HFDCP_ERR_FORMAT, file, h->entries[i].name,
+                            "__metadata__ " HFDCP_CRC32C_KEY " gives %s, "
+                            "not a string of 8 hex digits",
+                            s == NULL ? hfdcp__json_kind_name(c)
+                                      : "another string");
+    crcs[i] = v;
+    return HFDCP_OK;
+}
+
+int hfdcp__header_crc32c(const hfdcp__header *h, const char *file,
+                         uint32_t **crcs)
+{
+    char what[NAME_MAX_MSG + 512];
+    const char *text = NULL;
+    hfdcp__json doc = {0};
+    uint32_t *out = NULL;
+    bool *seen = NULL;
+    int rc = HFDCP_OK;
+
+    *crcs = NULL;
+    file = file_or(file);
+    for (size_t i = 0; i < h->n_meta; i++)
+        if (strcmp(h->meta[i].key, HFDCP_CRC32C_KEY) == 0)
+            text = h->meta[i].value;
+    if (text == NULL)
+        return HFDCP_OK;
+    snprintf(what, sizeof what, "file '%s': __metadata__ " HFDCP_CRC32C_KEY,
+             file);
+    if ((out = calloc(h->n_entries + 1, sizeof *out)) == NULL ||
+        (seen = calloc(h->n_entries + 1, sizeof *seen)) == NULL)
+        HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory reading %s", what);
+    {
+        const void *arg[3] = {h, file, out};
+        HFDCP_CHECK(each_tensor_member(
+            text, what, "JSON text of an object {name: \"8 hex digits\"}",
+            h, true, &doc, seen, crc_member, (void *)arg));
+    }
+    *crcs = out;
+    out = NULL;
+
+cleanup:
+    hfdcp__json_free(&doc);
+    free(out);
+    free(seen);
+    return rc;
+}
+
 /* The members of a header into `h` (entries allocated for every member);
  * *sharding gets a copy of DCP_SHARDING_INFO's text, if any. */
 static int read_members(hfdcp__json_members *m, const char *file,
@@ -914,6 +991,11 @@ static int check_meta_for_write(const hfdcp__header *h)
     for (size_t i = 0; i < h->n_meta; i++) {
         HFDCP_TRY(check_text_arg(h->meta[i].key, "metadata key", i));
         HFDCP_TRY(check_text_arg(h->meta[i].value, "metadata value", i));
+        if (h->crc32c && strcmp(h->meta[i].key, HFDCP_CRC32C_KEY) == 0)
+            return hfdcp__error(HFDCP_ERR_ARG,
+                                WHERE_W ": " HFDCP_CRC32C_KEY " is written "
+                                "from the entries' crc (set `crc32c`), not "
+                                "given as metadata");
         if (strcmp(h->meta[i].key, "DCP_SHARDING_INFO") == 0)
             return hfdcp__error(HFDCP_ERR_ARG,
                                 WHERE_W ": DCP_SHARDING_INFO is written from "
@@ -954,6 +1036,60 @@ static void put_sharding_text(hfdcp__buf *b, const hfdcp__header *h)
     put_lit(b, "}");
 }
 
+void hfdcp__header_put_crc(char *header, uint64_t at, uint32_t crc)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (int k = 0; k < 8; k++)
+        header[at + (uint64_t)k] = hex[(crc >> (28 - 4 * k)) & 15];
+}
+
+/* A JSON string's text as it appears inside another JSON string: `s`
+ * escaped twice, without the outer quotes. */
+static void put_inner_string(hfdcp__buf *b, hfdcp__buf *tmp, const char *s)
+{
+    size_t at = b->len;
+
+    tmp->len = 0;
+    hfdcp__json_put_string(tmp, s, false);
+    hfdcp__buf_put(tmp, "", 1); /* NUL */
+    if (hfdcp__buf_status(tmp) != HFDCP_OK) {
+        b->failed = true;
+        return;
+    }
+    hfdcp__json_put_string(b, (const char *)tmp->data, false);
+    if (hfdcp__buf_status(b) != HFDCP_OK)
+        return;
+    /* Drop the outer quotes. */
+    memmove(b->data + at, b->data + at + 1, b->len - at - 2);
+    b->len -= 2;
+}
+
+/* ,"hfdcp_crc32c":"{\"name\":\"0123abcd\",...}" from the entries'
+ * crc, recording where each one's digits are in h->crc_at. */
+static int put_crc_member(hfdcp__buf *b, const hfdcp__header *h)
+{
+    hfdcp__buf tmp;
+
+    hfdcp__buf_init(&tmp);
+    put_lit(b, ",\"" HFDCP_CRC32C_KEY "\":\"{");
+    for (size_t i = 0; i < h->n_entries; i++) {
+        if (i > 0)
+            put_lit(b, ",");
+        put_inner_string(b, &tmp, h->entries[i].name);
+        put_lit(b, ":\\\"");
+        if (h->crc_at != NULL)
+            h->crc_at[i] = b->len;
+        put_lit(b, "00000000\\\"");
+        if (hfdcp__buf_status(b) == HFDCP_OK)
+            hfdcp__header_put_crc((char *)b->data, b->len - 10,
+                                  h->entries[i].crc);
+    }
+    put_lit(b, "}\"");
+    hfdcp__buf_free(&tmp);
+    return hfdcp__buf_status(b);
+}
+
 /* `partial`: stopped before the end, n is a lower bound. */
 static int too_large(uint64_t n, bool partial)
 {
@@ -975,7 +1111,8 @@ static size_t size_estimate(const hfdcp__header *h, uint64_t align)
         est += strlen(h->meta[i].key) + strlen(h->meta[i].value) + 8;
     for (size_t i = 0; i < h->n_entries; i++)
         est += (strlen(h->entries[i].name) + 70 +
-                12 * (size_t)h->entries[i].ndim) * (h->sharded ? 2 : 1);
+                12 * (size_t)h->entries[i].ndim) * (h->sharded ? 2 : 1) +
+               (h->crc32c ? strlen(h->entries[i].name) + 24 : 0);
     if (est > (size_t)HFDCP_HEADER_MAX_WRITE + 4096)
         est = (size_t)HFDCP_HEADER_MAX_WRITE + 4096;
     return est + (size_t)align;
@@ -1008,6 +1145,8 @@ static int put_metadata(hfdcp__buf *b, const hfdcp__header *h)
         put_lit(b, ":");
         hfdcp__json_put_string(b, kv->value, false);
     }
+    if (h->crc32c)
+        HFDCP_CHECK(put_crc_member(b, h));
     if (h->sharded) {
         put_sharding_text(&sh, h);
         hfdcp__buf_put(&sh, "", 1); /* NUL */

@@ -455,6 +455,9 @@ typedef struct {
                           has none */
     uint64_t begin;    /* data_offsets, relative to the data buffer */
     uint64_t end;
+    uint32_t crc;      /* serializing with hfdcp__header.crc32c: the
+                          CRC-32C of the entry's data (not parsed: see
+                          hfdcp__header_crc32c) */
 } hfdcp__entry;
 
 typedef struct {
@@ -480,6 +483,11 @@ typedef struct {
     uint64_t align;        /* serializing: the data buffer starts at a
                               multiple of this (a power of two from 8 to
                               HFDCP_ALIGN_MAX); 0 is 8 */
+    bool crc32c;           /* serializing: write HFDCP_CRC32C_KEY from the
+                              entries' crc (h->meta must not have it) */
+    uint64_t *crc_at;      /* serializing with crc32c, when not NULL: gets,
+                              per entry, the offset in the output of its
+                              8 hex digits (hfdcp__header_put_crc) */
 } hfdcp__header;
 
 /* Reads the 8-byte little-endian prefix `prefix` of a file of `file_size`
@@ -516,10 +524,30 @@ void hfdcp__header_free(hfdcp__header *h);
 int hfdcp__header_global_shapes(const hfdcp__header *h, const char *file,
                                 int64_t ***shapes);
 
+/* The __metadata__ key of the files hfdcp writes that holds each
+ * tensor's (or, in a shard file, chunk's) CRC-32C: JSON text of
+ * {name: "8 lowercase hex digits"} naming exactly the file's tensors, in
+ * data order (docs/format.md).  Other readers ignore it. */
+#define HFDCP_CRC32C_KEY "hfdcp_crc32c"
+
+/* The CRC-32C values of h's entries, from HFDCP_CRC32C_KEY in h->meta:
+ * *crcs is NULL when h has none, else malloc'd h->n_entries values,
+ * (*crcs)[i] for h->entries[i].  HFDCP_ERR_FORMAT naming `file` (and the
+ * tensor) when the value is not JSON text of an object naming exactly the
+ * file's tensors, each with a string of 8 hex digits. */
+int hfdcp__header_crc32c(const hfdcp__header *h, const char *file,
+                         uint32_t **crcs);
+
+/* Writes `crc` as the 8 hex digits at offset `at` of a serialized header
+ * (an offset from hfdcp__header.crc_at): the header keeps its length, so
+ * it can be filled in once the data is known. */
+void hfdcp__header_put_crc(char *header, uint64_t at, uint32_t crc);
+
 /* Serializes `h` into a complete file prefix: the 8-byte length, then
  * compact JSON starting with '{': "__metadata__" first with
  * "format":"pt" and then h->meta in order (a "format" key in h->meta
- * replaces "pt"); when h->sharded, then DCP_SHARDING_INFO (the text
+ * replaces "pt"); with h->crc32c, HFDCP_CRC32C_KEY from the entries'
+ * crc in the given order (see crc_at); when h->sharded, then DCP_SHARDING_INFO (the text
  * Python's json.dumps gives for {name: {"saved_offsets": [..]}}, entries
  * in the given order) and DCP_VERSION ("1.0", or h->meta's value, which
  * is then written here instead of in its place); then the entries in the
