@@ -377,6 +377,10 @@ typedef struct {
                                        copies; the chunks beyond it are
                                        written before it returns.  0: no
                                        bound (docs/api.md) */
+    int no_checksums;               /* 1: write no CRC-32C of the tensors
+                                       (by default every file written
+                                       carries them: hfdcp_crc32c,
+                                       docs/format.md) */
 } hfdcp_save_options;
 
 /*! hfdcp_save_options_init() : Local.  Sets every field to its default. */
@@ -478,6 +482,10 @@ typedef struct {
                               (docs/api.md) */
     MPI_Info info;         /* MPI-IO hints; MPI_INFO_NULL: defaults
                               (hfdcp's own as for a save) */
+    int no_checksums;      /* 1: write no CRC-32C of the tensors and check
+                              none of the shards' (default: check the
+                              shards' where present, write the tensors':
+                              hfdcp_crc32c, docs/format.md) */
     /* Called on rank 0 only, from the calling thread, after each round of
      * writes: bytes of the output's tensor data done and in all. */
     void (*progress)(uint64_t done, uint64_t total, void *arg);

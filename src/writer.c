@@ -279,6 +279,7 @@ int hfdcp_writer_open(MPI_Comm comm, const char *path,
         w->sharded = opts->save_sharded != 0;
         w->consolidation_threads = opts->num_threads_consolidation;
         w->snapshot_max_bytes = opts->snapshot_max_bytes;
+        w->checksums = opts->no_checksums == 0;
         if ((w->path = hfdcp__strdup(path)) == NULL ||
             (w->seen = hfdcp__strmap_new()) == NULL ||
             (opts->consolidated_output_path != NULL &&

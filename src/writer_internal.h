@@ -49,6 +49,7 @@ struct hfdcp_writer_s {
     char *first_message;
     bool committed;
     uint64_t snapshot_max_bytes; /* the bound of commit_async; 0: none */
+    bool checksums;              /* write hfdcp_crc32c (!no_checksums) */
     struct hfdcp__async *async;  /* the asynchronous commit not yet waited
                                     for, or NULL */
     bool async_waited;           /* one was waited for */
