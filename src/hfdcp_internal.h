@@ -21,6 +21,7 @@
  *              (see catalog_internal.h)
  *   mpiio*.c   the only users of MPI_File_*: pieces -> datatypes -> I/O
  *   convert.c  F64/F32/F16/BF16 conversion
+ *   load_check.c   checked loads: CRC-32C of the chunks a load reads
  *   reader.c   the public reader
  *   filemap.c, plan.c   file maps, the save plan
  *   publish.c  temporary names, shared creation, renames, index last
@@ -803,6 +804,25 @@ bool hfdcp__can_convert(hfdcp_dtype from, hfdcp_dtype to);
  * NaN stays NaN, overflow becomes infinity. */
 void hfdcp__convert(hfdcp_dtype from, const void *src, hfdcp_dtype to,
                     void *dst, size_t n);
+
+/* ------------------------------------------------------------------------
+ * load_check.c: checked loads (hint hfdcp_verify_checksums)
+ * ---------------------------------------------------------------------- */
+
+/* Local: the hint hfdcp_verify_checksums of `info` (may be
+ * MPI_INFO_NULL): *on for "enable", not for "disable" or no hint.
+ * HFDCP_ERR_ARG "<who>: hint hfdcp_verify_checksums=V: expected enable or
+ * disable" for any other value. */
+int hfdcp__verify_hint(MPI_Info info, const char *who, bool *on);
+
+/* Collective on `comm`, after the transfer of `file`'s `n` pieces of this
+ * rank (their memory holds the file's bytes): checks the CRC-32C of every
+ * chunk (entry) of the file that one rank's pieces or all ranks' pieces
+ * together tile exactly against its hfdcp_crc32c value; nothing when the
+ * file has none.  A mismatch is HFDCP_ERR_FORMAT naming the file, the
+ * tensor and its byte range in the file.  Agreed status. */
+int hfdcp__load_check(MPI_Comm comm, const hfdcp__file *file,
+                      const hfdcp__piece *pieces, size_t n);
 
 /* ------------------------------------------------------------------------
  * reader.c

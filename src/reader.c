@@ -17,6 +17,9 @@
  *      memory array = the request's destination), closes it.  A rank with
  *      nothing to read in a file still joins;
  *   4. converts the requests that asked for another dtype.
+ * With the hint hfdcp_verify_checksums=enable, step 3 also checks the
+ * CRC-32C of the chunks of each file read in full (load_check.c), before
+ * any conversion: the file's bytes.
  *
  * Dtype conversion: a request whose dtype differs from the stored one is
  * read into a temporary buffer of the request's shape in the stored dtype,
@@ -48,6 +51,7 @@ struct hfdcp_reader_s {
     hfdcp__catalog *cat;
     request *reqs;
     size_t n_reqs, cap_reqs;
+    bool check;         /* hint hfdcp_verify_checksums=enable */
     int req_status;     /* first error of hfdcp_reader_add() since load */
     char *req_message;  /* its message */
 };
@@ -71,6 +75,7 @@ int hfdcp_reader_open(MPI_Comm comm, const char *path,
     hfdcp_reader *r = NULL;
     MPI_Comm dup = MPI_COMM_NULL;
     int rc = HFDCP_OK, mpi_rc;
+    bool check = false;
 
     if (comm == MPI_COMM_NULL)
         return hfdcp__error(HFDCP_ERR_ARG, "hfdcp_reader_open: "
@@ -90,10 +95,15 @@ int hfdcp_reader_open(MPI_Comm comm, const char *path,
              (rc = hfdcp__mpiio_check_hints(opts->info, "hfdcp_reader_open",
                                             path)) != HFDCP_OK)
         ; /* a bad hint: refused before anything is read */
+    else if (rc == HFDCP_OK &&
+             (rc = hfdcp__verify_hint(opts->info, "hfdcp_reader_open",
+                                      &check)) != HFDCP_OK)
+        ;
     else if (rc == HFDCP_OK && (r = calloc(1, sizeof *r)) == NULL)
         rc = hfdcp__nomem("a reader");
     else if (rc == HFDCP_OK) {
         r->comm = dup;
+        r->check = check;
         r->info = MPI_INFO_NULL;
         if (opts->info != MPI_INFO_NULL &&
             (mpi_rc = MPI_Info_dup(opts->info, &r->info)) != MPI_SUCCESS) {
@@ -482,7 +492,8 @@ static int make_pieces(const hfdcp_reader *r, int file, hfdcp__piece **pieces,
     return HFDCP_OK;
 }
 
-/* One file: open, one transfer of this rank's pieces, close. */
+/* One file: open, one transfer of this rank's pieces, close; then, in a
+ * checked load, the checksums of what was read (load_check.c). */
 static int load_file(hfdcp_reader *r, int file)
 {
     hfdcp__piece *pieces = NULL;
@@ -501,6 +512,8 @@ static int load_file(hfdcp_reader *r, int file)
         if (rc == HFDCP_OK)
             rc = rc2;
     }
+    if (rc == HFDCP_OK && r->check)
+        rc = hfdcp__load_check(r->comm, &r->cat->files[file], pieces, n);
     free(pieces);
     free(pool);
     return rc;
