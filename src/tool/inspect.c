@@ -2,7 +2,8 @@
  * inspect.c - `hfdcp inspect` (list a checkpoint) and `hfdcp verify`
  * (check one against every rule, reporting every problem found, and as
  * warnings the index's bookkeeping that the reader does not enforce,
- * problems too with --strict).
+ * problems too with --strict; with --data, the tensors' bytes too:
+ * verify_data.c).
  */
 #include <inttypes.h>
 #include <string.h>
@@ -122,7 +123,7 @@ int tool_inspect(int argc, char **argv)
     return TOOL_EXIT_OK;
 }
 
-#define VERIFY_USAGE "usage: hfdcp verify [--strict] PATH\n"
+#define VERIFY_USAGE "usage: hfdcp verify [--strict] [--data] PATH\n"
 
 /* The report of `hfdcp verify` on `path`: one line per problem on stdout
  * ("HFDCP_ERR_...: message"), and per warning ("warning: message"; with
@@ -163,35 +164,61 @@ static int verify_report(const char *path, int rc, const hfdcp__catalog *c,
     return TOOL_EXIT_INVALID;
 }
 
-int tool_verify(int argc, char **argv)
+/* The structural check of `hfdcp verify` (one process): the exit code. */
+static int verify_structure(const char *path, bool strict)
 {
-    const char *path = NULL;
-    bool strict = false;
     hfdcp__catalog *c = NULL;
     hfdcp__problem *problems = NULL;
     size_t n = 0;
     int rc, code;
 
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--strict") == 0) {
-            strict = true;
-        } else if (argv[i][0] == '-' || path != NULL) {
-            fprintf(stderr, "hfdcp verify: %s '%s'\n" VERIFY_USAGE,
-                    argv[i][0] == '-' ? "unknown option" : "unexpected argument",
-                    argv[i]);
-            return TOOL_EXIT_USAGE;
-        } else {
-            path = argv[i];
-        }
-    }
-    if (path == NULL) {
-        fprintf(stderr, "hfdcp verify: missing PATH\n" VERIFY_USAGE);
-        return TOOL_EXIT_USAGE;
-    }
     rc = hfdcp__catalog_verify(path, &c, &problems, &n);
     code = verify_report(path, rc, c, problems, n, strict);
     fflush(stdout);
     hfdcp__problems_free(problems, n);
     hfdcp__catalog_free(c);
     return code;
+}
+
+/* Parses verify's command line: PATH into *path, the options; false (and
+ * the reason and usage on stderr, rank 0) when it is bad. */
+static bool verify_args(int argc, char **argv, const char **path, bool *strict,
+                        bool *data)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--strict") == 0) {
+            *strict = true;
+        } else if (strcmp(argv[i], "--data") == 0) {
+            *data = true;
+        } else if (argv[i][0] == '-' || *path != NULL) {
+            if (tool_rank() == 0)
+                fprintf(stderr, "hfdcp verify: %s '%s'\n" VERIFY_USAGE,
+                        argv[i][0] == '-' ? "unknown option" : "unexpected argument",
+                        argv[i]);
+            return false;
+        } else {
+            *path = argv[i];
+        }
+    }
+    if (*path == NULL && tool_rank() == 0)
+        fprintf(stderr, "hfdcp verify: missing PATH\n" VERIFY_USAGE);
+    return *path != NULL;
+}
+
+int tool_verify(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool strict = false, data = false;
+    int code = TOOL_EXIT_OK;
+
+    if (!verify_args(argc, argv, &path, &strict, &data))
+        return TOOL_EXIT_USAGE;
+    if (!data)
+        return verify_structure(path, strict);
+    /* --data, under MPI: rank 0 checks the structure, then, when it is
+     * valid, every rank reads its share of the data. */
+    if (tool_rank() == 0)
+        code = verify_structure(path, strict);
+    MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    return code != TOOL_EXIT_OK ? code : tool_verify_data(path);
 }

@@ -1,7 +1,8 @@
 /*
  * main.c - the hfdcp command-line tool: initializes MPI and dispatches to a
  * subcommand.  inspect and demo may run under mpirun (inspect prints from
- * rank 0); verify is serial and does not start MPI.
+ * rank 0); verify is serial and does not start MPI, but verify --data
+ * does (it may run under mpirun, every rank reading a share).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -9,18 +10,29 @@
 #include "tool.h"
 
 /* verify is serial and needs no MPI: it runs without mpirun and starts no
- * MPI runtime, which keeps it fast and usable anywhere. */
+ * MPI runtime, which keeps it fast and usable anywhere.  Its --data reads
+ * the tensors, in parallel under mpirun: that option starts MPI. */
 static const struct {
     const char *name;
     int (*fn)(int argc, char **argv);
     int needs_mpi;
+    const char *mpi_option; /* when !needs_mpi: an option that needs it */
 } commands[] = {
-    {"inspect", tool_inspect, 1},
-    {"verify", tool_verify, 0},
-    {"demo", tool_demo, 1},
-    {"bench", tool_bench, 1},
-    {"consolidate", tool_consolidate, 1},
+    {"inspect", tool_inspect, 1, NULL},
+    {"verify", tool_verify, 0, "--data"},
+    {"demo", tool_demo, 1, NULL},
+    {"bench", tool_bench, 1, NULL},
+    {"consolidate", tool_consolidate, 1, NULL},
 };
+
+/* Whether argv holds `option` (NULL: never). */
+static int has_option(int argc, char **argv, const char *option)
+{
+    for (int i = 2; option != NULL && i < argc; i++)
+        if (strcmp(argv[i], option) == 0)
+            return 1;
+    return 0;
+}
 
 static int world_rank;
 static int last_failure = HFDCP_OK; /* the status tool_report_error() saw last */
@@ -130,7 +142,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name) != 0)
             continue;
-        if (!commands[i].needs_mpi)
+        if (!commands[i].needs_mpi &&
+            !has_option(argc, argv, commands[i].mpi_option))
             return commands[i].fn(argc - 1, argv + 1);
         MPI_Init(&argc, &argv);
         MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);

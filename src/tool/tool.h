@@ -32,6 +32,11 @@ int tool_demo(int argc, char **argv);
 int tool_bench(int argc, char **argv);
 int tool_consolidate(int argc, char **argv);
 
+/* `hfdcp verify --data PATH` once the structure is valid (verify_data.c):
+ * collective on MPI_COMM_WORLD; reads and checks every tensor's bytes,
+ * reports on rank 0; the exit code, the same on every rank. */
+int tool_verify_data(const char *path);
+
 /* Generated models (model.c), shared by demo and bench. */
 
 /* How a tensor is spread over the ranks. */
