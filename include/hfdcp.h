@@ -213,8 +213,13 @@ typedef struct {
                                      disable; hfdcp_keep_buffer =
                                      enable|disable (section 7);
                                      hfdcp_exchange = auto|alltoallw:
-                                     docs/api.md.  A bad value of one of
-                                     these is HFDCP_ERR_ARG at open */
+                                     docs/api.md; hfdcp_verify_checksums
+                                     = disable|enable: check the CRC-32C
+                                     (hfdcp_crc32c) of the chunks a load
+                                     reads in full, a mismatch being
+                                     HFDCP_ERR_FORMAT (docs/api.md).  A
+                                     bad value of one of these is
+                                     HFDCP_ERR_ARG at open */
 } hfdcp_load_options;
 
 /*! hfdcp_load_options_init() : Local.  Sets every field to its default. */
@@ -276,8 +281,11 @@ HFDCP_API int hfdcp_reader_add(hfdcp_reader *r, const char *name, hfdcp_dtype dt
  *  hfdcp_reader_add() since the last load, with MPI-IO collective reads of
  *  just the bytes needed, straight into the destinations.  Ranks may have
  *  requested overlapping, identical or no slices.  The request list is
- *  emptied, whatever the outcome.
- *  @return HFDCP_OK, or the same error on every rank. */
+ *  emptied, whatever the outcome.  With the hint hfdcp_verify_checksums=
+ *  enable, the chunks read in full are checked against their CRC-32C.
+ *  @return HFDCP_OK, or the same error on every rank (HFDCP_ERR_FORMAT
+ *          naming the file, tensor and byte range for a checksum that
+ *          does not match). */
 HFDCP_API int hfdcp_reader_load(hfdcp_reader *r);
 
 /*! hfdcp_reader_free() : Collective (it frees the reader's duplicated
