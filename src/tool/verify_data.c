@@ -84,11 +84,16 @@ static int read_run(const data_check *d, const unit *u, int fd, uint64_t from,
         ssize_t got = pread(fd, buf, want, (off_t)(at + from));
         if (got < 0 && errno == EINTR)
             continue;
-        if (got <= 0)
-            return hfdcp__os_error(HFDCP_ERR_IO, got < 0 ? errno : EIO,
-                                  "reading bytes %" PRIu64 " to %" PRIu64
-                                  " of '%s'", at + from, at + to,
-                                  d->c->files[u->file].path);
+        if (got < 0)
+            return hfdcp__os_error(HFDCP_ERR_IO, errno, "reading bytes %" PRIu64
+                                   " to %" PRIu64 " of '%s'", at + from, at + to,
+                                   d->c->files[u->file].path);
+        if (got == 0) /* shorter than when its header was read */
+            return hfdcp__error(HFDCP_ERR_IO, "'%s' ends at byte %" PRIu64
+                                ", before tensor '%s' (bytes %" PRIu64 " to %"
+                                PRIu64 "): was it changed while verify ran?",
+                                d->c->files[u->file].path, at + from,
+                                entry_of(d, u)->name, at, at + u->len);
         hfdcp__crc32c_runs_add(r, from, buf, (size_t)got);
         from += (uint64_t)got;
     }
