@@ -115,6 +115,7 @@ module hfdcp
      integer :: num_threads_consolidation = 0
      type(MPI_Info) :: info = MPI_INFO_NULL
      integer(int64) :: snapshot_max_bytes = 0    ! 0: no bound (commit_async)
+     logical :: checksums = .true.               ! .false.: no_checksums
   end type hfdcp_save_options
 
   ! progress: c_funloc of a bind(C) subroutine with the interface
@@ -358,7 +359,7 @@ module hfdcp
        integer(c_int) :: st
      end function c_file_map_from_reference
      function c_writer_open(comm, path, map, max_shard, sharded, cpath, threads, cthreads, info, &
-          snap, out) &
+          snap, no_crc, out) &
           bind(C, name="hfdcp_f__writer_open") result(st)
        import :: c_int, c_ptr, c_char, c_int64_t
        integer(c_int), value :: comm
@@ -369,6 +370,7 @@ module hfdcp
        type(c_ptr), value :: cpath
        integer(c_int), value :: threads, cthreads, info
        integer(c_int64_t), value :: snap
+       integer(c_int), value :: no_crc
        type(c_ptr), intent(out) :: out
        integer(c_int) :: st
      end function c_writer_open
@@ -1003,7 +1005,8 @@ contains
     st = int(c_writer_open(int(comm, c_int), cstr(path), o%file_map%p, &
          int(o%max_shard_bytes, c_int64_t), merge(1_c_int, 0_c_int, o%save_sharded), &
          cp, int(o%thread_count, c_int), int(o%num_threads_consolidation, c_int), &
-         int(o%info%MPI_VAL, c_int), int(o%snapshot_max_bytes, c_int64_t), writer%p))
+         int(o%info%MPI_VAL, c_int), int(o%snapshot_max_bytes, c_int64_t), &
+         merge(0_c_int, 1_c_int, o%checksums), writer%p))
   end function writer_open_int
 
   function writer_open_f08(comm, path, writer, opts) result(st)

@@ -23,7 +23,7 @@ int hfdcp_f__writer_open(MPI_Fint comm, const char *path,
                          int save_sharded, const char *consolidated_output_path,
                          int thread_count, int num_threads_consolidation,
                          MPI_Fint info, uint64_t snapshot_max_bytes,
-                         hfdcp_writer **out);
+                         int no_checksums, hfdcp_writer **out);
 int hfdcp_f__consolidate(MPI_Fint comm, const char *input_dir,
                          const char *output_dir, const hfdcp_file_map *map,
                          uint64_t buffer_bytes, int cast, int cast_dtype,
@@ -47,7 +47,7 @@ int hfdcp_f__writer_open(MPI_Fint comm, const char *path,
                          int save_sharded, const char *consolidated_output_path,
                          int thread_count, int num_threads_consolidation,
                          MPI_Fint info, uint64_t snapshot_max_bytes,
-                         hfdcp_writer **out)
+                         int no_checksums, hfdcp_writer **out)
 {
     hfdcp_save_options o;
     hfdcp_save_options_init(&o);
@@ -59,6 +59,7 @@ int hfdcp_f__writer_open(MPI_Fint comm, const char *path,
     o.num_threads_consolidation = num_threads_consolidation;
     o.info = MPI_Info_f2c(info);
     o.snapshot_max_bytes = snapshot_max_bytes;
+    o.no_checksums = no_checksums;
     return hfdcp_writer_open(MPI_Comm_f2c(comm), path, &o, out);
 }
 

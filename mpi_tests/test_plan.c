@@ -87,7 +87,7 @@ static int vp_plan(vplan *v, int nranks, uint64_t max, hfdcp__wplan *out)
         parts[r] = b[r].data;
         lens[r] = b[r].len;
     }
-    rc = hfdcp__wplan_global(nranks, parts, lens, max, 0, out);
+    rc = hfdcp__wplan_global(nranks, parts, lens, max, 0, false, out);
     for (int r = 0; r < nranks; r++)
         hfdcp__buf_free(&b[r]);
     return rc;
@@ -527,11 +527,11 @@ static int plan_should_refuse_malformed_chunk_lists(MPI_Comm comm,
     (void)dir;
     memset(junk, 0xff, sizeof junk);
     memcpy(junk, &huge, sizeof huge);
-    T_STATUS(hfdcp__wplan_global(1, parts, lens, 0, 0, &p), HFDCP_ERR_INTERNAL,
+    T_STATUS(hfdcp__wplan_global(1, parts, lens, 0, 0, false, &p), HFDCP_ERR_INTERNAL,
              "rank 0 are malformed");
     huge = 1;
     memcpy(junk, &huge, sizeof huge);
-    T_STATUS(hfdcp__wplan_global(1, parts, lens, 0, 0, &p), HFDCP_ERR_INTERNAL,
+    T_STATUS(hfdcp__wplan_global(1, parts, lens, 0, 0, false, &p), HFDCP_ERR_INTERNAL,
              "malformed");
     return T_OK;
 }
@@ -563,7 +563,7 @@ static int plan_should_give_every_rank_its_part_collective(MPI_Comm comm,
     c[0] = (hfdcp__wchunk){"rows", HFDCP_F32, 2, shape, off, sz, 0, NULL};
     c[1] = (hfdcp__wchunk){"norm", HFDCP_BF16, 1, &n, &zero, &n, 0, NULL};
     c[2] = (hfdcp__wchunk){own, HFDCP_U8, 1, &n, &zero, &n, 0, NULL};
-    T_OKCALL(hfdcp__wplan_make(comm, c, 3, 0, 0, &p));
+    T_OKCALL(hfdcp__wplan_make(comm, c, 3, 0, 0, false, &p));
     T_CHECK(p.n_assign == 3 && p.n_files == 1);
     T_CHECK(strcmp(p.file_names[0], "model.safetensors") == 0);
     T_CHECK((rank == 0) == (p.headers != NULL));
@@ -590,7 +590,7 @@ static int plan_should_give_every_rank_its_part_collective(MPI_Comm comm,
     /* The last rank disagrees on the dtype: the same error everywhere. */
     if (rank == size - 1)
         c[0].dtype = HFDCP_F16;
-    T_STATUS(hfdcp__wplan_make(comm, c, 3, 0, 0, &p), size > 1 ? HFDCP_ERR_PLAN
+    T_STATUS(hfdcp__wplan_make(comm, c, 3, 0, 0, false, &p), size > 1 ? HFDCP_ERR_PLAN
                                                              : HFDCP_OK,
              size > 1 ? "tensor 'rows': rank 0 saves it as F32 but rank" : NULL);
     if (size == 1)
@@ -630,7 +630,7 @@ static int plan_should_plan_100000_tensors_quickly_collective(MPI_Comm comm,
     }
     MPI_Barrier(comm);
     t0 = MPI_Wtime();
-    T_OKCALL(hfdcp__wplan_make(comm, c, T, (uint64_t)50 << 20, 0, &p));
+    T_OKCALL(hfdcp__wplan_make(comm, c, T, (uint64_t)50 << 20, 0, false, &p));
     t1 = MPI_Wtime();
     T_CHECK(p.n_assign == T);
     for (int t = 0; t < T; t++)

@@ -394,6 +394,8 @@ static const tspec *find_spec(const tspec *ts, size_t nt, const char *name)
 /* The data alignment check_files expects (hint hfdcp_data_alignment):
  * 8 + N a multiple of it, and no more padding than that needs. */
 static uint64_t expect_align = 8;
+/* Whether check_files expects hfdcp_crc32c (the default of a save). */
+static bool expect_crc = true;
 
 /* Rank 0 only: the checkpoint at `path` holds exactly `ts` (and the
  * `extra` non-checkpoint files), by the format rules: the index, every
@@ -447,9 +449,14 @@ static int check_files(const char *path, const tspec *ts, size_t nt,
             T_CHECKF(pad < expect_align, "%s: %" PRIu64 " spaces of padding "
                      "for an alignment of %" PRIu64, fn, pad, expect_align);
         }
-        T_CHECKF(h.n_meta == 1 && strcmp(h.meta[0].key, "format") == 0 &&
+        T_CHECKF(h.n_meta == 1u + expect_crc &&
+                     strcmp(h.meta[0].key, "format") == 0 &&
                      strcmp(h.meta[0].value, "pt") == 0,
                  "%s: metadata", fn);
+        uint32_t *crcs = NULL;
+        T_OKCALL(hfdcp__header_crc32c(&h, p, &crcs));
+        T_CHECKF((crcs != NULL) == expect_crc, "%s: %s CRC-32C", fn,
+                 expect_crc ? "no" : "unexpected");
         for (size_t i = 0; i < h.n_entries; i++) {
             const hfdcp__entry *e = &h.entries[i];
             const tspec *t = find_spec(ts, nt, e->name);
@@ -478,9 +485,15 @@ static int check_files(const char *path, const tspec *ts, size_t nt,
                      e->shape);
             T_CHECKF(memcmp(want, buf + at, e->end - e->begin) == 0,
                      "%s: %s has wrong bytes", fn, e->name);
+            if (crcs != NULL)
+                T_CHECKF(crcs[i] == hfdcp__crc32c(0, want, e->end - e->begin),
+                         "%s: %s: CRC-32C %08x, its bytes give %08x", fn,
+                         e->name, crcs[i],
+                         hfdcp__crc32c(0, want, e->end - e->begin));
             free(want);
             seen++;
         }
+        free(crcs);
         hfdcp__header_free(&h);
         free(buf);
     }
@@ -587,6 +600,34 @@ static int writer_should_round_trip_every_split(MPI_Comm comm, const char *dir)
     }
     snprintf(path, sizeof path, "%s/ckpt", dir);
     return round_trip(comm, path, ts, n, NULL, 3, NULL);
+}
+
+/* Every split of every tensor gives the CRC-32C of its bytes (check_files
+ * compares each value with the file's bytes); no_checksums writes none. */
+static int writer_should_write_checksums_unless_told_not_to(MPI_Comm comm,
+                                                            const char *dir)
+{
+    int P = hfdcp_test_comm_size(comm);
+    hfdcp_save_options o;
+    tspec ts[GRID + 1];
+    char path[600], name[64];
+    int rc;
+
+    for (int k = ROWS; k <= GRID; k++) {
+        int64_t m[2] = {5 * P + 1, 2 * P + 3};
+        snprintf(name, sizeof name, "t%d", k);
+        spec(&ts[k], name, k % 2 ? HFDCP_BF16 : HFDCP_I8, 2, m, k, k);
+    }
+    snprintf(path, sizeof path, "%s/crc", dir);
+    T_CHECK(round_trip(comm, path, ts, GRID + 1, NULL, 5, NULL) == T_OK);
+    hfdcp_save_options_init(&o);
+    o.no_checksums = 1;
+    snprintf(path, sizeof path, "%s/nocrc", dir);
+    expect_crc = false;
+    rc = round_trip(comm, path, ts, GRID + 1, &o, 5, NULL);
+    expect_crc = true;
+    T_CHECK(rc == T_OK);
+    return T_OK;
 }
 
 static int writer_should_let_ranks_hold_nothing(MPI_Comm comm, const char *dir)
@@ -1713,6 +1754,8 @@ static const hfdcp_test_case cases[] = {
      writer_should_round_trip_scalars_empty_and_1d_to_5d, 1},
     {"writer_should_round_trip_every_split",
      writer_should_round_trip_every_split, 1},
+    {"writer_should_write_checksums_unless_told_not_to",
+     writer_should_write_checksums_unless_told_not_to, 1},
     {"writer_should_let_ranks_hold_nothing",
      writer_should_let_ranks_hold_nothing, 1},
     {"writer_should_save_many_small_tensors",

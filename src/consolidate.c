@@ -297,7 +297,7 @@ static int make_plan(const hfdcp__catalog *cat, const hfdcp_file_map *map,
     }
     HFDCP_CHECK(hfdcp__wplan_pack(ch, n, &packed));
     part = packed.data;
-    rc = hfdcp__wplan_global(1, &part, &packed.len, 0, align, plan);
+    rc = hfdcp__wplan_global(1, &part, &packed.len, 0, align, false, plan);
 cleanup:
     hfdcp__buf_free(&packed);
     free(ch);

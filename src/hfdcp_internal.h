@@ -866,6 +866,8 @@ typedef struct {
     int32_t write;   /* 1: this rank writes the chunk; 0: another rank
                         holding the same box does (replicated tensor) */
     uint64_t offset; /* absolute file offset of the tensor's first byte */
+    uint32_t tensor; /* the tensor's number in the plan (0..n_tensors) */
+    uint32_t unused; /* zero */
 } hfdcp__wassign;
 
 /* A save plan.  From hfdcp__wplan_make(): every rank has the file table
@@ -876,11 +878,19 @@ typedef struct {
     size_t n_files;
     char **file_names;    /* "model-00001-of-00002.safetensors" */
     uint64_t *file_sizes; /* bytes, header included */
+    size_t n_tensors;     /* tensors in the checkpoint */
     size_t n_assign;
     hfdcp__wassign *assign;
     /* Rank 0 / global plan only (NULL otherwise): */
-    char **headers;       /* per file: 8-byte length + header JSON */
+    char **headers;       /* per file: 8-byte length + header JSON; with
+                             checksums, every CRC-32C still 00000000
+                             until hfdcp__wplan_put_crcs() */
     size_t *header_lens;
+    uint32_t *tensor_file;   /* per tensor: its file */
+    uint64_t *tensor_bytes;  /* per tensor: its data's length */
+    uint64_t *crc_at;        /* with checksums, per tensor: where its
+                                CRC's hex digits are in its file's header
+                                (NULL without checksums) */
     hfdcp__index index;   /* weight_map sorted by name; files[i] point
                              into file_names */
     /* Global plan only: */
@@ -904,14 +914,21 @@ int hfdcp__wplan_pack(const hfdcp__wchunk *chunks, size_t n, hfdcp__buf *out);
  * No communication. */
 int hfdcp__wplan_global(int nranks, const void *const *packed,
                         const size_t *lens, uint64_t max_shard_bytes,
-                        uint64_t align, hfdcp__wplan *out);
+                        uint64_t align, bool checksums, hfdcp__wplan *out);
+
+/* Rank 0 of a plan made with checksums: writes into the headers each
+ * tensor's CRC-32C, from the XOR of the parts of its runs computed by
+ * the ranks that write them (xor_parts[t] for tensor t, as
+ * hfdcp__crc32c_runs_part gives them). */
+void hfdcp__wplan_put_crcs(hfdcp__wplan *p, const uint32_t *xor_parts);
+
 
 /* Collective: packs this rank's chunks, gathers them on rank 0, which
  * computes the global plan, and gives every rank its part.  Same status
  * on every rank. */
 int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
                       uint64_t max_shard_bytes, uint64_t align,
-                      hfdcp__wplan *out);
+                      bool checksums, hfdcp__wplan *out);
 
 void hfdcp__wplan_free(hfdcp__wplan *p);
 

@@ -22,13 +22,16 @@
  *      N is 1 (as transformers names a single file).  An index no tensor
  *      uses (a gap in a file map) gives no file;
  *   5. each file's layout: tensors sorted by hfdcp__entry_layout_cmp,
- *      contiguous from data offset 0, and its header bytes.
+ *      contiguous from data offset 0, and its header bytes; with
+ *      checksums, hfdcp_crc32c holds 00000000 for every tensor until the
+ *      writer, once the ranks have combined the CRCs of the runs they
+ *      write, fills the values in (hfdcp__wplan_put_crcs).
  * The cost is O(C log C) for C chunks (hash map, sorts), plus the tiling
  * checks, skipped for the common tensor held whole.
  *
  * hfdcp__wplan_make() runs this as a collective: Gather of the packed
  * sizes, Gatherv of the packed chunks to rank 0, then Scatterv of each
- * rank's assignments (16 bytes per chunk) and a broadcast of the file
+ * rank's assignments (24 bytes per chunk) and a broadcast of the file
  * table.  Every step ends with an agreement, so a failure on one rank
  * (or a bad plan found by rank 0) reaches every rank.
  */
@@ -130,6 +133,7 @@ typedef struct {
     tensor_t *tensors;
     hfdcp__strmap *by_name;
     uint64_t align;      /* the data buffers' alignment (hfdcp__header) */
+    bool checksums;      /* headers with hfdcp_crc32c placeholders */
 } planner;
 
 static void format_shape(char *buf, size_t size, int ndim,
@@ -636,9 +640,17 @@ static int lay_out(planner *p, hfdcp__wplan *out)
     hfdcp__entry *entries = calloc(T ? T : 1, sizeof *entries);
     hfdcp__entry **by_file = malloc((T ? T : 1) * sizeof *by_file);
     hfdcp__entry *ent = malloc((T ? T : 1) * sizeof *ent);
+    uint64_t *crc_at = malloc((T ? T : 1) * sizeof *crc_at);
     int rc = HFDCP_OK;
 
-    if (first == NULL || entries == NULL || by_file == NULL || ent == NULL)
+    out->n_tensors = T;
+    out->tensor_file = malloc((T ? T : 1) * sizeof *out->tensor_file);
+    out->tensor_bytes = malloc((T ? T : 1) * sizeof *out->tensor_bytes);
+    if (p->checksums)
+        out->crc_at = malloc((T ? T : 1) * sizeof *out->crc_at);
+    if (first == NULL || entries == NULL || by_file == NULL || ent == NULL ||
+        crc_at == NULL || out->tensor_file == NULL ||
+        out->tensor_bytes == NULL || (p->checksums && out->crc_at == NULL))
         HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory laying out %zu tensors", T);
     for (size_t t = 0; t < T; t++) {
         tensor_t *X = &p->tensors[t];
@@ -646,6 +658,8 @@ static int lay_out(planner *p, hfdcp__wplan *out)
         entries[t].dtype = X->dtype;
         entries[t].ndim = X->ndim;
         entries[t].shape = (int64_t *)X->shape;
+        out->tensor_file[t] = (uint32_t)X->file;
+        out->tensor_bytes[t] = X->nbytes;
         first[X->file + 1]++;
     }
     for (size_t f = 0; f < nf; f++)
@@ -673,12 +687,16 @@ static int lay_out(planner *p, hfdcp__wplan *out)
         h.n_entries = n;
         h.data_size = at;
         h.align = p->align;
+        h.crc32c = p->checksums;
+        h.crc_at = crc_at;
         rc = hfdcp__header_serialize(&h, &out->headers[f],
                                      &out->header_lens[f]);
         if (rc != HFDCP_OK) {
             hfdcp__error_prefix(rc, "file '%s'", out->file_names[f]);
             goto cleanup;
         }
+        for (size_t k = 0; p->checksums && k < n; k++)
+            out->crc_at[e[k] - entries] = crc_at[k];
         if (!hfdcp__add_u64(at, out->header_lens[f], &out->file_sizes[f]) ||
             out->file_sizes[f] > (uint64_t)INT64_MAX)
             HFDCP_FAIL(HFDCP_ERR_RANGE, "file '%s' would exceed 2^63 bytes",
@@ -692,7 +710,16 @@ cleanup:
     free(entries);
     free(by_file);
     free(ent);
+    free(crc_at);
     return rc;
+}
+
+void hfdcp__wplan_put_crcs(hfdcp__wplan *p, const uint32_t *xor_parts)
+{
+    for (size_t t = 0; t < p->n_tensors; t++)
+        hfdcp__header_put_crc(p->headers[p->tensor_file[t]], p->crc_at[t],
+                              hfdcp__crc32c_finish(xor_parts[t],
+                                                   p->tensor_bytes[t]));
 }
 
 static int name_cmp(const void *a, const void *b)
@@ -731,7 +758,7 @@ cleanup:
 
 int hfdcp__wplan_global(int nranks, const void *const *packed,
                         const size_t *lens, uint64_t max_shard_bytes,
-                        uint64_t align, hfdcp__wplan *out)
+                        uint64_t align, bool checksums, hfdcp__wplan *out)
 {
     planner p;
     size_t total_chunks = 0, *first = NULL;
@@ -743,6 +770,7 @@ int hfdcp__wplan_global(int nranks, const void *const *packed,
         return hfdcp__error(HFDCP_ERR_ARG, "planning for %d ranks", nranks);
     p.nranks = nranks;
     p.align = align;
+    p.checksums = checksums;
     for (int r = 0; r < nranks; r++) {
         uint64_t count;
         if (lens[r] < 8)
@@ -788,6 +816,8 @@ int hfdcp__wplan_global(int nranks, const void *const *packed,
         a->file = (int32_t)p.tensors[c->tensor].file;
         a->write = c->write;
         a->offset = p.tensors[c->tensor].offset;
+        a->tensor = c->tensor;
+        a->unused = 0;
     }
 cleanup:
     free(p.chunks);
@@ -814,6 +844,9 @@ void hfdcp__wplan_free(hfdcp__wplan *p)
     free(p->file_sizes);
     free(p->headers);
     free(p->header_lens);
+    free(p->tensor_file);
+    free(p->tensor_bytes);
+    free(p->crc_at);
     if (p->index.names)
         for (size_t i = 0; i < p->index.n; i++)
             free(p->index.names[i]);
@@ -831,6 +864,7 @@ void hfdcp__wplan_free(hfdcp__wplan *p)
 static int pack_files(const hfdcp__wplan *g, hfdcp__buf *b)
 {
     hfdcp__buf_init(b);
+    hfdcp__buf_put_u64(b, g->n_tensors);
     hfdcp__buf_put_u64(b, g->n_files);
     for (size_t f = 0; f < g->n_files; f++) {
         hfdcp__buf_put_str(b, g->file_names[f]);
@@ -845,6 +879,9 @@ static int unpack_files(const void *data, size_t len, hfdcp__wplan *out)
     uint64_t n;
 
     hfdcp__rbuf_init(&r, data, len);
+    if (!hfdcp__rbuf_get_u64(&r, &n) || n > UINT32_MAX)
+        return hfdcp__error(HFDCP_ERR_INTERNAL, "malformed file table");
+    out->n_tensors = (size_t)n;
     if (!hfdcp__rbuf_get_u64(&r, &n) || n == 0 || n > len / 16)
         return hfdcp__error(HFDCP_ERR_INTERNAL, "malformed file table");
     out->file_names = calloc((size_t)n, sizeof *out->file_names);
@@ -986,12 +1023,19 @@ static int share_files(MPI_Comm comm, int rank, hfdcp__wplan *g,
         out->file_sizes = g->file_sizes;
         out->headers = g->headers;
         out->header_lens = g->header_lens;
+        out->n_tensors = g->n_tensors;
+        out->tensor_file = g->tensor_file;
+        out->tensor_bytes = g->tensor_bytes;
+        out->crc_at = g->crc_at;
         out->index = g->index;
         g->n_files = 0;
         g->file_names = NULL;
         g->file_sizes = NULL;
         g->headers = NULL;
         g->header_lens = NULL;
+        g->tensor_file = NULL;
+        g->tensor_bytes = NULL;
+        g->crc_at = NULL;
         memset(&g->index, 0, sizeof g->index);
     }
     for (size_t i = 0; rc == HFDCP_OK && i < out->n_assign; i++)
@@ -1007,7 +1051,7 @@ static int share_files(MPI_Comm comm, int rank, hfdcp__wplan *g,
 
 int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
                       uint64_t max_shard_bytes, uint64_t align,
-                      hfdcp__wplan *out)
+                      bool checksums, hfdcp__wplan *out)
 {
     int rank, size, rc, mpi_rc;
     hfdcp__buf packed;
@@ -1043,7 +1087,7 @@ int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
             for (int r = 0; r < size; r++)
                 parts[r] = gathered + displs[r];
             rc = hfdcp__wplan_global(size, parts, lens, max_shard_bytes,
-                                     align, &g);
+                                     align, checksums, &g);
         }
         free(gathered);
         gathered = NULL;

@@ -9,6 +9,7 @@
  * It uses writer_shards.c and writer_direct.c, never writer.c or
  * writer_async.c.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -83,12 +84,47 @@ static int name_files(const hfdcp_writer *w, hfdcp__commit *c)
     return rc;
 }
 
+/* Direct save with checksums: every rank's parts of the tensors' CRC-32C,
+ * from the chunks it writes, XOR-reduced to rank 0, which writes them
+ * into the headers before any file is written.  Agreed status. */
+static int checksum(const hfdcp_writer *w, hfdcp__commit *c)
+{
+    size_t n = c->plan.n_tensors;
+    uint32_t *parts = malloc((n ? n : 1) * sizeof *parts);
+    uint32_t *sum = w->rank == 0 ? malloc((n ? n : 1) * sizeof *sum) : NULL;
+    int rc = HFDCP_OK, mpi_rc;
+
+    if (parts == NULL || (w->rank == 0 && sum == NULL))
+        rc = hfdcp__nomem("the tensors' checksums");
+    rc = hfdcp__agree(w->comm, rc);
+    if (rc == HFDCP_OK && n > (size_t)INT_MAX)
+        rc = hfdcp__error(HFDCP_ERR_RANGE, "%zu tensors: more checksums "
+                          "than an MPI count", n);
+    if (rc == HFDCP_OK) {
+        hfdcp__crc_parts(&c->plan, w->chunks, parts);
+        mpi_rc = MPI_Reduce(parts, sum, (int)n, MPI_UINT32_T, MPI_BXOR, 0,
+                            w->comm);
+        if (mpi_rc != MPI_SUCCESS)
+            rc = hfdcp__mpi_error(mpi_rc, "combining the tensors' "
+                                  "checksums");
+        if (rc == HFDCP_OK && w->rank == 0)
+            hfdcp__wplan_put_crcs(&c->plan, sum);
+        rc = hfdcp__agree(w->comm, rc);
+    }
+    free(parts);
+    free(sum);
+    return rc;
+}
+
 int hfdcp__commit_prepare(const hfdcp_writer *w, hfdcp__commit *c)
 {
+    bool checksums = w->checksums && !w->sharded;
     int rc;
 
     HFDCP_TRY(hfdcp__wplan_make(w->comm, w->chunks, w->n, w->max_shard_bytes,
-                                w->align, &c->plan));
+                                w->align, checksums, &c->plan));
+    if (checksums)
+        HFDCP_TRY(checksum(w, c));
     HFDCP_TRY(hfdcp__agree(w->comm, name_files(w, c)));
     rc = w->rank == 0 ? hfdcp__make_dir(w->path) : HFDCP_OK;
     return hfdcp__agree(w->comm, rc);

@@ -9,8 +9,9 @@
  * thread writes the next file (helper threads make no MPI call).
  *
  * Also what the writer's other files share (writer_internal.h): this
- * rank's chunks grouped by file, collapse, and the outcome of a job run by
- * a helper thread.  It calls neither writer.c nor writer_shards.c.
+ * rank's chunks grouped by file, collapse, the parts of the tensors'
+ * CRC-32C this rank writes, and the outcome of a job run by a helper
+ * thread.  It calls neither writer.c nor writer_shards.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +63,59 @@ int hfdcp__collapse(int ndim, const int64_t *shape, const int64_t *off,
         csize[i] = rz[m - 1 - i];
     }
     return m;
+}
+
+/* Adds chunk c's runs to r, in tensor order: after collapse, the last
+ * dimension is a run in memory and in the tensor (whole bytes: the
+ * writer refuses sub-byte boxes that are not). */
+static void add_runs(const hfdcp__wchunk *c, hfdcp__crc32c_runs *r)
+{
+    int64_t shape[HFDCP_MAX_NDIM], off[HFDCP_MAX_NDIM], size[HFDCP_MAX_NDIM];
+    int64_t idx[HFDCP_MAX_NDIM] = {0};
+    int bits = hfdcp_dtype_bits(c->dtype);
+    int m = hfdcp__collapse(c->ndim, c->shape, c->offsets, c->sizes, shape,
+                            off, size);
+    const unsigned char *mem = c->data;
+    uint64_t run;
+
+    if (m == 0) { /* a scalar */
+        hfdcp__crc32c_runs_add(r, 0, mem, (size_t)((bits + 7) / 8));
+        return;
+    }
+    for (int d = 0; d < m; d++)
+        if (size[d] == 0)
+            return;
+    run = (uint64_t)size[m - 1] * (uint64_t)bits / 8;
+    for (;;) {
+        uint64_t at = 0; /* the run's first element in the tensor */
+        int d;
+        for (d = 0; d < m; d++)
+            at = at * (uint64_t)shape[d] + (uint64_t)(off[d] + idx[d]);
+        hfdcp__crc32c_runs_add(r, at * (uint64_t)bits / 8, mem, (size_t)run);
+        mem += run;
+        for (d = m - 2; d >= 0 && ++idx[d] == size[d]; d--)
+            idx[d] = 0;
+        if (d < 0)
+            return;
+    }
+}
+
+void hfdcp__crc_parts(const hfdcp__wplan *plan, const hfdcp__wchunk *chunks,
+                      uint32_t *parts)
+{
+    memset(parts, 0, plan->n_tensors * sizeof *parts);
+    for (size_t i = 0; i < plan->n_assign; i++) {
+        const hfdcp__wassign *a = &plan->assign[i];
+        hfdcp__crc32c_runs r = {0};
+        if (!a->write)
+            continue;
+        add_runs(&chunks[i], &r);
+        /* A tensor's length from its chunk: dtype x shape. */
+        uint64_t n = (uint64_t)hfdcp_dtype_bits(chunks[i].dtype);
+        for (int d = 0; d < chunks[i].ndim; d++)
+            n *= (uint64_t)chunks[i].shape[d];
+        parts[a->tensor] ^= hfdcp__crc32c_runs_part(&r, (n + 7) / 8);
+    }
 }
 
 int hfdcp__wbuckets_make(const hfdcp__wplan *plan, size_t n,

@@ -72,6 +72,13 @@ int hfdcp__collapse(int ndim, const int64_t *shape, const int64_t *off,
                     const int64_t *size, int64_t *cshape, int64_t *coff,
                     int64_t *csize);
 
+/* This rank's parts of the tensors' CRC-32C for the plan's headers:
+ * parts[t] (plan->n_tensors values, zeroed here) from the chunks it
+ * writes (plan->assign[i].write), read from chunks[i].data.  The XOR of
+ * every rank's parts is what hfdcp__wplan_put_crcs takes.  Local. */
+void hfdcp__crc_parts(const hfdcp__wplan *plan, const hfdcp__wchunk *chunks,
+                      uint32_t *parts);
+
 /* This rank's chunks grouped by plan file: the chunks of file f are
  * by_file[first[f] .. first[f+1]), in registration order. */
 typedef struct {

@@ -16,7 +16,9 @@ Checked: model.safetensors.index.json (total_size, weight_map naming every
 tensor of the spec and nothing else, plain file names), that the directory
 holds exactly the indexed *.safetensors files, and for each file: the
 8-byte length N, N % 8 == 0, a header starting with '{', __metadata__ ==
-{"format": "pt"}, dtypes and shapes as in the spec, data offsets
+{"format": "pt", "hfdcp_crc32c": ...} whose CRC-32C values (computed here
+with a table of the Castagnoli polynomial) match every tensor's bytes,
+dtypes and shapes as in the spec, data offsets
 contiguous from 0 (sorted by begin) with end - begin == numel * bits / 8,
 8 + N + last end == the file size, natural alignment (8 + N + begin a
 multiple of the element size), and every byte of every tensor; tensors
@@ -44,6 +46,37 @@ NUMPY = {
     "F64": "<f8", "I64": "<i8", "U64": "<u8",
 }
 MASK = (1 << 64) - 1
+
+
+def crc_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        table.append(c)
+    return table
+
+
+CRC_TABLE = crc_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data.tobytes():
+        c = CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def checksums(fn, meta, names):
+    """The hfdcp_crc32c map of a file's __metadata__, checked for form."""
+    if set(meta) != {"format", "hfdcp_crc32c"} or meta["format"] != "pt":
+        fail("%s: __metadata__ is %r, not format pt and hfdcp_crc32c"
+             % (fn, sorted(meta)))
+    crcs = json.loads(meta["hfdcp_crc32c"])
+    if list(crcs) != names:
+        fail("%s: hfdcp_crc32c names %s, the file %s" % (fn, list(crcs), names))
+    return crcs
 
 
 def fail(msg):
@@ -95,9 +128,9 @@ def main():
         if n % 8 != 0 or raw[8:9] != b"{":
             fail("%s: header length %d or first byte %r" % (fn, n, raw[8:9]))
         header = json.loads(raw[8:8 + n].decode("utf-8"))
-        if header.pop("__metadata__", None) != {"format": "pt"}:
-            fail("%s: __metadata__ is not {'format': 'pt'}" % fn)
+        meta = header.pop("__metadata__", None) or {}
         entries = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"])
+        crcs = checksums(fn, meta, [name for name, _ in entries])
         at = 0
         for name, e in entries:
             if wm.get(name) != fn:
@@ -125,6 +158,9 @@ def main():
             if not np.array_equal(data, expected(name, end - begin)):
                 bad = int(np.argmax(data != expected(name, end - begin)))
                 fail("%s: %s differs at byte %d" % (fn, name, bad))
+            if int(crcs[name], 16) != crc32c(data):
+                fail("%s: %s has CRC-32C %s, its bytes %08x"
+                     % (fn, name, crcs[name], crc32c(data)))
             if e["dtype"] in NUMPY:
                 arr = data.view(np.dtype(NUMPY[e["dtype"]])).reshape(e["shape"])
                 if list(arr.shape) != e["shape"]:

@@ -547,6 +547,10 @@ static void print_table(const bench_ctx *c, int reps)
     double prf = bw("plain_fpp_read_cold_fewer");
     target("cold load on half the ranks / plain read on them",
            prf > 0 ? bw("hfdcp_load_fewer_ranks_cold") / prf : 0, 0.9, "x");
+    double nocrc = seconds_of("hfdcp_nocrc_save");
+    if (nocrc > 0)
+        ceiling("direct save with CRC-32C / without (no_checksums)",
+                seconds_of("hfdcp_save") / nocrc, 1.05);
     double ps;
     uint64_t pb;
     int64_t pm, pm0;
@@ -569,14 +573,14 @@ static void print_table(const bench_ctx *c, int reps)
  * ---------------------------------------------------------------------- */
 
 enum { PEER_PLAIN = 1, PEER_HFDCP = 2, PEER_HDF5 = 4, PEER_SHARDED = 8, PEER_NAIVE = 16,
-       PEER_PLAN = 32, PEER_ASYNC = 64, PEER_ALL = 127 };
+       PEER_PLAN = 32, PEER_ASYNC = 64, PEER_NOCRC = 128, PEER_ALL = 255 };
 
 static int parse_peers(const char *s, int *out)
 {
     static const struct { const char *name; int bit; } names[] = {
         {"plain", PEER_PLAIN}, {"hfdcp", PEER_HFDCP}, {"hdf5", PEER_HDF5},
         {"sharded", PEER_SHARDED}, {"naive", PEER_NAIVE}, {"plan", PEER_PLAN},
-        {"hfdcp-async", PEER_ASYNC}, {"all", PEER_ALL}};
+        {"hfdcp-async", PEER_ASYNC}, {"hfdcp-nocrc", PEER_NOCRC}, {"all", PEER_ALL}};
     *out = 0;
     while (*s) {
         size_t n = strcspn(s, ","), i;
@@ -594,7 +598,8 @@ static int parse_peers(const char *s, int *out)
 static const char usage_text[] =
     "usage: mpirun -np N hfdcp bench [--size BYTES] [--tensors T] [--dtype bf16|f32]\n"
     "         [--layout rows|cols|blocks|replicated|llama|llama-tp|all] [--reps R] [--dir DIR]\n"
-    "         [--csv FILE] [--peers plain,hfdcp,plan,hdf5,sharded,naive,hfdcp-async]\n"
+    "         [--csv FILE] [--peers plain,hfdcp,plan,hdf5,sharded,naive,hfdcp-async,\n"
+    "         hfdcp-nocrc]\n"
     "         [--quick] [--verify] [--threads N] [--max-shard-bytes B] [--step-ms MS]\n"
     "         [--step-idle] [--snapshot-max-bytes B] [--hint KEY=VALUE]...\n"
     "         [--alt-hint KEY=VALUE]... [--inject-fault CHECK,...]\n";
@@ -644,7 +649,7 @@ static const struct {
     {"--shard-bytes", "a byte count like 256M (0: one file)"},
     {"--dtype", "bf16 or f32"},
     {"--layout", "rows, cols, blocks, replicated, llama, llama-tp or all"},
-    {"--peers", "a comma list of plain, hfdcp, plan, hdf5, sharded, naive, hfdcp-async, all"},
+    {"--peers", "a comma list of plain, hfdcp, plan, hdf5, sharded, naive, hfdcp-async, hfdcp-nocrc, all"},
     {"--step-ms", "milliseconds from 0 to 3600000"},
     {"--snapshot-max-bytes", "a byte count like 128M (0: no bounded run)"},
     {"--dir", "a directory"},
@@ -832,9 +837,9 @@ static int run_rep(bench_ctx *c, const bench_args *b, const char *path, int rep,
      * such as a VM that hands freed memory back to its host:
      * docs/benchmarks.md, "The machine").  With verification, hfdcp runs
      * before the peers whose files are compared with its own. */
-    for (int step = 0; step < 10; step++) {
+    for (int step = 0; step < 11; step++) {
         int ran = nr;
-        int p = c->verify ? step : rep % 2 == 0 ? (step + rep) % 10 : (10 - step + rep) % 10;
+        int p = c->verify ? step : rep % 2 == 0 ? (step + rep) % 11 : (11 - step + rep) % 11;
         if (p == 0 && (peers & PEER_PLAIN))
             r[nr++] = bench_plain(c, 0);
         /* The direct save: also the reference of sharded, naive and
@@ -857,6 +862,8 @@ static int run_rep(bench_ctx *c, const bench_args *b, const char *path, int rep,
             r[nr++] = bench_hfdcp_alt(c);
         if (p == 9 && (peers & PEER_ASYNC))
             r[nr++] = bench_async(c);
+        if (p == 10 && (peers & PEER_NOCRC))
+            r[nr++] = bench_hfdcp_nocrc(c);
         /* Without verification no step reads another's files: they go
          * now, so that the next step's writes find the memory they free
          * just freed, as the first step of the repetition does

@@ -59,6 +59,7 @@ typedef struct {
     MPI_Info alt_info;    /* --alt-hint: --hint's and these, for hfdcp_alt */
     double step_seconds;  /* --step-ms: hfdcp-async's simulated training step */
     int step_idle;        /* --step-idle: the step sleeps instead */
+    int no_checksums;     /* hfdcp saves with no_checksums (hfdcp-nocrc) */
     uint64_t snapshot_bound; /* --snapshot-max-bytes: hfdcp-async's bounded
                                 run; BENCH_BOUND_QUARTER: a quarter of each
                                 rank's share; 0: no bounded run */
@@ -162,6 +163,10 @@ int bench_threads(const bench_ctx *c, int threads);
 /* hfdcp's direct save and loads again, with the hints of alt_info:
  * measurements hfdcp_alt_save, hfdcp_alt_load_cold, ... (--alt-hint). */
 int bench_hfdcp_alt(const bench_ctx *c);
+
+/* The direct save again with no_checksums, as hfdcp_nocrc_save: the cost
+ * of the CRC-32C, side by side. */
+int bench_hfdcp_nocrc(const bench_ctx *c);
 int bench_sharded(const bench_ctx *c, int *available);
 int bench_naive(const bench_ctx *c);
 /* hfdcp_writer_commit_async + hfdcp_writer_wait: waited for at once,

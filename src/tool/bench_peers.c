@@ -468,6 +468,7 @@ static int save(const bench_ctx *c, const char *dir, int sharded, bench_result *
     so.thread_count = c->threads;
     so.save_sharded = sharded;
     so.info = c->info;
+    so.no_checksums = c->no_checksums;
     bench_settle(c);
     bench_start(c, &t);
     int rc = bench_writer_open(c, dir, &so, &w);
@@ -641,6 +642,13 @@ int bench_hfdcp_alt(const bench_ctx *c)
     return hfdcp_peer(&alt, 1, "hfdcp_alt");
 }
 
+int bench_hfdcp_nocrc(const bench_ctx *c)
+{
+    bench_ctx x = *c;
+    x.no_checksums = 1;
+    return hfdcp_peer(&x, 0, "hfdcp_nocrc");
+}
+
 hfdcp__wchunk *bench_chunks(const bench_model *m)
 {
     hfdcp__wchunk *ch = calloc(m->n ? m->n : 1, sizeof *ch);
@@ -679,7 +687,7 @@ int bench_plan(const bench_ctx *c)
     memset(&plan, 0, sizeof plan);
     bench_start(c, &t);
     rc = hfdcp__wplan_make(c->comm, ch, m->n, c->shard_bytes,
-                          HFDCP_ALIGN_DEFAULT, &plan);
+                          HFDCP_ALIGN_DEFAULT, false, &plan);
     bench_stop(c, &t, 0, &r);
     hfdcp__wplan_free(&plan);
     free(ch);
@@ -972,6 +980,9 @@ static int naive_write(const bench_ctx *c, hfdcp__entry *ent, const unsigned cha
     h.entries = ent;
     h.n_entries = m->n;
     h.data_size = m->total;
+    h.crc32c = true; /* as the direct save, whose bytes it must give */
+    for (size_t i = 0; i < m->n; i++)
+        ent[i].crc = hfdcp__crc32c(0, whole + ent[i].begin, ent[i].end - ent[i].begin);
     int rc = hfdcp__header_serialize(&h, &hdr, &hlen);
     if (rc != HFDCP_OK) {
         fprintf(stderr, "hfdcp bench: naive header: %s\n", hfdcp_last_error());
