@@ -299,7 +299,7 @@ static int damage_dir(const char *dir, int damage, char *first, size_t size)
 
 /* Whether each writer writes hfdcp_crc32c itself; when not, the test
  * computes the checksums of its files (ensure_crcs) and says so. */
-static const bool writes_crcs[] = {false, false, false};
+static const bool writes_crcs[] = {true, false, false};
 
 /* Collective: saves the model as `kind` under `dir`/<kind> (shard files
  * in ckpt, the consolidation in cons) and gives the checkpoint to check
