@@ -6,8 +6,9 @@
  *
  * A chunk (a file entry: a whole tensor, or one shard of it) is read "in
  * full" when
- *   - one rank's pieces tile it exactly: that rank checks it alone (every
- *     such rank does, in a replicated load), or
+ *   - one rank's pieces tile it exactly: that rank checks it alone (in a
+ *     replicated load, one of those ranks: the chunks are dealt round
+ *     robin over them), or
  *   - no rank's do, but the pieces of all ranks tile it exactly (no hole,
  *     no overlap): every rank adds the runs it read and one MPI_BXOR of
  *     the parts gives the CRC (hfdcp__crc32c_runs, crc32c.c).
@@ -55,8 +56,9 @@ typedef struct {
     size_t *entry_of;      /* per piece: its entry */
     uint64_t *numel;       /* per entry: its elements */
     uint64_t *mine, *all;  /* per entry: elements read here, by all */
-    int *alone, *any_alone; /* per entry: this rank's pieces tile it; some
-                               rank's do */
+    int *alone;            /* per entry: this rank's pieces tile it */
+    int *n_alone, *before; /* per entry: how many ranks' pieces tile it,
+                              and of those how many have a lower rank */
     int *shared;           /* per entry: all ranks' pieces tile it */
     uint32_t *part, *xor;  /* per entry: this rank's part, all ranks' */
 } check;
@@ -104,12 +106,13 @@ static int alloc_check(check *c)
     c->mine = calloc(e, sizeof *c->mine);
     c->all = calloc(e, sizeof *c->all);
     c->alone = calloc(e, sizeof *c->alone);
-    c->any_alone = calloc(e, sizeof *c->any_alone);
+    c->n_alone = calloc(e, sizeof *c->n_alone);
+    c->before = calloc(e, sizeof *c->before);
     c->shared = calloc(e, sizeof *c->shared);
     c->part = calloc(e, sizeof *c->part);
     c->xor = calloc(e, sizeof *c->xor);
     if (!c->entry_of || !c->numel || !c->mine || !c->all || !c->alone ||
-        !c->any_alone || !c->shared || !c->part || !c->xor)
+        !c->n_alone || !c->before || !c->shared || !c->part || !c->xor)
         return hfdcp__nomem("the checksums of a load");
     return HFDCP_OK;
 }
@@ -121,7 +124,8 @@ static void free_check(check *c)
     free(c->mine);
     free(c->all);
     free(c->alone);
-    free(c->any_alone);
+    free(c->n_alone);
+    free(c->before);
     free(c->shared);
     free(c->part);
     free(c->xor);
@@ -174,7 +178,15 @@ static int count_local(check *c, hfdcp__tile *tiles)
  * alone and all ranks read exactly its element count. */
 static bool candidate(const check *c, size_t e)
 {
-    return !c->any_alone[e] && c->numel[e] > 0 && c->all[e] == c->numel[e];
+    return c->n_alone[e] == 0 && c->numel[e] > 0 && c->all[e] == c->numel[e];
+}
+
+/* Whether this rank checks entry e alone: among the ranks whose pieces
+ * tile it (a replicated load), the chunks are dealt round robin, so that
+ * each is checked once and the work spreads over them. */
+static bool checks_alone(const check *c, size_t e)
+{
+    return c->alone[e] && c->before[e] == (int)(e % (size_t)c->n_alone[e]);
 }
 
 /* This rank's pieces of candidate entries, as int64 records
@@ -372,7 +384,7 @@ static int compare(check *c, const uint32_t *crcs, bool any_shared)
         return hfdcp__agree(c->comm, hfdcp__nomem("the checksums of a load"));
     for (size_t i = 0; i < c->n_pieces; i++) {
         size_t e = c->entry_of[i];
-        if (c->alone[e] || c->shared[e])
+        if (checks_alone(c, e) || c->shared[e])
             add_piece_runs(&c->pieces[i], &runs[e]);
     }
     for (size_t e = 0; e < c->n_entries; e++)
@@ -390,7 +402,7 @@ static int compare(check *c, const uint32_t *crcs, bool any_shared)
         uint64_t len = entry_bytes(&c->file->hdr.entries[e]);
         uint32_t got = hfdcp__crc32c_finish(c->shared[e] ? c->xor[e]
                                                          : c->part[e], len);
-        if ((c->alone[e] || c->shared[e]) && got != crcs[e])
+        if ((checks_alone(c, e) || c->shared[e]) && got != crcs[e])
             rc = mismatch(c, e, got, crcs[e]);
     }
     return hfdcp__agree(c->comm, rc);
@@ -399,7 +411,7 @@ static int compare(check *c, const uint32_t *crcs, bool any_shared)
 /* Collective: which entries are checked alone and together. */
 static int plan_check(check *c, hfdcp__tile *tiles, bool *any_shared)
 {
-    int rc = count_local(c, tiles), mpi_rc;
+    int rc = count_local(c, tiles), mpi_rc, rank = 0;
 
     *any_shared = false;
     if ((rc = hfdcp__agree(c->comm, rc)) != HFDCP_OK)
@@ -408,11 +420,20 @@ static int plan_check(check *c, hfdcp__tile *tiles, bool *any_shared)
     mpi_rc = MPI_Allreduce(c->mine, c->all, (int)c->n_entries, MPI_UINT64_T,
                            MPI_SUM, c->comm);
     if (mpi_rc == MPI_SUCCESS)
-        mpi_rc = MPI_Allreduce(c->alone, c->any_alone, (int)c->n_entries,
-                               MPI_INT, MPI_MAX, c->comm);
+        mpi_rc = MPI_Allreduce(c->alone, c->n_alone, (int)c->n_entries,
+                               MPI_INT, MPI_SUM, c->comm);
+    if (mpi_rc == MPI_SUCCESS)
+        mpi_rc = MPI_Comm_rank(c->comm, &rank);
+    if (mpi_rc == MPI_SUCCESS)
+        mpi_rc = MPI_Exscan(c->alone, c->before, (int)c->n_entries, MPI_INT,
+                            MPI_SUM, c->comm);
+    if (rank == 0) /* MPI_Exscan leaves rank 0's result undefined */
+        memset(c->before, 0, c->n_entries * sizeof *c->before);
     if (mpi_rc != MPI_SUCCESS)
-        return hfdcp__agree(c->comm, hfdcp__mpi_error(mpi_rc, "'%s': "
-                            "agreeing on the chunks to check", c->file->path));
+        rc = hfdcp__mpi_error(mpi_rc, "'%s': agreeing on the chunks to check",
+                              c->file->path);
+    if ((rc = hfdcp__agree(c->comm, rc)) != HFDCP_OK)
+        return rc;
     for (size_t e = 0; e < c->n_entries; e++)
         *any_shared = *any_shared || candidate(c, e);
     if (!*any_shared)
