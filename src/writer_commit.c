@@ -87,8 +87,9 @@ int hfdcp__commit_prepare(const hfdcp_writer *w, hfdcp__commit *c)
 {
     int rc;
 
-    HFDCP_TRY(hfdcp__wplan_make(w->comm, w->chunks, w->n, w->max_shard_bytes,
-                                w->align, &c->plan));
+    HFDCP_TRY(hfdcp__wplan_make(w->comm, w->chunks, w->n,
+                                hfdcp__file_map_files(w->file_map),
+                                w->max_shard_bytes, w->align, &c->plan));
     HFDCP_TRY(hfdcp__agree(w->comm, name_files(w, c)));
     rc = w->rank == 0 ? hfdcp__make_dir(w->path) : HFDCP_OK;
     return hfdcp__agree(w->comm, rc);
