@@ -957,7 +957,8 @@ static int filemap_should_save_a_one_file_reference_as_file_1_of_1(
         "  \"weight_map\": {\n"
         "    \"a\": \"model-00001-of-00001.safetensors\",\n"
         "    \"b\": \"model-00001-of-00001.safetensors\"\n  }\n}";
-    char *ref = hfdcp__path_join(dir, "ref"), *out = hfdcp__path_join(dir, "out");
+    char *ref = hfdcp__path_join(dir, "ref");
+    char *out = hfdcp__path_join(dir, "out");
     char *listed[8], p[1024];
     hfdcp_file_map *m = NULL;
     size_t n = 0, len = 0;

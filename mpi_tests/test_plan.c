@@ -510,10 +510,12 @@ static int plan_should_name_files_by_the_largest_index_in_the_map(
     vp_add1(&v, 0, "a", HFDCP_U8, 4, 0);
     vp_add1(&v, 0, "b", HFDCP_U8, 4, 0);
     T_OKCALL(vp_plan(&v, 1, 0, &p));
-    T_CHECK(p.n_files == 1 && strcmp(p.file_names[0], "model.safetensors") == 0);
+    T_CHECK(p.n_files == 1 &&
+            strcmp(p.file_names[0], "model.safetensors") == 0);
     hfdcp__wplan_free(&p);
     T_OKCALL(vp_plan(&v, 1, 8, &p));
-    T_CHECK(p.n_files == 1 && strcmp(p.file_names[0], "model.safetensors") == 0);
+    T_CHECK(p.n_files == 1 &&
+            strcmp(p.file_names[0], "model.safetensors") == 0);
     hfdcp__wplan_free(&p);
     T_OKCALL(vp_plan(&v, 1, 4, &p));
     T_CHECK(p.n_files == 2 &&
