@@ -121,8 +121,10 @@ int hfdcp__commit_prepare(const hfdcp_writer *w, hfdcp__commit *c)
     bool checksums = w->checksums && !w->sharded;
     int rc;
 
-    HFDCP_TRY(hfdcp__wplan_make(w->comm, w->chunks, w->n, w->max_shard_bytes,
-                                w->align, checksums, &c->plan));
+    HFDCP_TRY(hfdcp__wplan_make(w->comm, w->chunks, w->n,
+                                hfdcp__file_map_files(w->file_map),
+                                w->max_shard_bytes, w->align, checksums,
+                                &c->plan));
     if (checksums)
         HFDCP_TRY(checksum(w, c));
     HFDCP_TRY(hfdcp__agree(w->comm, name_files(w, c)));
