@@ -1026,6 +1026,10 @@ static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
         T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
                  "save_sharded is set on this rank but not set on rank 0");
         hfdcp_save_options_init(&o);
+        o.no_checksums = rank == P - 1;
+        T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
+                 "no_checksums is set on this rank but not set on rank 0");
+        hfdcp_save_options_init(&o);
         o.save_sharded = 1;
         o.consolidated_output_path = rank == P - 1 ? other : dir;
         T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
