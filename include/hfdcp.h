@@ -296,8 +296,10 @@ HFDCP_API void hfdcp_reader_free(hfdcp_reader *r);
  * 5. File maps and the writer
  * ---------------------------------------------------------------------- */
 
-/* A file map assigns tensor names to 1-based file indices
- * (model-0000i-of-0000N.safetensors). */
+/* A file map assigns tensor names to 1-based file indices: a save with it
+ * writes model-0000i-of-0000N.safetensors, N the largest index in the map
+ * (used by a saved tensor or not, also 1), as PyTorch's HuggingFace writer
+ * names them.  Without a map, one file is model.safetensors. */
 typedef struct hfdcp_file_map_s hfdcp_file_map;
 
 /*! hfdcp_file_map_create() : Local.  An empty map. */
@@ -506,8 +508,9 @@ HFDCP_API void hfdcp_consolidate_options_init(hfdcp_consolidate_options *o);
 
 /*! hfdcp_consolidate() : Collective on `comm`.  Turns the per-rank shard
  *  files (DCP_SHARDING_INFO) of `input_dir` into a standard checkpoint in
- *  `output_dir`: model-0000i-of-0000N.safetensors laid out by `map` (NULL:
- *  one file, model.safetensors) and model.safetensors.index.json, the same
+ *  `output_dir`: model-0000i-of-0000N.safetensors laid out by `map`, N its
+ *  largest index (NULL: one file, model.safetensors), and
+ *  model.safetensors.index.json, the same
  *  bytes hfdcp_writer_commit() writes for the same tensors and map.  Every
  *  rank reads (collectively) and writes (collectively) part of every output
  *  file, through at most buffer_bytes of memory.  Checks before writing

@@ -17,6 +17,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -374,6 +375,112 @@ static int consolidate_should_match_a_direct_save_with_a_map(MPI_Comm comm,
                                                              const char *dir)
 {
     return check_identity(comm, dir, true);
+}
+
+/* ---- file names ---- */
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(MODEL[*(const size_t *)a].name,
+                  MODEL[*(const size_t *)b].name);
+}
+
+/* Rank 0: the directory `dir` holds exactly the files want[0..n) (in
+ * byte order) and an index whose text is json.dumps(indent=2) of every
+ * tensor of the model, tensor i in want[file_of[i]]. */
+static int check_names(const char *dir, const model *m,
+                       const char *const *want, int n, const int *file_of)
+{
+    char *names[8], p[600];
+    size_t order[NT], len, count = 0;
+    uint64_t total = 0;
+    hfdcp__buf b;
+    unsigned char *got;
+    int bad;
+
+    bad = hfdcp_test_list_dir(dir, names, 8, &count);
+    for (size_t i = 0; !bad && i <= (size_t)n; i++)
+        if (count != (size_t)n + 1 ||
+            strcmp(names[i], i < (size_t)n ? want[i] : HFDCP_INDEX_NAME))
+            bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: %zu files, '%s'",
+                                  dir, count, i < count ? names[i] : "");
+    hfdcp_test_free_names(names, count);
+    T_CHECK(!bad);
+    for (size_t i = 0; i < NT; i++) {
+        order[i] = i;
+        total += m->bytes[i];
+    }
+    qsort(order, NT, sizeof *order, by_name);
+    hfdcp__buf_init(&b);
+    snprintf(p, sizeof p, "{\n  \"metadata\": {\n    \"total_size\": %"
+             PRIu64 "\n  },\n  \"weight_map\": {", total);
+    hfdcp__buf_put(&b, p, strlen(p));
+    for (size_t k = 0; k < NT; k++) {
+        snprintf(p, sizeof p, "%s\n    \"%s\": \"%s\"", k ? "," : "",
+                 MODEL[order[k]].name, want[file_of[order[k]]]);
+        hfdcp__buf_put(&b, p, strlen(p));
+    }
+    hfdcp__buf_put(&b, "\n  }\n}", 6);
+    path_in(p, sizeof p, dir, HFDCP_INDEX_NAME);
+    got = hfdcp_test_read_file(p, &len);
+    if (got == NULL || len != b.len || memcmp(got, b.data, len) != 0)
+        bad = hfdcp_test_fail(__FILE__, __LINE__, "%s:\n%.*s\nwant:\n%.*s",
+                              p, got ? (int)len : 0,
+                              got ? (const char *)got : "", (int)b.len,
+                              (const char *)b.data);
+    free(got);
+    hfdcp__buf_free(&b);
+    return bad;
+}
+
+/* The writer's names (plan.c): with a map, model-0000i-of-0000N, N the
+ * largest index in the map, also 1 or unused by the model; without one,
+ * model.safetensors.  An index in every case. */
+static int consolidate_should_name_files_as_the_writer_does(MPI_Comm comm,
+                                                            const char *dir)
+{
+    static const char *one[] = {"model-00001-of-00001.safetensors"};
+    static const char *of3[] = {"model-00001-of-00003.safetensors",
+                                "model-00002-of-00003.safetensors"};
+    static const char *plain[] = {"model.safetensors"};
+    int P, rank, file_of[NT], zero[NT] = {0};
+    hfdcp_file_map *map = NULL;
+    char shards[512], out[512];
+    model m;
+
+    MPI_Comm_size(comm, &P);
+    MPI_Comm_rank(comm, &rank);
+    T_CHECK(model_make(&m, 11) == T_OK);
+    path_in(shards, sizeof shards, dir, "shards");
+    T_CHECK(shared_dir(comm, shards) == 0);
+    T_CHECK(write_shards(comm, shards, &m, P) == T_OK);
+
+    T_OKCALL(hfdcp_file_map_create(&map));
+    for (size_t i = 0; i < NT; i++)
+        T_OKCALL(hfdcp_file_map_set(map, MODEL[i].name, 1));
+    path_in(out, sizeof out, dir, "all1");
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, map, NULL));
+    if (rank == 0)
+        T_OKCALL(check_names(out, &m, one, 1, zero));
+
+    /* Largest index 3, used: 1 and 2.  No file 3. */
+    for (size_t i = 0; i < NT; i++) {
+        file_of[i] = (int)(i % 2);
+        T_OKCALL(hfdcp_file_map_set(map, MODEL[i].name, file_of[i] + 1));
+    }
+    T_OKCALL(hfdcp_file_map_set(map, "not.in.the.model", 3));
+    path_in(out, sizeof out, dir, "of3");
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, map, NULL));
+    if (rank == 0)
+        T_OKCALL(check_names(out, &m, of3, 2, file_of));
+    hfdcp_file_map_free(map);
+
+    path_in(out, sizeof out, dir, "nomap");
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, NULL));
+    if (rank == 0)
+        T_OKCALL(check_names(out, &m, plain, 1, zero));
+    model_free(&m);
+    return T_OK;
 }
 
 /* A sharded save by the ranks of `comm` (hfdcp_writer_commit with
@@ -1017,6 +1124,8 @@ static const hfdcp_test_case cases[] = {
      consolidate_should_match_a_direct_save, 1},
     {"consolidate_should_match_a_direct_save_with_a_map",
      consolidate_should_match_a_direct_save_with_a_map, 1},
+    {"consolidate_should_name_files_as_the_writer_does",
+     consolidate_should_name_files_as_the_writer_does, 1},
     {"consolidate_should_match_a_direct_save_after_a_sharded_save",
      consolidate_should_match_a_direct_save_after_a_sharded_save, 1},
     {"consolidate_should_handle_an_empty_checkpoint",

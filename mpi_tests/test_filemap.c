@@ -924,11 +924,87 @@ static int filemap_should_save_with_the_layout_of_a_reference(MPI_Comm comm,
     return T_OK;
 }
 
+/* Rank 0 saves the whole tensors a and b (4 x F32) to `path` with the
+ * file map `m` (NULL: none); the other ranks add nothing. */
+static int save_two(MPI_Comm comm, const char *path, const hfdcp_file_map *m)
+{
+    static const float v[4] = {1, 2, 3, 4};
+    int64_t shape[1] = {4}, zero[1] = {0};
+    hfdcp_save_options so;
+    hfdcp_writer *w;
+
+    hfdcp_save_options_init(&so);
+    so.file_map = m;
+    T_OKCALL(hfdcp_writer_open(comm, path, &so, &w));
+    if (rank_of(comm) == 0) {
+        T_OKCALL(hfdcp_writer_add(w, "a", HFDCP_F32, 1, shape, zero, shape,
+                                  v));
+        T_OKCALL(hfdcp_writer_add(w, "b", HFDCP_F32, 1, shape, zero, shape,
+                                  v));
+    }
+    T_OKCALL(hfdcp_writer_commit(w));
+    hfdcp_writer_free(w);
+    return T_OK;
+}
+
+/* A reference of one file, model.safetensors without an index (as
+ * save_pretrained writes it): the file is index 1, as the reference
+ * module's _extract_file_index reads it, and a save with that map is
+ * named as PyTorch's HuggingFace writer names a save with the same
+ * fqn_to_index_mapping: model-00001-of-00001.safetensors and an index. */
+static int filemap_should_save_a_one_file_reference_as_file_1_of_1(
+    MPI_Comm comm, const char *dir)
+{
+    static const char want_ix[] =
+        "{\n  \"metadata\": {\n    \"total_size\": 32\n  },\n"
+        "  \"weight_map\": {\n"
+        "    \"a\": \"model-00001-of-00001.safetensors\",\n"
+        "    \"b\": \"model-00001-of-00001.safetensors\"\n  }\n}";
+    char *ref = hfdcp__path_join(dir, "ref");
+    char *out = hfdcp__path_join(dir, "out");
+    char *listed[8], p[1024];
+    hfdcp_file_map *m = NULL;
+    size_t n = 0, len = 0;
+    unsigned char *ix = NULL;
+    int idx = 0, bad = 0;
+
+    T_CHECK(ref != NULL && out != NULL);
+    T_CHECK(save_two(comm, ref, NULL) == T_OK);
+    snprintf(p, sizeof p, "%s/%s", ref, HFDCP_INDEX_NAME);
+    if (rank_of(comm) == 0)
+        bad = remove(p) != 0;
+    T_CHECK(barrier(comm) == 0 && bad == 0);
+    T_OKCALL(hfdcp_file_map_from_reference(ref, NULL, &m));
+    T_CHECK(hfdcp_file_map_size(m) == 2);
+    T_OKCALL(hfdcp_file_map_get(m, "b", &idx));
+    T_CHECK(idx == 1 && strcmp(hfdcp_file_map_warning(m), "") == 0);
+    T_CHECK(save_two(comm, out, m) == T_OK);
+    hfdcp_file_map_free(m);
+    if (rank_of(comm) == 0) {
+        T_CHECK(hfdcp_test_list_dir(out, listed, 8, &n) == T_OK);
+        bad = n != 2 ||
+              strcmp(listed[0], "model-00001-of-00001.safetensors") != 0 ||
+              strcmp(listed[1], HFDCP_INDEX_NAME) != 0;
+        hfdcp_test_free_names(listed, n);
+        T_CHECKF(!bad, "%zu files in %s", n, out);
+        snprintf(p, sizeof p, "%s/%s", out, HFDCP_INDEX_NAME);
+        T_CHECK((ix = hfdcp_test_read_file(p, &len)) != NULL);
+        bad = len != strlen(want_ix) || memcmp(ix, want_ix, len) != 0;
+        free(ix);
+        T_CHECKF(!bad, "the index of %s", out);
+    }
+    free(ref);
+    free(out);
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"filemap_should_extract_file_indices",
      filemap_should_extract_file_indices, 1},
     {"filemap_should_copy_the_layout_of_an_index",
      filemap_should_copy_the_layout_of_an_index, 1},
+    {"filemap_should_save_a_one_file_reference_as_file_1_of_1",
+     filemap_should_save_a_one_file_reference_as_file_1_of_1, 1},
     {"filemap_should_rename_with_a_key_map",
      filemap_should_rename_with_a_key_map, 1},
     {"filemap_should_read_headers_without_an_index",

@@ -22,6 +22,8 @@
 typedef struct {
     hfdcp__wchunk *c[MAXV];
     size_t n[MAXV], cap[MAXV];
+    bool own_maps;          /* map_files as set; else vp_map_files() */
+    int map_files[MAXV];    /* each rank's hfdcp__file_map_files() */
     void **mem; /* names and dims to free */
     size_t nmem, capmem;
 } vplan;
@@ -74,15 +76,33 @@ static void vp_add1(vplan *v, int r, const char *name, hfdcp_dtype dt,
     vp_add(v, r, name, dt, 1, &n, &zero, &n, file_index);
 }
 
+/* Unless a case sets them: every rank's map has the largest index any
+ * chunk's entry gives (1 when entries are only missing), none when no
+ * chunk has an entry. */
+static int vp_map_files(const vplan *v, int nranks)
+{
+    int most = 0;
+
+    for (int r = 0; r < nranks; r++)
+        for (size_t k = 0; k < v->n[r]; k++) {
+            int i = v->c[r][k].file_index;
+            if (i != 0 && (i > most || most == 0))
+                most = i > 1 ? i : 1;
+        }
+    return most;
+}
+
 static int vp_plan(vplan *v, int nranks, uint64_t max, hfdcp__wplan *out)
 {
     hfdcp__buf b[MAXV];
     const void *parts[MAXV];
     size_t lens[MAXV];
-    int rc;
+    int rc, files = vp_map_files(v, nranks);
 
     for (int r = 0; r < nranks; r++) {
-        if (hfdcp__wplan_pack(v->c[r], v->n[r], &b[r]) != HFDCP_OK)
+        if (hfdcp__wplan_pack(v->c[r], v->n[r],
+                              v->own_maps ? v->map_files[r] : files,
+                              &b[r]) != HFDCP_OK)
             return HFDCP_ERR_NOMEM;
         parts[r] = b[r].data;
         lens[r] = b[r].len;
@@ -431,6 +451,111 @@ static int plan_should_follow_the_file_map(MPI_Comm comm, const char *dir)
     return T_OK;
 }
 
+/* Names as PyTorch's HuggingFace writer gives them with
+ * fqn_to_index_mapping: N is the largest index in the map, even one no
+ * saved tensor uses, and even 1. */
+static int plan_should_name_files_by_the_largest_index_in_the_map(
+    MPI_Comm comm, const char *dir)
+{
+    vplan v = {0};
+    hfdcp__wplan p;
+    (void)comm;
+    (void)dir;
+
+    /* Every index 1: model-00001-of-00001, not model.safetensors. */
+    vp_add1(&v, 0, "a", HFDCP_F32, 4, 1);
+    vp_add1(&v, 1, "b", HFDCP_F32, 4, 1);
+    T_OKCALL(vp_plan(&v, 2, 0, &p));
+    T_CHECK(p.n_files == 1);
+    T_CHECK(strcmp(p.file_names[0], "model-00001-of-00001.safetensors") == 0);
+    T_CHECK(p.index.n == 2 &&
+            strcmp(p.index.files[0], "model-00001-of-00001.safetensors") == 0 &&
+            strcmp(p.index.files[1], "model-00001-of-00001.safetensors") == 0);
+    hfdcp__wplan_free(&p);
+
+    /* The same with max_shard_bytes: a map wins over the split. */
+    T_OKCALL(vp_plan(&v, 2, 1, &p));
+    T_CHECK(p.n_files == 1 &&
+            strcmp(p.file_names[0], "model-00001-of-00001.safetensors") == 0);
+    hfdcp__wplan_free(&p);
+    vp_free(&v);
+
+    /* The map's largest index is 3, the tensors use 1 and 2: no file 3. */
+    vp_add1(&v, 0, "a", HFDCP_F32, 4, 2);
+    vp_add1(&v, 1, "b", HFDCP_F32, 4, 1);
+    v.own_maps = true;
+    v.map_files[0] = v.map_files[1] = 3;
+    T_OKCALL(vp_plan(&v, 2, 0, &p));
+    T_CHECK(p.n_files == 2);
+    T_CHECK(strcmp(p.file_names[0], "model-00001-of-00003.safetensors") == 0);
+    T_CHECK(strcmp(p.file_names[1], "model-00002-of-00003.safetensors") == 0);
+    T_CHECK(strcmp(p.index.names[0], "a") == 0 &&
+            strcmp(p.index.files[0], "model-00002-of-00003.safetensors") == 0);
+    T_CHECK(strcmp(p.index.names[1], "b") == 0 &&
+            strcmp(p.index.files[1], "model-00001-of-00003.safetensors") == 0);
+    hfdcp__wplan_free(&p);
+    vp_free(&v);
+
+    /* A map and no tensor: one empty file, named as file 1 of the map's. */
+    v.own_maps = true;
+    v.map_files[0] = 2;
+    T_OKCALL(vp_plan(&v, 1, 0, &p));
+    T_CHECK(p.n_files == 1 &&
+            strcmp(p.file_names[0], "model-00001-of-00002.safetensors") == 0);
+    hfdcp__wplan_free(&p);
+    vp_free(&v);
+
+    /* No map: one file is model.safetensors, also after a split into one
+     * file; a split into N files is numbered 1..N of N. */
+    vp_add1(&v, 0, "a", HFDCP_U8, 4, 0);
+    vp_add1(&v, 0, "b", HFDCP_U8, 4, 0);
+    T_OKCALL(vp_plan(&v, 1, 0, &p));
+    T_CHECK(p.n_files == 1 &&
+            strcmp(p.file_names[0], "model.safetensors") == 0);
+    hfdcp__wplan_free(&p);
+    T_OKCALL(vp_plan(&v, 1, 8, &p));
+    T_CHECK(p.n_files == 1 &&
+            strcmp(p.file_names[0], "model.safetensors") == 0);
+    hfdcp__wplan_free(&p);
+    T_OKCALL(vp_plan(&v, 1, 4, &p));
+    T_CHECK(p.n_files == 2 &&
+            strcmp(p.file_names[0], "model-00001-of-00002.safetensors") == 0 &&
+            strcmp(p.file_names[1], "model-00002-of-00002.safetensors") == 0);
+    hfdcp__wplan_free(&p);
+    vp_free(&v);
+    return T_OK;
+}
+
+/* The names depend on the map's largest index: every rank's map must have
+ * the same, whatever tensors the rank saves. */
+static int plan_should_refuse_maps_of_different_sizes(MPI_Comm comm,
+                                                      const char *dir)
+{
+    vplan v = {0};
+    hfdcp__wplan p;
+    (void)comm;
+    (void)dir;
+
+    vp_add1(&v, 0, "a", HFDCP_F32, 4, 1);
+    vp_add1(&v, 1, "b", HFDCP_F32, 4, 1);
+    v.own_maps = true;
+    v.map_files[0] = 3;
+    v.map_files[1] = 2;
+    T_STATUS(vp_plan(&v, 2, 0, &p), HFDCP_ERR_MISMATCH,
+             "the largest index in the file map of rank 0 is 3 but in the "
+             "one of rank 1 it is 2");
+    v.map_files[1] = 0;
+    T_STATUS(vp_plan(&v, 2, 0, &p), HFDCP_ERR_MISMATCH,
+             "rank 0 has a file map but rank 1 has none");
+    /* A rank that saves nothing still counts. */
+    v.map_files[1] = 3;
+    v.map_files[2] = 0;
+    T_STATUS(vp_plan(&v, 3, 0, &p), HFDCP_ERR_MISMATCH,
+             "rank 0 has a file map but rank 2 has none");
+    vp_free(&v);
+    return T_OK;
+}
+
 static int plan_should_split_by_size_as_huggingface_does(MPI_Comm comm,
                                                          const char *dir)
 {
@@ -563,7 +688,7 @@ static int plan_should_give_every_rank_its_part_collective(MPI_Comm comm,
     c[0] = (hfdcp__wchunk){"rows", HFDCP_F32, 2, shape, off, sz, 0, NULL};
     c[1] = (hfdcp__wchunk){"norm", HFDCP_BF16, 1, &n, &zero, &n, 0, NULL};
     c[2] = (hfdcp__wchunk){own, HFDCP_U8, 1, &n, &zero, &n, 0, NULL};
-    T_OKCALL(hfdcp__wplan_make(comm, c, 3, 0, 0, false, &p));
+    T_OKCALL(hfdcp__wplan_make(comm, c, 3, 0, 0, 0, false, &p));
     T_CHECK(p.n_assign == 3 && p.n_files == 1);
     T_CHECK(strcmp(p.file_names[0], "model.safetensors") == 0);
     T_CHECK((rank == 0) == (p.headers != NULL));
@@ -590,7 +715,7 @@ static int plan_should_give_every_rank_its_part_collective(MPI_Comm comm,
     /* The last rank disagrees on the dtype: the same error everywhere. */
     if (rank == size - 1)
         c[0].dtype = HFDCP_F16;
-    T_STATUS(hfdcp__wplan_make(comm, c, 3, 0, 0, false, &p), size > 1 ? HFDCP_ERR_PLAN
+    T_STATUS(hfdcp__wplan_make(comm, c, 3, 0, 0, 0, false, &p), size > 1 ? HFDCP_ERR_PLAN
                                                              : HFDCP_OK,
              size > 1 ? "tensor 'rows': rank 0 saves it as F32 but rank" : NULL);
     if (size == 1)
@@ -630,7 +755,7 @@ static int plan_should_plan_100000_tensors_quickly_collective(MPI_Comm comm,
     }
     MPI_Barrier(comm);
     t0 = MPI_Wtime();
-    T_OKCALL(hfdcp__wplan_make(comm, c, T, (uint64_t)50 << 20, 0, false, &p));
+    T_OKCALL(hfdcp__wplan_make(comm, c, T, 0, (uint64_t)50 << 20, 0, false, &p));
     t1 = MPI_Wtime();
     T_CHECK(p.n_assign == T);
     for (int t = 0; t < T; t++)
@@ -662,6 +787,10 @@ static const hfdcp_test_case cases[] = {
     {"plan_should_handle_scalars_and_empty_tensors",
      plan_should_handle_scalars_and_empty_tensors, 1},
     {"plan_should_follow_the_file_map", plan_should_follow_the_file_map, 1},
+    {"plan_should_name_files_by_the_largest_index_in_the_map",
+     plan_should_name_files_by_the_largest_index_in_the_map, 1},
+    {"plan_should_refuse_maps_of_different_sizes",
+     plan_should_refuse_maps_of_different_sizes, 1},
     {"plan_should_split_by_size_as_huggingface_does",
      plan_should_split_by_size_as_huggingface_does, 1},
     {"plan_should_split_the_fixture_as_huggingface_hub_did",

@@ -667,7 +667,9 @@ static int sharded_should_save_an_empty_checkpoint(MPI_Comm comm,
 
 /* consolidated_output_path: the sharded save, then consolidation into a
  * directory whose files are those of a direct save of the same tensors,
- * byte for byte, with a split by size and with one file. */
+ * byte for byte, with a split by size, with one file, and with a file map
+ * whose largest index no tensor uses (the shards and the consolidated
+ * files are named after it, as a direct save's). */
 static int sharded_should_consolidate_into_a_direct_save(MPI_Comm comm,
                                                          const char *dir)
 {
@@ -675,12 +677,18 @@ static int sharded_should_consolidate_into_a_direct_save(MPI_Comm comm,
     tspec ts[HFDCP_DTYPE_COUNT + 8];
     size_t nt = model(ts, P);
     char shards[600], out[600], direct[600];
+    hfdcp_file_map *fm;
 
-    for (int split = 0; split < 2; split++) {
-        hfdcp_save_options o = sharded_opts(split ? 500 : 0, 2);
-        snprintf(shards, sizeof shards, "%s/shards%d", dir, split);
-        snprintf(out, sizeof out, "%s/out%d", dir, split);
-        snprintf(direct, sizeof direct, "%s/direct%d", dir, split);
+    T_OKCALL(hfdcp_file_map_create(&fm));
+    for (size_t i = 0; i < nt; i++)
+        T_OKCALL(hfdcp_file_map_set(fm, ts[i].name, 1 + (int)(i % 2)));
+    T_OKCALL(hfdcp_file_map_set(fm, "nobody.saves.this", 3));
+    for (int mode = 0; mode < 3; mode++) {
+        hfdcp_save_options o = sharded_opts(mode == 1 ? 500 : 0, 2);
+        snprintf(shards, sizeof shards, "%s/shards%d", dir, mode);
+        snprintf(out, sizeof out, "%s/out%d", dir, mode);
+        snprintf(direct, sizeof direct, "%s/direct%d", dir, mode);
+        o.file_map = mode == 2 ? fm : NULL;
         o.consolidated_output_path = out;
         o.num_threads_consolidation = 2;
         T_OKCALL(save_specs(comm, shards, ts, nt, &o, &st));
@@ -694,6 +702,20 @@ static int sharded_should_consolidate_into_a_direct_save(MPI_Comm comm,
         T_CHECK(hfdcp_test_all_ok(comm, st == HFDCP_OK));
         T_CHECK(hfdcp_test_same_dirs(comm, direct, out));
         T_CHECK(load_check(comm, out, ts, nt) == T_OK);
+    }
+    hfdcp_file_map_free(fm);
+    if (hfdcp_test_comm_rank(comm) == 0) {
+        char names[64][256];
+        int n = list_dir(out, names, 64), of3 = 0;
+        T_CHECK(n == 3);
+        T_CHECK(strcmp(names[0], "model-00001-of-00003.safetensors") == 0 &&
+                strcmp(names[1], "model-00002-of-00003.safetensors") == 0 &&
+                strcmp(names[2], HFDCP_INDEX_NAME) == 0);
+        n = list_dir(shards, names, 64);
+        for (int k = 0; k < n; k++)
+            of3 += strstr(names[k], "-of-00003.safetensors") != NULL;
+        T_CHECKF(n > 0 && of3 == n, "%d of %d shard files are -of-00003",
+                 of3, n);
     }
     return T_OK;
 }

@@ -1026,6 +1026,10 @@ static int writer_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
         T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
                  "save_sharded is set on this rank but not set on rank 0");
         hfdcp_save_options_init(&o);
+        o.no_checksums = rank == P - 1;
+        T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
+                 "no_checksums is set on this rank but not set on rank 0");
+        hfdcp_save_options_init(&o);
         o.save_sharded = 1;
         o.consolidated_output_path = rank == P - 1 ? other : dir;
         T_STATUS(hfdcp_writer_open(comm, path, &o, &w), HFDCP_ERR_MISMATCH,
@@ -1262,10 +1266,11 @@ static int writer_should_follow_a_file_map(MPI_Comm comm, const char *dir)
     hfdcp_file_map *fm;
     char path[600], p[700];
     int64_t m[2] = {3 * P, 4};
-    static const char *files[] = {"model-00001-of-00003.safetensors",
-                                  "model-00002-of-00003.safetensors",
-                                  "model-00002-of-00003.safetensors",
-                                  "model-00003-of-00003.safetensors"};
+    /* N = 7: the map's largest index, that of a tensor nobody saves. */
+    static const char *files[] = {"model-00001-of-00007.safetensors",
+                                  "model-00002-of-00007.safetensors",
+                                  "model-00002-of-00007.safetensors",
+                                  "model-00003-of-00007.safetensors"};
 
     spec(&ts[0], "embed", HFDCP_BF16, 2, m, ROWS, COLS);
     spec(&ts[1], "layer.0", HFDCP_F32, 2, m, COLS, ROWS);
@@ -1306,6 +1311,94 @@ static int writer_should_follow_a_file_map(MPI_Comm comm, const char *dir)
         }
         hfdcp__index_free(&ix);
     }
+    return T_OK;
+}
+
+/* Rank 0: the directory `path` holds exactly the files want[0..n) (in
+ * byte order) and its index is exactly the text `index`. */
+static int dir_is(const char *path, const char *const *want, int n,
+                  const char *index)
+{
+    char names[16][256], p[700];
+    unsigned char *buf;
+    size_t len;
+
+    T_CHECKF(list_dir(path, names, 16) == n, "%s: %d files", path,
+             list_dir(path, names, 16));
+    for (int i = 0; i < n; i++)
+        T_CHECKF(strcmp(names[i], want[i]) == 0, "%s: %s, want %s", path,
+                 names[i], want[i]);
+    snprintf(p, sizeof p, "%s/%s", path, HFDCP_INDEX_NAME);
+    T_CHECK((buf = hfdcp_test_read_file(p, &len)) != NULL);
+    T_CHECKF(len == strlen(index) && memcmp(buf, index, len) == 0,
+             "%s:\n%.*s\nwant:\n%s", p, (int)len, (const char *)buf, index);
+    free(buf);
+    return T_OK;
+}
+
+/* The index text of tensors a and b in files fa and fb. */
+static void index_text(char *out, size_t size, uint64_t total, const char *fa,
+                       const char *fb)
+{
+    snprintf(out, size,
+             "{\n  \"metadata\": {\n    \"total_size\": %" PRIu64
+             "\n  },\n  \"weight_map\": {\n    \"a\": \"%s\",\n"
+             "    \"b\": \"%s\"\n  }\n}",
+             total, fa, fb);
+}
+
+/* Names as PyTorch's HuggingFace writer gives them with a file map
+ * (fqn_to_index_mapping): model-0000i-of-0000N with N the largest index
+ * in the map, also when it is 1 or no saved tensor uses it; without a
+ * map, model.safetensors for one file, as save_pretrained names it.  An
+ * index in every case. */
+static int writer_should_name_files_by_the_largest_index_in_the_map(
+    MPI_Comm comm, const char *dir)
+{
+    int P = hfdcp_test_comm_size(comm);
+    tspec ts[2];
+    hfdcp_save_options o;
+    hfdcp_file_map *fm;
+    char path[600], ix[1024];
+    int64_t ma[2] = {2 * P, 4}, mb[1] = {2 * P};
+    uint64_t total = 32 * (uint64_t)P + 4 * (uint64_t)P;
+    static const char *one[] = {"model-00001-of-00001.safetensors",
+                                HFDCP_INDEX_NAME};
+    static const char *of3[] = {"model-00001-of-00003.safetensors",
+                                "model-00002-of-00003.safetensors",
+                                HFDCP_INDEX_NAME};
+    static const char *plain[] = {"model.safetensors", HFDCP_INDEX_NAME};
+
+    spec(&ts[0], "a", HFDCP_F32, 2, ma, ROWS, COLS);
+    spec(&ts[1], "b", HFDCP_F16, 1, mb, REPL, ROWS);
+    hfdcp_save_options_init(&o);
+    T_OKCALL(hfdcp_file_map_create(&fm));
+    T_OKCALL(hfdcp_file_map_set(fm, "a", 1));
+    T_OKCALL(hfdcp_file_map_set(fm, "b", 1));
+    o.file_map = fm;
+    snprintf(path, sizeof path, "%s/all1", dir);
+    T_OKCALL(round_trip(comm, path, ts, 2, &o, 21, NULL));
+    index_text(ix, sizeof ix, total, one[0], one[0]);
+    if (hfdcp_test_comm_rank(comm) == 0)
+        T_OKCALL(dir_is(path, one, 2, ix));
+
+    /* Largest index 3, used: 1 and 2.  No file 3. */
+    T_OKCALL(hfdcp_file_map_set(fm, "b", 2));
+    T_OKCALL(hfdcp_file_map_set(fm, "nobody.saves.this", 3));
+    snprintf(path, sizeof path, "%s/of3", dir);
+    T_OKCALL(round_trip(comm, path, ts, 2, &o, 22, NULL));
+    hfdcp_file_map_free(fm);
+    index_text(ix, sizeof ix, total, of3[0], of3[1]);
+    if (hfdcp_test_comm_rank(comm) == 0)
+        T_OKCALL(dir_is(path, of3, 3, ix));
+
+    /* No map: model.safetensors. */
+    o.file_map = NULL;
+    snprintf(path, sizeof path, "%s/nomap", dir);
+    T_OKCALL(round_trip(comm, path, ts, 2, &o, 23, NULL));
+    index_text(ix, sizeof ix, total, plain[0], plain[0]);
+    if (hfdcp_test_comm_rank(comm) == 0)
+        T_OKCALL(dir_is(path, plain, 2, ix));
     return T_OK;
 }
 
@@ -1777,6 +1870,8 @@ static const hfdcp_test_case cases[] = {
     {"writer_should_write_with_tiny_collective_buffers",
      writer_should_write_with_tiny_collective_buffers, 1},
     {"writer_should_follow_a_file_map", writer_should_follow_a_file_map, 1},
+    {"writer_should_name_files_by_the_largest_index_in_the_map",
+     writer_should_name_files_by_the_largest_index_in_the_map, 1},
     {"writer_should_write_the_same_files_at_any_thread_count",
      writer_should_write_the_same_files_at_any_thread_count, 1},
     {"writer_should_align_the_data_as_the_hint_says",

@@ -295,7 +295,8 @@ static int make_plan(const hfdcp__catalog *cat, const hfdcp_file_map *map,
                        "file map",
                        t->name, cat->path);
     }
-    HFDCP_CHECK(hfdcp__wplan_pack(ch, n, &packed));
+    HFDCP_CHECK(hfdcp__wplan_pack(ch, n, hfdcp__file_map_files(map),
+                                  &packed));
     part = packed.data;
     rc = hfdcp__wplan_global(1, &part, &packed.len, 0, align, false, plan);
 cleanup:

@@ -135,6 +135,18 @@ int hfdcp_file_map_entry(const hfdcp_file_map *m, size_t i,
     return HFDCP_OK;
 }
 
+int hfdcp__file_map_files(const hfdcp_file_map *m)
+{
+    int most = 1;
+
+    if (m == NULL)
+        return 0;
+    for (size_t i = 0; i < m->n; i++)
+        if (m->indices[i] > most)
+            most = m->indices[i];
+    return most;
+}
+
 const char *hfdcp_file_map_warning(const hfdcp_file_map *m)
 {
     return m == NULL || m->warning == NULL ? "" : m->warning;

@@ -846,6 +846,13 @@ HFDCP_API int hfdcp__reader_add_failed(hfdcp_reader *r, int status,
  * or free the map after hfdcp_writer_open()). */
 int hfdcp__file_map_dup(const hfdcp_file_map *m, hfdcp_file_map **out);
 
+/* N in the names model-{i:05d}-of-{N:05d}.safetensors of a save with the
+ * file map `m`: the largest index in the map, whether a saved tensor uses
+ * it or not, as PyTorch's HuggingFace writer takes
+ * max(fqn_to_index_mapping.values()); 1 for an empty map; 0 for NULL (no
+ * map: the names follow the files actually made). */
+int hfdcp__file_map_files(const hfdcp_file_map *m);
+
 /* One chunk registered with hfdcp_writer_add(), as the planner sees it. */
 typedef struct {
     const char *name;
@@ -900,15 +907,20 @@ typedef struct {
 } hfdcp__wplan;
 
 /* Packs a rank's chunks compactly (names, dtypes, shapes, boxes, file map
- * entries) for the planner. */
-int hfdcp__wplan_pack(const hfdcp__wchunk *chunks, size_t n, hfdcp__buf *out);
+ * entries) and `map_files`, hfdcp__file_map_files() of the rank's file
+ * map (0: none), for the planner. */
+int hfdcp__wplan_pack(const hfdcp__wchunk *chunks, size_t n, int map_files,
+                      hfdcp__buf *out);
 
 /* The global plan, computed by one process from every rank's packed
  * chunks (`packed[r]`, `lens[r]` bytes): agreement of every holder on
- * dtype, shape and file map entry, chunks inside their tensor, exact
- * tiling, replicated boxes written once (balanced over their holders),
- * file assignment (file map, else HF's greedy split under
- * `max_shard_bytes` in registration order, else one file) and layout
+ * dtype, shape and file map entry, every rank on the file map's largest
+ * index, chunks inside their tensor, exact tiling, replicated boxes
+ * written once (balanced over their holders), file assignment (file map,
+ * else HF's greedy split under `max_shard_bytes` in registration order,
+ * else one file), file names (model-{i:05d}-of-{N:05d}.safetensors, N
+ * the map's largest index or, without a map, the number of files; a
+ * single file without a map is model.safetensors) and layout
  * (each file's data buffer at a multiple of `align`, as hfdcp__header's).
  * HFDCP_ERR_PLAN / HFDCP_ERR_MISMATCH name the tensor, ranks and values.
  * No communication. */
@@ -923,11 +935,11 @@ int hfdcp__wplan_global(int nranks, const void *const *packed,
 void hfdcp__wplan_put_crcs(hfdcp__wplan *p, const uint32_t *xor_parts);
 
 
-/* Collective: packs this rank's chunks, gathers them on rank 0, which
- * computes the global plan, and gives every rank its part.  Same status
- * on every rank. */
+/* Collective: packs this rank's chunks with `map_files` (as
+ * hfdcp__wplan_pack), gathers them on rank 0, which computes the global
+ * plan, and gives every rank its part.  Same status on every rank. */
 int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
-                      uint64_t max_shard_bytes, uint64_t align,
+                      int map_files, uint64_t max_shard_bytes, uint64_t align,
                       bool checksums, hfdcp__wplan *out);
 
 void hfdcp__wplan_free(hfdcp__wplan *p);

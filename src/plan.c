@@ -17,10 +17,14 @@
  *      (greedy longest-first balance of the bytes written per rank);
  *   4. file indices: from the file map; else HF's greedy split under
  *      max_shard_bytes in registration order; else everything in file 1.
- *      With N the largest index used, files are named
- *      model-{i:05d}-of-{N:05d}.safetensors, or model.safetensors when
- *      N is 1 (as transformers names a single file).  An index no tensor
- *      uses (a gap in a file map) gives no file;
+ *      Files are named model-{i:05d}-of-{N:05d}.safetensors.  With a file
+ *      map, N is the largest index in the map (every rank's map must have
+ *      the same), used by a saved tensor or not, also when it is 1, as
+ *      PyTorch's HuggingFace writer names them.  Without one, N is the
+ *      number of files, and a single file is model.safetensors, as
+ *      transformers' save_pretrained names it.  An index no tensor uses
+ *      (a gap in a file map, or indices above the largest used) gives no
+ *      file;
  *   5. each file's layout: tensors sorted by hfdcp__entry_layout_cmp,
  *      contiguous from data offset 0, and its header bytes; with
  *      checksums, hfdcp_crc32c holds 00000000 for every tensor until the
@@ -45,12 +49,13 @@
 
 /* The packed form of a rank's chunks, every field 8-byte aligned so that
  * the planner reads shapes and boxes in place (no copy):
- *   u64 count
+ *   u64 count, u64 map_files (hfdcp__file_map_files of the rank's map)
  *   per chunk: u64 name length L; the name, its NUL, zeros up to a
  *   multiple of 8; i32 dtype, i32 ndim, i32 file index, i32 zero;
  *   i64 shape[ndim], offsets[ndim], sizes[ndim].
  * Smallest chunk: 8 + 8 + 16 bytes. */
 #define MIN_PACKED_CHUNK 32
+#define PACKED_HEAD 16
 
 static size_t padded_name(size_t len)
 {
@@ -60,10 +65,11 @@ static size_t padded_name(size_t len)
 /* Room for a shape or a box of HFDCP_MAX_NDIM dims in messages. */
 #define DIMS_TEXT 512
 
-int hfdcp__wplan_pack(const hfdcp__wchunk *chunks, size_t n, hfdcp__buf *out)
+int hfdcp__wplan_pack(const hfdcp__wchunk *chunks, size_t n, int map_files,
+                      hfdcp__buf *out)
 {
     static const char zeros[8];
-    size_t total = 8;
+    size_t total = PACKED_HEAD;
 
     hfdcp__buf_init(out);
     /* One allocation of the exact size: no regrowth for large plans. */
@@ -74,6 +80,7 @@ int hfdcp__wplan_pack(const hfdcp__wchunk *chunks, size_t n, hfdcp__buf *out)
         return hfdcp__nomem("the packed chunk list");
     out->cap = total;
     hfdcp__buf_put_u64(out, (uint64_t)n);
+    hfdcp__buf_put_u64(out, (uint64_t)(map_files > 0 ? map_files : 0));
     for (size_t i = 0; i < n; i++) {
         const hfdcp__wchunk *c = &chunks[i];
         size_t len = strlen(c->name);
@@ -134,6 +141,8 @@ typedef struct {
     hfdcp__strmap *by_name;
     uint64_t align;      /* the data buffers' alignment (hfdcp__header) */
     bool checksums;      /* headers with hfdcp_crc32c placeholders */
+    int map_files;       /* N of the file map's names (rank 0's, which
+                            every rank's must match); 0: no file map */
 } planner;
 
 static void format_shape(char *buf, size_t size, int ndim,
@@ -281,17 +290,41 @@ static int check_inside(int rank, const char *name, int ndim,
     return HFDCP_OK;
 }
 
+/* Rank 0's map_files becomes the plan's; every other rank's must be the
+ * same: the file names depend on it, whoever saves which tensor. */
+static int agree_map_files(planner *p, int rank, uint64_t files)
+{
+    if (files > (uint64_t)INT_MAX)
+        return bad_packet(rank, "file map size out of range");
+    if (rank == 0)
+        p->map_files = (int)files;
+    if ((int)files == p->map_files)
+        return HFDCP_OK;
+    if (files == 0 || p->map_files == 0)
+        return hfdcp__error(HFDCP_ERR_MISMATCH,
+                            "rank %d has a file map but rank %d has none",
+                            files ? rank : 0, files ? 0 : rank);
+    return hfdcp__error(HFDCP_ERR_MISMATCH,
+                        "the largest index in the file map of rank 0 is %d "
+                        "but in the one of rank %d it is %d",
+                        p->map_files, rank, (int)files);
+}
+
 static int parse_rank(planner *p, int rank, const void *data, size_t len)
 {
     reader_t r = {data, (const unsigned char *)data + len};
     const void *at;
-    uint64_t count;
+    uint64_t count, files;
 
     if (((uintptr_t)data & 7) != 0)
         return bad_packet(rank, "not 8-byte aligned");
     if (!take(&r, 8, &at))
         return bad_packet(rank, "no chunk count");
     memcpy(&count, at, sizeof count);
+    if (!take(&r, 8, &at))
+        return bad_packet(rank, "no file map size");
+    memcpy(&files, at, sizeof files);
+    HFDCP_TRY(agree_map_files(p, rank, files));
     for (uint64_t j = 0; j < count; j++) {
         const char *name;
         const int32_t *v;
@@ -559,34 +592,53 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Step 4a: every tensor's 1-based file index, from the file map or
+ * split_by_size. */
+static int index_tensors(planner *p, uint64_t max)
+{
+    bool use_map = p->map_files > 0;
+
+    for (size_t t = 0; t < p->n_tensors; t++) {
+        tensor_t *X = &p->tensors[t];
+        if (use_map && X->map_index < 0)
+            return hfdcp__error(HFDCP_ERR_PLAN,
+                                "tensor '%s' (saved by rank %d) is not in "
+                                "the file map",
+                                X->name, X->first_rank);
+        /* Note: a rank packs its map's entries and its map's size
+         * together, and every rank's size is rank 0's (agree_map_files). */
+        if ((X->map_index != 0) != use_map || X->map_index > p->map_files)
+            return hfdcp__error(HFDCP_ERR_INTERNAL,
+                                "tensor '%s' (rank %d): file map entry %d "
+                                "in a map whose largest index is %d",
+                                X->name, X->first_rank, X->map_index,
+                                p->map_files);
+        X->file = use_map ? X->map_index : 1;
+    }
+    if (!use_map && max > 0)
+        return split_by_size(p, max);
+    return HFDCP_OK;
+}
+
+/* File `idx` of `n_of`: model-{idx:05d}-of-{n_of:05d}.safetensors, or
+ * model.safetensors for the only file of a save without a file map. */
+static char *file_name(const planner *p, int64_t idx, int64_t n_of)
+{
+    if (p->map_files == 0 && n_of == 1)
+        return hfdcp__strdup("model.safetensors");
+    return hfdcp__asprintf("model-%05" PRId64 "-of-%05" PRId64 ".safetensors",
+                           idx, n_of);
+}
+
 /* Step 4: every tensor's file index, then the file table (the indices in
  * use, ascending) and each tensor's place in it. */
 static int assign_files(planner *p, uint64_t max, hfdcp__wplan *out)
 {
     size_t T = p->n_tensors, nf = 0;
-    bool use_map = T > 0 && p->tensors[0].map_index != 0;
     int64_t *idx = NULL, n_of = 1;
     int rc = HFDCP_OK;
 
-    for (size_t t = 0; t < T; t++) {
-        tensor_t *X = &p->tensors[t];
-        if ((X->map_index != 0) != use_map)
-            HFDCP_FAIL(HFDCP_ERR_MISMATCH,
-                       "tensor '%s' comes from rank %d %s a file map but "
-                       "tensor '%s' from rank %d %s",
-                       p->tensors[0].name, p->tensors[0].first_rank,
-                       use_map ? "with" : "without", X->name, X->first_rank,
-                       use_map ? "without" : "with");
-        if (use_map && X->map_index < 0)
-            HFDCP_FAIL(HFDCP_ERR_PLAN,
-                       "tensor '%s' (saved by rank %d) is not in the file "
-                       "map",
-                       X->name, X->first_rank);
-        X->file = use_map ? X->map_index : 1;
-    }
-    if (!use_map && max > 0)
-        HFDCP_CHECK(split_by_size(p, max));
-
+    HFDCP_CHECK(index_tensors(p, max));
     if ((idx = malloc((T ? T : 1) * sizeof *idx)) == NULL)
         HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory planning %zu files", T);
     for (size_t t = 0; t < T; t++)
@@ -597,7 +649,7 @@ static int assign_files(planner *p, uint64_t max, hfdcp__wplan *out)
     for (size_t i = 0; i < (T ? T : 1); i++)
         if (nf == 0 || idx[i] != idx[nf - 1])
             idx[nf++] = idx[i];
-    n_of = idx[nf - 1];
+    n_of = p->map_files > 0 ? p->map_files : idx[nf - 1];
 
     out->n_files = nf;
     if ((out->file_names = calloc(nf, sizeof *out->file_names)) == NULL ||
@@ -605,15 +657,9 @@ static int assign_files(planner *p, uint64_t max, hfdcp__wplan *out)
         (out->headers = calloc(nf, sizeof *out->headers)) == NULL ||
         (out->header_lens = calloc(nf, sizeof *out->header_lens)) == NULL)
         HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory planning %zu files", nf);
-    for (size_t f = 0; f < nf; f++) {
-        out->file_names[f] =
-            n_of == 1 ? hfdcp__strdup("model.safetensors")
-                      : hfdcp__asprintf("model-%05" PRId64 "-of-%05" PRId64
-                                        ".safetensors",
-                                        idx[f], n_of);
-        if (out->file_names[f] == NULL)
+    for (size_t f = 0; f < nf; f++)
+        if ((out->file_names[f] = file_name(p, idx[f], n_of)) == NULL)
             HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory naming files");
-    }
     for (size_t t = 0; t < T; t++) {
         int64_t *at = bsearch(&p->tensors[t].file, idx, nf, sizeof *idx,
                               cmp_i64);
@@ -773,10 +819,10 @@ int hfdcp__wplan_global(int nranks, const void *const *packed,
     p.checksums = checksums;
     for (int r = 0; r < nranks; r++) {
         uint64_t count;
-        if (lens[r] < 8)
+        if (lens[r] < PACKED_HEAD)
             return bad_packet(r, "no chunk count");
         memcpy(&count, packed[r], sizeof count);
-        if (count > (lens[r] - 8) / MIN_PACKED_CHUNK)
+        if (count > (lens[r] - PACKED_HEAD) / MIN_PACKED_CHUNK)
             return bad_packet(r, "chunk count larger than the message");
         total_chunks += (size_t)count;
     }
@@ -1050,7 +1096,7 @@ static int share_files(MPI_Comm comm, int rank, hfdcp__wplan *g,
 }
 
 int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
-                      uint64_t max_shard_bytes, uint64_t align,
+                      int map_files, uint64_t max_shard_bytes, uint64_t align,
                       bool checksums, hfdcp__wplan *out)
 {
     int rank, size, rc, mpi_rc;
@@ -1068,7 +1114,7 @@ int hfdcp__wplan_make(MPI_Comm comm, const hfdcp__wchunk *chunks, size_t n,
         return hfdcp__mpi_error(mpi_rc, "planning the save");
 
     /* 1. Every rank packs its chunks; rank 0 gathers them. */
-    rc = hfdcp__wplan_pack(chunks, n, &packed);
+    rc = hfdcp__wplan_pack(chunks, n, map_files, &packed);
     if (rc == HFDCP_OK && packed.len > (size_t)INT_MAX)
         rc = hfdcp__error(HFDCP_ERR_RANGE,
                           "the %zu chunks of this rank describe themselves "

@@ -101,7 +101,7 @@ static int check_options(const char *path, const hfdcp_save_options *o)
 
 /* The arguments of hfdcp_writer_open() that must match on every rank, as
  * compare_with_rank0 sends rank 0's. */
-enum { HAS_MAP, THREADS, SHARDED, CONS_THREADS, HAS_CONS, N_FLAGS };
+enum { HAS_MAP, THREADS, SHARDED, CONS_THREADS, HAS_CONS, NO_CRC, N_FLAGS };
 typedef struct {
     const char *path;
     uint64_t max_shard_bytes;
@@ -146,6 +146,12 @@ static int first_difference(const open_args_t *a, const open_args_t *r0)
                             "rank but %s on rank 0",
                             a->v[SHARDED] ? "set" : "not set",
                             r0->v[SHARDED] ? "set" : "not set");
+    if (r0->v[NO_CRC] != a->v[NO_CRC])
+        return hfdcp__error(HFDCP_ERR_MISMATCH,
+                            "hfdcp_writer_open: no_checksums is %s on this "
+                            "rank but %s on rank 0",
+                            a->v[NO_CRC] ? "set" : "not set",
+                            r0->v[NO_CRC] ? "set" : "not set");
     if (r0->v[CONS_THREADS] != a->v[CONS_THREADS])
         return hfdcp__error(HFDCP_ERR_MISMATCH,
                             "hfdcp_writer_open: num_threads_consolidation "
@@ -171,7 +177,7 @@ static int compare_with_rank0(hfdcp_writer *w, const char *path,
     open_args_t a = {path, o->max_shard_bytes, w->align,
                      {o->file_map != NULL, o->thread_count,
                       o->save_sharded != 0, o->num_threads_consolidation,
-                      cons != NULL},
+                      cons != NULL, o->no_checksums != 0},
                      cons},
                 r0;
     hfdcp__buf b;

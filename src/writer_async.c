@@ -18,6 +18,11 @@
  *      (sharded: the shard files, up to thread_count at once, then those
  *      written in 2).  It makes no MPI call, so the
  *      application's thread level does not matter.
+ * With checksums (direct save), the CRC parts of the chunks written in 2
+ * are computed before commit_async returns, those of the copies by the
+ * helper thread after writing them; the headers are written with
+ * placeholders, and hfdcp_writer_wait combines the parts and writes the
+ * values (hfdcp__commit_put_crcs), as a commit does.
  * hfdcp_writer_wait joins the thread, agrees on its outcome, and
  * publishes as a commit does (renames, index last; after a sharded save
  * the consolidation), or removes every file of this commit.
@@ -57,6 +62,11 @@ struct hfdcp__async {
     unsigned char *copy;      /* the snapshot */
     uint64_t copy_bytes;
     file_runs_t *files;       /* direct save: per plan file */
+    bool *copied;             /* direct save: per chunk, in the snapshot */
+    hfdcp__wchunk *snap;      /* direct save with checksums: the chunks,
+                                 those copied pointing into the copy */
+    uint32_t *parts;          /* direct save with checksums: this rank's
+                                 CRC parts (hfdcp__crc_parts), or NULL */
     hfdcp__shards now, later; /* sharded save: the files written before
                                  commit_async returns, and after */
     hfdcp__wjob job;          /* sharded save: the background's job */
@@ -110,6 +120,9 @@ static void *background(void *arg)
     struct hfdcp__async *a = arg;
     int rc = a->sharded ? hfdcp__shards_write(&a->job, &a->later)
                         : write_runs(a);
+
+    if (rc == HFDCP_OK && a->parts != NULL) /* the copied chunks' CRCs */
+        hfdcp__crc_parts(&a->c.plan, a->snap, a->copied, true, a->parts);
 
     if (rc == HFDCP_OK && a->sharded)
         rc = hfdcp__shards_sync(&a->job, &a->now);
@@ -234,6 +247,8 @@ static int copy_direct(struct hfdcp__async *a, const bool *copied,
             if (!copied[i] || n == 0)
                 continue;
             memcpy(at, c->job.chunks[i].data, n);
+            if (a->snap != NULL)
+                a->snap[i].data = at;
             HFDCP_TRY(chunk_runs(c, i, at, &a->files[f]));
             at += n;
         }
@@ -289,15 +304,35 @@ static int write_now(const hfdcp_writer *w, struct hfdcp__async *a,
     return rc;
 }
 
+/* With checksums: the CRC parts of the chunks written now, from the
+ * user's buffers before they may change; those of the copied chunks are
+ * the helper thread's, from the copy (a->snap). */
+static int crc_setup(const hfdcp_writer *w, struct hfdcp__async *a)
+{
+    size_t n = a->c.plan.n_tensors;
+
+    if (!hfdcp__commit_checksums(w))
+        return HFDCP_OK;
+    a->parts = calloc(n ? n : 1, sizeof *a->parts);
+    a->snap = malloc((w->n ? w->n : 1) * sizeof *a->snap);
+    if (a->parts == NULL || a->snap == NULL)
+        return hfdcp__nomem("the tensors' checksums");
+    memcpy(a->snap, a->c.job.chunks, w->n * sizeof *a->snap);
+    return HFDCP_OK;
+}
+
 /* Collective: steps 2 and 3 of the first comment, direct save.  Agreed. */
 static int snapshot_direct(const hfdcp_writer *w, struct hfdcp__async *a)
 {
     bool *copied = calloc(w->n + 1, sizeof *copied), headers = false;
     int rc = copied != NULL ? HFDCP_OK : hfdcp__nomem("the snapshot");
 
+    a->copied = copied;
     a->files = calloc(a->c.plan.n_files + 1, sizeof *a->files);
     if (rc == HFDCP_OK && a->files == NULL)
         rc = hfdcp__nomem("the snapshot's file runs");
+    if (rc == HFDCP_OK)
+        rc = crc_setup(w, a);
 
     if (rc == HFDCP_OK)
         choose_copies(&a->c, w->snapshot_max_bytes, copied, &a->copy_bytes);
@@ -311,9 +346,11 @@ static int snapshot_direct(const hfdcp_writer *w, struct hfdcp__async *a)
     rc = hfdcp__agree(w->comm, rc);
     if (rc == HFDCP_OK)
         rc = write_now(w, a, copied, &headers);
+    if (rc == HFDCP_OK && a->parts != NULL)
+        hfdcp__crc_parts(&a->c.plan, a->c.job.chunks, copied, false,
+                         a->parts);
     if (rc == HFDCP_OK)
         rc = hfdcp__agree(w->comm, copy_direct(a, copied, headers));
-    free(copied);
     return rc;
 }
 
@@ -363,6 +400,9 @@ static void async_free(struct hfdcp__async *a)
         for (size_t f = 0; f < a->c.plan.n_files; f++)
             free(a->files[f].runs);
     free(a->files);
+    free(a->copied);
+    free(a->snap);
+    free(a->parts);
     free(a->copy);
     hfdcp__commit_free(&a->c);
     free(a);
@@ -427,6 +467,11 @@ int hfdcp_writer_wait(hfdcp_writer *w)
     if (a->started)
         pthread_join(a->thread, NULL);
     rc = hfdcp__outcome_collect(&a->out, 1);
+    if (a->parts != NULL) {
+        rc = hfdcp__agree(w->comm, rc);
+        if (rc == HFDCP_OK)
+            rc = hfdcp__commit_put_crcs(w, &a->c, a->parts);
+    }
     rc = hfdcp__commit_finish(w, &a->c, rc);
     async_free(a);
     return rc;

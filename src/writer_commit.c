@@ -1,7 +1,8 @@
 /*
  * writer_commit.c - the steps of a commit, shared by the synchronous
  * commit (writer.c) and the asynchronous one (writer_async.c): the checks
- * before it, the plan and the names, the writing, the publication and
+ * before it, the plan and the names, the writing (and, direct save, the
+ * tensors' CRC-32C written into the headers last), the publication and
  * the consolidation that may follow, and the removal of this commit's
  * files after a failure.  Each step ends with an agreement: the same
  * status everywhere, the first failing rank's message on every rank.
@@ -9,7 +10,10 @@
  * It uses writer_shards.c and writer_direct.c, never writer.c or
  * writer_async.c.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -84,57 +88,118 @@ static int name_files(const hfdcp_writer *w, hfdcp__commit *c)
     return rc;
 }
 
-/* Direct save with checksums: every rank's parts of the tensors' CRC-32C,
- * from the chunks it writes, XOR-reduced to rank 0, which writes them
- * into the headers before any file is written.  Agreed status. */
-static int checksum(const hfdcp_writer *w, hfdcp__commit *c)
+/* Rank 0: the headers, their CRC-32C filled in, written over the
+ * placeholders of the files written and synced, which are synced again. */
+static int rewrite_headers(const hfdcp__commit *c, int rank)
+{
+    int rc = HFDCP_OK;
+
+    for (size_t f = 0; rc == HFDCP_OK && f < c->plan.n_files; f++) {
+        const char *path = c->paths.tmp[f];
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return hfdcp__os_error(HFDCP_ERR_IO, errno,
+                                   "opening '%s' on rank %d to write its "
+                                   "checksums", path, rank);
+        rc = hfdcp__pwrite_all(fd, c->plan.headers[f], c->plan.header_lens[f],
+                               0, path, rank);
+        if (close(fd) != 0 && rc == HFDCP_OK)
+            rc = hfdcp__os_error(HFDCP_ERR_IO, errno,
+                                 "closing '%s' on rank %d", path, rank);
+        if (rc == HFDCP_OK)
+            rc = hfdcp__flush_file(path, rank, false);
+    }
+    return rc;
+}
+
+int hfdcp__commit_put_crcs(const hfdcp_writer *w, hfdcp__commit *c,
+                           const uint32_t *parts)
 {
     size_t n = c->plan.n_tensors;
-    uint32_t *parts = malloc((n ? n : 1) * sizeof *parts);
-    uint32_t *sum = w->rank == 0 ? malloc((n ? n : 1) * sizeof *sum) : NULL;
+    uint32_t *sum = NULL;
     int rc = HFDCP_OK, mpi_rc;
 
-    if (parts == NULL || (w->rank == 0 && sum == NULL))
-        rc = hfdcp__nomem("the tensors' checksums");
-    rc = hfdcp__agree(w->comm, rc);
-    if (rc == HFDCP_OK && n > (size_t)INT_MAX)
+    if (n > (size_t)INT_MAX)
         rc = hfdcp__error(HFDCP_ERR_RANGE, "%zu tensors: more checksums "
                           "than an MPI count", n);
-    if (rc == HFDCP_OK) {
-        hfdcp__crc_parts(&c->plan, w->chunks, parts);
-        mpi_rc = MPI_Reduce(parts, sum, (int)n, MPI_UINT32_T, MPI_BXOR, 0,
-                            w->comm);
-        if (mpi_rc != MPI_SUCCESS)
-            rc = hfdcp__mpi_error(mpi_rc, "combining the tensors' "
-                                  "checksums");
-        if (rc == HFDCP_OK && w->rank == 0)
-            hfdcp__wplan_put_crcs(&c->plan, sum);
-        rc = hfdcp__agree(w->comm, rc);
+    else if (w->rank == 0 && (sum = malloc((n ? n : 1) * sizeof *sum)) == NULL)
+        rc = hfdcp__nomem("the tensors' checksums");
+    HFDCP_TRY(hfdcp__agree(w->comm, rc));
+    mpi_rc = MPI_Reduce(parts, sum, (int)n, MPI_UINT32_T, MPI_BXOR, 0,
+                        w->comm);
+    if (mpi_rc != MPI_SUCCESS)
+        rc = hfdcp__mpi_error(mpi_rc, "combining the tensors' checksums");
+    if (rc == HFDCP_OK && w->rank == 0) {
+        hfdcp__wplan_put_crcs(&c->plan, sum);
+        rc = rewrite_headers(c, w->rank);
     }
-    free(parts);
     free(sum);
+    return hfdcp__agree(w->comm, rc);
+}
+
+/* The CRC parts of the chunks this rank writes, computed by a helper
+ * thread while the calling thread writes them (no MPI call in it). */
+typedef struct {
+    const hfdcp__wplan *plan;
+    const hfdcp__wchunk *chunks;
+    uint32_t *parts;
+} crc_job;
+
+static void *crc_main(void *arg)
+{
+    crc_job *j = arg;
+    hfdcp__crc_parts(j->plan, j->chunks, NULL, false, j->parts);
+    return NULL;
+}
+
+/* Direct save with checksums: the files written while a helper thread
+ * computes this rank's CRC parts (on the calling thread afterwards when
+ * none can be started), then the values written into the headers. */
+static int write_with_crcs(const hfdcp_writer *w, hfdcp__commit *c)
+{
+    size_t n = c->plan.n_tensors;
+    crc_job job = {&c->plan, w->chunks, calloc(n ? n : 1, sizeof(uint32_t))};
+    pthread_t th;
+    bool started = false;
+    int rc;
+
+    rc = hfdcp__agree(w->comm, job.parts != NULL
+                                   ? HFDCP_OK
+                                   : hfdcp__nomem("the tensors' checksums"));
+    if (rc == HFDCP_OK) {
+        started = pthread_create(&th, NULL, crc_main, &job) == 0;
+        rc = hfdcp__write_files(w->comm, w->info, &c->job, &c->paths, true);
+        if (started)
+            pthread_join(th, NULL);
+        else
+            crc_main(&job);
+    }
+    if (rc == HFDCP_OK)
+        rc = hfdcp__commit_put_crcs(w, c, job.parts);
+    free(job.parts);
     return rc;
 }
 
 int hfdcp__commit_prepare(const hfdcp_writer *w, hfdcp__commit *c)
 {
-    bool checksums = w->checksums && !w->sharded;
     int rc;
 
-    HFDCP_TRY(hfdcp__wplan_make(w->comm, w->chunks, w->n, w->max_shard_bytes,
-                                w->align, checksums, &c->plan));
-    if (checksums)
-        HFDCP_TRY(checksum(w, c));
+    HFDCP_TRY(hfdcp__wplan_make(w->comm, w->chunks, w->n,
+                                hfdcp__file_map_files(w->file_map),
+                                w->max_shard_bytes, w->align,
+                                hfdcp__commit_checksums(w), &c->plan));
     HFDCP_TRY(hfdcp__agree(w->comm, name_files(w, c)));
     rc = w->rank == 0 ? hfdcp__make_dir(w->path) : HFDCP_OK;
     return hfdcp__agree(w->comm, rc);
 }
 
-int hfdcp__commit_write(const hfdcp_writer *w, const hfdcp__commit *c)
+int hfdcp__commit_write(const hfdcp_writer *w, hfdcp__commit *c)
 {
     if (w->sharded)
         return hfdcp__agree(w->comm,
                             hfdcp__shards_write(&c->job, &c->shards));
+    if (hfdcp__commit_checksums(w))
+        return write_with_crcs(w, c);
     return hfdcp__write_files(w->comm, w->info, &c->job, &c->paths, true);
 }
 

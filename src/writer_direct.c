@@ -101,13 +101,12 @@ static void add_runs(const hfdcp__wchunk *c, hfdcp__crc32c_runs *r)
 }
 
 void hfdcp__crc_parts(const hfdcp__wplan *plan, const hfdcp__wchunk *chunks,
-                      uint32_t *parts)
+                      const bool *mask, bool want, uint32_t *parts)
 {
-    memset(parts, 0, plan->n_tensors * sizeof *parts);
     for (size_t i = 0; i < plan->n_assign; i++) {
         const hfdcp__wassign *a = &plan->assign[i];
         hfdcp__crc32c_runs r = {0};
-        if (!a->write)
+        if (!a->write || (mask != NULL && mask[i] != want))
             continue;
         add_runs(&chunks[i], &r);
         /* A tensor's length from its chunk: dtype x shape. */

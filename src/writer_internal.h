@@ -72,12 +72,14 @@ int hfdcp__collapse(int ndim, const int64_t *shape, const int64_t *off,
                     const int64_t *size, int64_t *cshape, int64_t *coff,
                     int64_t *csize);
 
-/* This rank's parts of the tensors' CRC-32C for the plan's headers:
- * parts[t] (plan->n_tensors values, zeroed here) from the chunks it
- * writes (plan->assign[i].write), read from chunks[i].data.  The XOR of
- * every rank's parts is what hfdcp__wplan_put_crcs takes.  Local. */
+/* This rank's parts of the tensors' CRC-32C for the plan's headers: XORs
+ * into parts[t] (plan->n_tensors values, zeroed by the caller) those of
+ * the chunks it writes (plan->assign[i].write), read from chunks[i].data;
+ * with `mask`, only the chunks i with mask[i] == want.  The XOR of every
+ * rank's parts is what hfdcp__wplan_put_crcs takes.  Local, reads only:
+ * a helper thread may run it. */
 void hfdcp__crc_parts(const hfdcp__wplan *plan, const hfdcp__wchunk *chunks,
-                      uint32_t *parts);
+                      const bool *mask, bool want, uint32_t *parts);
 
 /* This rank's chunks grouped by plan file: the chunks of file f are
  * by_file[first[f] .. first[f+1]), in registration order. */
@@ -231,7 +233,21 @@ int hfdcp__commit_prepare(const hfdcp_writer *w, hfdcp__commit *c);
 
 /* Every file written and durable under its temporary name.  Agreed
  * status. */
-int hfdcp__commit_write(const hfdcp_writer *w, const hfdcp__commit *c);
+int hfdcp__commit_write(const hfdcp_writer *w, hfdcp__commit *c);
+
+/* Whether the commit's plan has CRC-32C placeholders to fill: a direct
+ * save without no_checksums. */
+static inline bool hfdcp__commit_checksums(const hfdcp_writer *w)
+{
+    return w->checksums && !w->sharded;
+}
+
+/* Direct save with checksums, once every file is written and synced:
+ * XOR-reduces every rank's CRC parts (`parts`, plan.n_tensors values,
+ * from hfdcp__crc_parts) to rank 0, which writes the values into the
+ * headers of the temporary files and syncs them again.  Agreed status. */
+int hfdcp__commit_put_crcs(const hfdcp_writer *w, hfdcp__commit *c,
+                           const uint32_t *parts);
 
 /* Agrees on `rc`, the outcome of the writing; then the publication (the
  * files renamed into place, and the index, direct save) and, after a

@@ -75,7 +75,8 @@ void hfdcp__shards_free(hfdcp__shards *s)
 
 /* The file index and the largest index of a file of the plan:
  * "model-00002-of-00005.safetensors" gives 2 and 5, "model.safetensors" 1
- * and 1 (plan.c names files so). */
+ * and 1 (plan.c names files so).  So shard file names carry the N of the
+ * plan's names: the file map's largest index, else the number of files. */
 static int plan_file_index(const char *name, int *idx, int *max)
 {
     int n = 0;
@@ -460,9 +461,11 @@ void hfdcp__shards_remove(const hfdcp__shards *s)
 
 /* ---- consolidating them ---- */
 
-/* Collective: the file map under which hfdcp_consolidate() writes the
- * files of this plan, from rank 0's index (tensor -> the index its file
- * name carries), broadcast; *out = NULL when the plan has the single file
+/* Collective: for a plan made without a file map, the map under which
+ * hfdcp_consolidate() writes the same files: from rank 0's index (tensor
+ * -> the index its file name carries), broadcast, when max_shard_bytes
+ * split the tensors into files numbered 1..N (so that the map's largest
+ * index is N); *out = NULL when the plan has the single file
  * model.safetensors, which is what no map gives (every rank has the file
  * table, so every rank takes the same branch).  Agreed status. */
 static int plan_file_map(const hfdcp_writer *w, const hfdcp__wplan *plan,
@@ -530,11 +533,15 @@ int hfdcp__consolidate_shards(const hfdcp_writer *w,
     hfdcp_file_map *map = NULL;
     int rc;
 
-    HFDCP_TRY(plan_file_map(w, plan, &map));
+    /* Note: the writer's own map, not one rebuilt from the plan, whose
+     * files may not reach the map's largest index, which names them. */
+    if (w->file_map == NULL)
+        HFDCP_TRY(plan_file_map(w, plan, &map));
     hfdcp_consolidate_options_init(&co);
     co.num_threads = w->consolidation_threads;
     co.info = w->info;
-    rc = hfdcp_consolidate(w->comm, w->path, w->consolidated, map, &co);
+    rc = hfdcp_consolidate(w->comm, w->path, w->consolidated,
+                           w->file_map != NULL ? w->file_map : map, &co);
     hfdcp_file_map_free(map);
     if (rc != HFDCP_OK)
         hfdcp__error_prefix(rc,

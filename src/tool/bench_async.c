@@ -64,7 +64,8 @@ static int plan_share(const bench_ctx *c, unsigned char *writes, uint64_t *share
     memset(&plan, 0, sizeof plan);
     rc = hfdcp__agree(c->comm, rc);
     if (rc == HFDCP_OK)
-        rc = hfdcp__wplan_make(c->comm, ch, m->n, c->shard_bytes, HFDCP_ALIGN_DEFAULT, false, &plan);
+        rc = hfdcp__wplan_make(c->comm, ch, m->n, 0, c->shard_bytes,
+                               HFDCP_ALIGN_DEFAULT, false, &plan);
     *share = 0;
     for (size_t k = 0; rc == HFDCP_OK && k < m->n; k++) {
         writes[k] = plan.assign[k].write != 0;

@@ -686,8 +686,8 @@ int bench_plan(const bench_ctx *c)
     }
     memset(&plan, 0, sizeof plan);
     bench_start(c, &t);
-    rc = hfdcp__wplan_make(c->comm, ch, m->n, c->shard_bytes,
-                          HFDCP_ALIGN_DEFAULT, false, &plan);
+    rc = hfdcp__wplan_make(c->comm, ch, m->n, 0, c->shard_bytes,
+                           HFDCP_ALIGN_DEFAULT, false, &plan);
     bench_stop(c, &t, 0, &r);
     hfdcp__wplan_free(&plan);
     free(ch);
