@@ -640,6 +640,37 @@ static int checksums_should_catch_replicas_that_differ(MPI_Comm comm, const char
     return T_OK;
 }
 
+/* Rank 0: a file cut short (its header not fixed) is a problem of the
+ * structure, reported as without --data, and no data is read. */
+static int structure_first(const char *dir, int np)
+{
+    char path[600], file[700], *out = NULL;
+    unsigned char *b;
+    size_t len;
+    int st;
+
+    snprintf(path, sizeof path, "%s/cut", dir);
+    snprintf(file, sizeof file, "%s/model.safetensors", path);
+    T_CHECK(mkdir(path, 0755) == 0 && write_shard(file, 1) == T_OK);
+    T_CHECK((b = hfdcp_test_read_file(file, &len)) != NULL);
+    T_CHECK(hfdcp_test_write_file(file, b, len - 1) == 0);
+    free(b);
+    st = verify_data(np, path, &out);
+    T_CHECKF(st == 1 && out && strstr(out, "is truncated") && strstr(out, ": not valid, 1 problem") &&
+                 !strstr(out, ": data "),
+             "exit %d:\n%s", st, out ? out : "");
+    free(out);
+    return T_OK;
+}
+
+static int checksums_should_check_the_structure_first(MPI_Comm comm, const char *dir)
+{
+    int ok = hfdcp_test_comm_rank(comm) == 0 ? structure_first(dir, hfdcp_test_comm_size(comm))
+                                             : T_OK;
+    T_CHECK(hfdcp_test_all_ok(comm, ok == T_OK));
+    return T_OK;
+}
+
 /* The documented limit: when the ranks' boxes of a tensor overlap in
  * part, neither a rank nor all together read it exactly once, and the
  * load checks nothing of it (overlapping bytes would cancel in the
@@ -687,6 +718,8 @@ static const hfdcp_test_case cases[] = {
      checksums_should_pass_files_without_checksums, 1},
     {"checksums_should_catch_replicas_that_differ",
      checksums_should_catch_replicas_that_differ, 1},
+    {"checksums_should_check_the_structure_first", checksums_should_check_the_structure_first,
+     1},
     {"checksums_should_not_check_overlapping_partial_reads",
      checksums_should_not_check_overlapping_partial_reads, 2},
     {"checksums_should_refuse_a_bad_hint_value", checksums_should_refuse_a_bad_hint_value, 1},
