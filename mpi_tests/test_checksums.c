@@ -671,6 +671,58 @@ static int checksums_should_check_the_structure_first(MPI_Comm comm, const char 
     return T_OK;
 }
 
+/* Rank 0: model.safetensors in `path` holding "w" (F32, 4 x 4) with the
+ * metadata value `crcs` for hfdcp_crc32c. */
+static int write_with_crcs(const char *path, const char *crcs)
+{
+    int64_t shp[2] = {4, 4};
+    unsigned char data[64] = {0};
+    hfdcp__entry e = {.name = "w", .dtype = HFDCP_F32, .ndim = 2, .shape = shp,
+                      .begin = 0, .end = sizeof data};
+    hfdcp__kv kv = {.key = HFDCP_CRC32C_KEY, .value = (char *)crcs};
+    hfdcp__header h = {.entries = &e, .n_entries = 1, .meta = &kv, .n_meta = 1};
+    char file[700], *out = NULL;
+    size_t len = 0;
+
+    snprintf(file, sizeof file, "%s/model.safetensors", path);
+    T_CHECK(mkdir(path, 0755) == 0);
+    T_OKCALL(hfdcp__header_serialize(&h, &out, &len));
+    FILE *fp = fopen(file, "wb");
+    T_CHECK(fp && fwrite(out, 1, len, fp) == len && fwrite(data, 1, 64, fp) == 64);
+    T_CHECK(fclose(fp) == 0);
+    free(out);
+    return T_OK;
+}
+
+/* A malformed hfdcp_crc32c value is not a rule of the structure (no
+ * reader but ours uses it): verify passes it, verify --data and a checked
+ * load refuse it, naming the file and the key. */
+static int checksums_should_refuse_malformed_checksums(MPI_Comm comm, const char *dir)
+{
+    char path[600], *out = NULL;
+    int ok = T_OK, P = hfdcp_test_comm_size(comm);
+    hfdcp_reader *r = NULL;
+    float w[16];
+
+    snprintf(path, sizeof path, "%s/badcrc", dir);
+    if (hfdcp_test_comm_rank(comm) == 0) {
+        ok = write_with_crcs(path, "{\"w\":\"12345\"}");
+        int st = ok == T_OK ? verify_data(P, path, &out) : -1;
+        if (ok == T_OK && !(st == 1 && out && strstr(out, ": valid (1 file") &&
+                            strstr(out, "HFDCP_ERR_FORMAT: ") &&
+                            strstr(out, HFDCP_CRC32C_KEY) && strstr(out, "data not valid")))
+            ok = hfdcp_test_fail(__FILE__, __LINE__, "exit %d:\n%s", st, out ? out : "");
+        free(out);
+    }
+    T_CHECK(hfdcp_test_all_ok(comm, ok == T_OK));
+    T_OKCALL(open_checked(comm, path, "enable", &r));
+    hfdcp_reader_add(r, "w", HFDCP_F32, 2, (int64_t[]){0, 0}, (int64_t[]){4, 4}, w);
+    T_CHECK(hfdcp_test_agreed_failure(comm, "load", hfdcp_reader_load(r), HFDCP_ERR_FORMAT,
+                                      HFDCP_CRC32C_KEY, "model.safetensors") == T_OK);
+    hfdcp_reader_free(r);
+    return T_OK;
+}
+
 /* The documented limit: when the ranks' boxes of a tensor overlap in
  * part, neither a rank nor all together read it exactly once, and the
  * load checks nothing of it (overlapping bytes would cancel in the
@@ -719,6 +771,8 @@ static const hfdcp_test_case cases[] = {
     {"checksums_should_catch_replicas_that_differ",
      checksums_should_catch_replicas_that_differ, 1},
     {"checksums_should_check_the_structure_first", checksums_should_check_the_structure_first,
+     1},
+    {"checksums_should_refuse_malformed_checksums", checksums_should_refuse_malformed_checksums,
      1},
     {"checksums_should_not_check_overlapping_partial_reads",
      checksums_should_not_check_overlapping_partial_reads, 2},
