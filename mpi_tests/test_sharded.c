@@ -294,9 +294,10 @@ static int write_spec(const char *path, const tspec *ts, size_t nt)
     return fclose(f) == 0 ? 0 : -1;
 }
 
-/* Rank 0 runs sharded_check.py on `path`; agreed. */
-static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
-                      const tspec *ts, size_t nt)
+/* Rank 0 runs sharded_check.py on `path` (`mode`: "crc", "nocrc", or
+ * "any": whether hfdcp_crc32c must be there); agreed. */
+static bool python_check(MPI_Comm comm, const char *dir, const char *path,
+                         const tspec *ts, size_t nt, const char *mode)
 {
     int bad = 0;
 
@@ -304,8 +305,9 @@ static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
         char specp[700], cmd[2400], *out = NULL;
         snprintf(specp, sizeof specp, "%s/spec.json", dir);
         bad = write_spec(specp, ts, nt) != 0;
-        snprintf(cmd, sizeof cmd, "%s %s/sharded_check.py %s %s 2>&1",
-                 hfdcp_test_python(), hfdcp_test_scripts(), path, specp);
+        snprintf(cmd, sizeof cmd, "%s %s/sharded_check.py %s %s %s 2>&1",
+                 hfdcp_test_python(), hfdcp_test_scripts(), path, specp,
+                 mode);
         int ex = bad ? -1 : hfdcp_test_run(cmd, &out);
         if (ex != 0 || out == NULL || strncmp(out, "ok ", 3) != 0) {
             fprintf(stderr, "sharded_check.py (exit %d): %s\n", ex,
@@ -315,6 +317,12 @@ static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
         free(out);
     }
     return hfdcp_test_all_ok(comm, bad == 0);
+}
+
+static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
+                      const tspec *ts, size_t nt)
+{
+    return python_check(comm, dir, path, ts, nt, "crc");
 }
 
 static hfdcp_save_options sharded_opts(uint64_t max_shard_bytes,
@@ -795,6 +803,84 @@ static int sharded_should_detect_a_missing_last_shard(MPI_Comm comm,
     return T_OK;
 }
 
+/* Like save_specs, with hfdcp_writer_commit_async: each rank's chunk
+ * buffers are overwritten as soon as it returns, so the files (written
+ * from the snapshot) and their CRCs must be of the bytes at the commit. */
+static int save_specs_async(MPI_Comm comm, const char *path,
+                            const tspec *ts, size_t nt,
+                            const hfdcp_save_options *o, int *status)
+{
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
+    uint8_t **bufs = calloc(nt + 1, sizeof *bufs);
+    uint64_t *lens = calloc(nt + 1, sizeof *lens);
+    hfdcp_writer *w = NULL;
+
+    T_CHECK(bufs != NULL && lens != NULL);
+    T_OKCALL(hfdcp_writer_open(comm, path, o, &w));
+    for (size_t i = 0; i < nt; i++) {
+        const tspec *t = &ts[i];
+        int64_t off[MAXD], size[MAXD];
+        if (!box_of(t, t->save, rank, P, off, size))
+            continue;
+        lens[i] = box_bytes(t->dtype, t->ndim, size);
+        bufs[i] = malloc(lens[i] + 1);
+        fill_box(bufs[i], t->name, hfdcp_dtype_bits(t->dtype), t->ndim,
+                 t->shape, off, size);
+        T_OKCALL(hfdcp_writer_add(w, t->name, t->dtype, t->ndim, t->shape,
+                                  off, size, bufs[i]));
+    }
+    *status = hfdcp_writer_commit_async(w);
+    for (size_t i = 0; i < nt; i++)
+        if (bufs[i] != NULL)
+            memset(bufs[i], 0xA5, lens[i]);
+    if (*status == HFDCP_OK)
+        *status = hfdcp_writer_wait(w);
+    hfdcp_writer_free(w);
+    for (size_t i = 0; i < nt; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(lens);
+    return T_OK;
+}
+
+/* Every shard file's hfdcp_crc32c names its chunks in header order with
+ * the CRC-32C of each chunk's bytes in the file (sharded_check.py
+ * computes them from the files): a synchronous commit, an asynchronous one
+ * whose snapshot bound leaves some files written before it returns and
+ * some from the copy, and with no_checksums no key at all. */
+static int sharded_should_write_each_chunks_crc32c(MPI_Comm comm,
+                                                   const char *dir)
+{
+    int P = hfdcp_test_comm_size(comm), st = -1;
+    tspec ts[HFDCP_DTYPE_COUNT + 8];
+    size_t nt = model(ts, P);
+    char path[600];
+    hfdcp_save_options o = sharded_opts(600, 2);
+
+    snprintf(path, sizeof path, "%s/sync", dir);
+    T_OKCALL(save_specs(comm, path, ts, nt, &o, &st));
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s",
+             hfdcp_last_error());
+    T_CHECK(python_check(comm, dir, path, ts, nt, "crc"));
+
+    snprintf(path, sizeof path, "%s/async", dir);
+    o.snapshot_max_bytes = 1000;
+    T_OKCALL(save_specs_async(comm, path, ts, nt, &o, &st));
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "async commit: %s",
+             hfdcp_last_error());
+    T_CHECK(python_check(comm, dir, path, ts, nt, "crc"));
+    T_CHECK(load_check(comm, path, ts, nt) == T_OK);
+
+    snprintf(path, sizeof path, "%s/none", dir);
+    o.snapshot_max_bytes = 0;
+    o.no_checksums = 1;
+    T_OKCALL(save_specs(comm, path, ts, nt, &o, &st));
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s",
+             hfdcp_last_error());
+    T_CHECK(python_check(comm, dir, path, ts, nt, "nocrc"));
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"sharded_should_write_shard_files_as_the_reference",
      sharded_should_write_shard_files_as_the_reference, 1},
@@ -814,6 +900,8 @@ static const hfdcp_test_case cases[] = {
      sharded_should_detect_a_missing_last_shard, 1},
     {"sharded_should_consolidate_into_a_direct_save",
      sharded_should_consolidate_into_a_direct_save, 1},
+    {"sharded_should_write_each_chunks_crc32c",
+     sharded_should_write_each_chunks_crc32c, 1},
 };
 
 int main(int argc, char **argv)
