@@ -577,6 +577,7 @@ int hfdcp__consolidate_shards(const hfdcp_writer *w,
     hfdcp_consolidate_options_init(&co);
     co.num_threads = w->consolidation_threads;
     co.info = w->info;
+    co.no_checksums = !w->checksums;
     rc = hfdcp_consolidate(w->comm, w->path, w->consolidated, map, &co);
     hfdcp_file_map_free(map);
     if (rc != HFDCP_OK)
