@@ -6,7 +6,8 @@
  * hfdcp_consolidate(), every step ending with an agreement (same status on
  * every rank, the first failing rank's message):
  *   1. arguments: checked locally, then against rank 0's (paths, options
- *      but the progress callback, the file map's entries);
+ *      but the progress callback, the file map's entries;
+ *      consolidate_args.c);
  *   2. input: rank 0 checks that input_dir is a directory and not
  *      output_dir; the catalog of the shard files
  *      (hfdcp__catalog_open_shards) refuses a file without
@@ -45,25 +46,21 @@
  * (F4, F6) are cut only between whole-byte groups of rows, which may
  * exceed S for a tensor whose rows are never whole bytes.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "consolidate_internal.h"
 
-/* buffer_bytes when 0.  The output staging buffer comes from the buffer
- * kept between transfers (hfdcp_release_buffers) when that is large
- * enough, and is kept after the consolidation when it is no larger than
- * this default. */
-#define DEFAULT_BUFFER ((uint64_t)32 << 20)
-#define MIN_BUFFER 64
-#define MAX_THREADS 1024
+/* The output staging buffer comes from the buffer kept between
+ * transfers (hfdcp_release_buffers) when that is large enough, and is
+ * kept after the consolidation when it is no larger than the default. */
+#define DEFAULT_BUFFER HFDCP_CONS_DEFAULT_BUFFER
+#define MAX_THREADS HFDCP_CONS_MAX_THREADS
 
 /* Below this many elements to convert in a round, threads cost more than
  * they save. */
@@ -83,184 +80,6 @@ void hfdcp_consolidate_options_init(hfdcp_consolidate_options *o)
 static bool is_float(hfdcp_dtype d)
 {
     return hfdcp__can_convert(d, HFDCP_F64);
-}
-
-/* ---- 1. arguments ---- */
-
-static int check_args(const char *in, const char *out,
-                      const hfdcp_consolidate_options *o)
-{
-    if (in == NULL || in[0] == '\0' || out == NULL || out[0] == '\0')
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: the %s directory is %s",
-                            in == NULL || in[0] == '\0' ? "input" : "output",
-                            (in == NULL || in[0] == '\0' ? in : out) == NULL
-                                ? "NULL"
-                                : "empty");
-    if (o->cast && !is_float(o->cast_dtype))
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: cast_dtype %s (%d) is not a "
-                            "floating-point dtype (F64, F32, F16 or BF16)",
-                            hfdcp_dtype_name(o->cast_dtype)
-                                ? hfdcp_dtype_name(o->cast_dtype)
-                                : "invalid",
-                            (int)o->cast_dtype);
-    if (o->num_threads < 0 || o->num_threads > MAX_THREADS)
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: num_threads %d is not in "
-                            "[0, %d]",
-                            o->num_threads, MAX_THREADS);
-    if (o->buffer_bytes != 0 && o->buffer_bytes < MIN_BUFFER)
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: buffer_bytes %" PRIu64
-                            " is below the minimum of %d bytes (0: the default, %d MiB)",
-                            o->buffer_bytes, MIN_BUFFER, (int)(DEFAULT_BUFFER >> 20));
-    return HFDCP_OK;
-}
-
-static int cmp_entry_name(const void *a, const void *b)
-{
-    return strcmp(**(const char *const *const *)a,
-                  **(const char *const *const *)b);
-}
-
-/* What must match across ranks, in a canonical form: the paths, the
- * options, and the map's entries sorted by name (so that maps built in
- * another order compare equal). */
-static int pack_args(const char *in, const char *out, const hfdcp_file_map *map,
-                     const hfdcp_consolidate_options *o, uint64_t align,
-                     hfdcp__buf *b, size_t *opts_end)
-{
-    size_t n = map ? hfdcp_file_map_size(map) : 0;
-    const char **names = NULL, ***order = NULL;
-    int *idx = NULL, rc = HFDCP_OK;
-
-    hfdcp__buf_put_str(b, in);
-    hfdcp__buf_put_str(b, out);
-    hfdcp__buf_put_u64(b, o->buffer_bytes ? o->buffer_bytes : DEFAULT_BUFFER);
-    hfdcp__buf_put_i64(b, o->cast);
-    hfdcp__buf_put_i64(b, o->cast ? (int64_t)o->cast_dtype : -1);
-    hfdcp__buf_put_i64(b, o->num_threads > 1 ? o->num_threads : 1);
-    hfdcp__buf_put_i64(b, map != NULL);
-    hfdcp__buf_put_u64(b, align);
-    hfdcp__buf_put_i64(b, o->no_checksums != 0);
-    *opts_end = b->len;
-    hfdcp__buf_put_u64(b, n);
-    if (n == 0)
-        return hfdcp__buf_status(b);
-    names = malloc(n * sizeof *names);
-    order = malloc(n * sizeof *order);
-    idx = malloc(n * sizeof *idx);
-    if (names == NULL || order == NULL || idx == NULL)
-        HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory comparing the file maps");
-    for (size_t i = 0; i < n; i++) {
-        HFDCP_CHECK(hfdcp_file_map_entry(map, i, &names[i], &idx[i]));
-        order[i] = &names[i];
-    }
-    qsort(order, n, sizeof *order, cmp_entry_name);
-    for (size_t i = 0; i < n; i++) {
-        hfdcp__buf_put_str(b, *order[i]);
-        hfdcp__buf_put_i64(b, idx[order[i] - names]);
-    }
-    rc = hfdcp__buf_status(b);
-cleanup:
-    free(names);
-    free(order);
-    free(idx);
-    return rc;
-}
-
-/* Every rank against rank 0: HFDCP_ERR_MISMATCH naming what differs.
- * Agreed status. */
-static int compare_args(MPI_Comm comm, int rank, const char *in,
-                        const char *out, const hfdcp_file_map *map,
-                        const hfdcp_consolidate_options *o, uint64_t align)
-{
-    hfdcp__buf mine;
-    void *root = NULL;
-    size_t len = 0, opts_end = 0;
-    int rc;
-
-    hfdcp__buf_init(&mine);
-    rc = pack_args(in, out, map, o, align, &mine, &opts_end);
-    HFDCP_CHECK(hfdcp__agree(comm, rc));
-    if (rank == 0) {
-        root = mine.data;
-        len = mine.len;
-    }
-    HFDCP_CHECK(hfdcp__bcast_bytes(comm, 0, &root, &len));
-    if (rank != 0) {
-        hfdcp__rbuf r;
-        char *in0 = NULL, *out0 = NULL;
-        hfdcp__rbuf_init(&r, root, len);
-        if (!hfdcp__rbuf_get_str(&r, &in0) || !hfdcp__rbuf_get_str(&r, &out0))
-            rc = hfdcp__nomem("rank 0's arguments");
-        else if (strcmp(in0, in) != 0 || strcmp(out0, out) != 0)
-            rc = hfdcp__error(HFDCP_ERR_MISMATCH,
-                              "hfdcp_consolidate: the %s directory '%s' of "
-                              "rank %d differs from rank 0's '%s'",
-                              strcmp(in0, in) ? "input" : "output",
-                              strcmp(in0, in) ? in : out, rank,
-                              strcmp(in0, in) ? in0 : out0);
-        else if (len < opts_end || memcmp(root, mine.data, opts_end) != 0)
-            rc = hfdcp__error(HFDCP_ERR_MISMATCH,
-                              "hfdcp_consolidate: the options of rank %d "
-                              "(buffer_bytes, cast, cast_dtype, num_threads, "
-                              "whether a file map is given, no_checksums, or "
-                              "the hint hfdcp_data_alignment) differ from "
-                              "rank 0's",
-                              rank);
-        else if (len != mine.len || memcmp(root, mine.data, len) != 0)
-            rc = hfdcp__error(HFDCP_ERR_MISMATCH,
-                              "hfdcp_consolidate: the file map of rank %d "
-                              "differs from rank 0's",
-                              rank);
-        free(in0);
-        free(out0);
-        free(root);
-    }
-    rc = hfdcp__agree(comm, rc);
-cleanup:
-    hfdcp__buf_free(&mine);
-    return rc;
-}
-
-/* ---- 2. input ---- */
-
-/* Rank 0: input_dir must be a directory, and output_dir (when it exists)
- * another one: publishing removes shard files from the output directory. */
-static int check_dirs(const char *in, const char *out)
-{
-    struct stat si, so;
-
-    if (stat(in, &si) != 0)
-        return errno == ENOENT
-                   ? hfdcp__error(HFDCP_ERR_NOT_FOUND,
-                                  "hfdcp_consolidate: the input directory "
-                                  "'%s' does not exist",
-                                  in)
-                   : hfdcp__os_error(HFDCP_ERR_IO, errno,
-                                     "hfdcp_consolidate: stat of the input "
-                                     "directory '%s'",
-                                     in);
-    if (!S_ISDIR(si.st_mode))
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: the input '%s' is not a "
-                            "directory of shard files",
-                            in);
-    if (stat(out, &so) != 0)
-        return errno == ENOENT ? HFDCP_OK
-                               : hfdcp__os_error(HFDCP_ERR_IO, errno,
-                                                 "hfdcp_consolidate: stat of "
-                                                 "the output directory '%s'",
-                                                 out);
-    if (so.st_dev == si.st_dev && so.st_ino == si.st_ino)
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: the output directory '%s' is "
-                            "the input directory '%s' (publishing the output "
-                            "would remove the shard files)",
-                            out, in);
-    return HFDCP_OK;
 }
 
 /* ---- 3. plan ---- */
@@ -910,15 +729,15 @@ static int check_all_args(job *J, int rc, const char *input_dir,
          (mpi_rc = MPI_Comm_size(J->comm, &J->size)) != MPI_SUCCESS))
         rc = hfdcp__mpi_error(mpi_rc, "hfdcp_consolidate");
     if (rc == HFDCP_OK)
-        rc = check_args(input_dir, output_dir, opts);
+        rc = hfdcp__cons_check_args(input_dir, output_dir, opts);
     if (rc == HFDCP_OK)
         rc = hfdcp__align_hint(opts->info, "hfdcp_consolidate", align);
     if (rc == HFDCP_OK)
         rc = hfdcp__mpiio_check_hints(opts->info, "hfdcp_consolidate",
                                       output_dir);
     HFDCP_TRY(hfdcp__agree(J->comm, rc));
-    return compare_args(J->comm, J->rank, input_dir, output_dir, map, opts,
-                        *align);
+    return hfdcp__cons_compare_args(J->comm, J->rank, input_dir, output_dir,
+                                    map, opts, *align);
 }
 
 /* 3. Collective: the writer's plan for the shard files' catalog `cat`
@@ -1041,7 +860,8 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     HFDCP_CHECK(check_all_args(&J, rc, input_dir, output_dir, map, &align));
 
     /* 2. The input, checked whole before anything is written. */
-    rc = J.rank == 0 ? check_dirs(input_dir, output_dir) : HFDCP_OK;
+    rc = J.rank == 0 ? hfdcp__cons_check_dirs(input_dir, output_dir)
+                    : HFDCP_OK;
     HFDCP_CHECK(hfdcp__agree(dup, rc));
     named = true; /* from here on, messages say what was consolidated */
     HFDCP_CHECK(hfdcp__catalog_open_shards(dup, input_dir, &cat));

@@ -3,9 +3,12 @@
  * src/consolidate*.c.  The rest of the library sees consolidation through
  * hfdcp_consolidate() in include/hfdcp.h.
  *
- * Consolidation's files (each uses only the one listed after it):
- *   consolidate.c      hfdcp_consolidate(): arguments, catalog, plan, the
- *                      data rounds, publication
+ * Consolidation's files (consolidate.c uses the two others, which use
+ * neither each other nor it):
+ *   consolidate.c      hfdcp_consolidate(): its steps put together, the
+ *                      plan, the data rounds, the publication
+ *   consolidate_args.c the arguments and directories, checked before
+ *                      anything is read
  *   consolidate_crc.c  its CRC-32C: the shard chunks' values checked as
  *                      their bytes are read, the output tensors' values
  *                      computed as their bytes are written
@@ -18,6 +21,37 @@
 #include <stdint.h>
 
 #include "hfdcp_internal.h"
+
+/* ------------------------------------------------------------------------
+ * consolidate_args.c
+ * ---------------------------------------------------------------------- */
+
+/* buffer_bytes when 0, its smallest value, and the most num_threads. */
+#define HFDCP_CONS_DEFAULT_BUFFER ((uint64_t)32 << 20)
+#define HFDCP_CONS_MIN_BUFFER 64
+#define HFDCP_CONS_MAX_THREADS 1024
+
+/* Local: the directories given, the cast dtype, num_threads and
+ * buffer_bytes.  HFDCP_ERR_ARG naming what is wrong. */
+int hfdcp__cons_check_args(const char *in, const char *out,
+                           const hfdcp_consolidate_options *o);
+
+/* Collective: every rank's paths, options (the progress callback aside),
+ * file map entries (in name order) and data alignment `align` against
+ * rank 0's; HFDCP_ERR_MISMATCH naming what differs.  Agreed status. */
+int hfdcp__cons_compare_args(MPI_Comm comm, int rank, const char *in,
+                             const char *out, const hfdcp_file_map *map,
+                             const hfdcp_consolidate_options *o,
+                             uint64_t align);
+
+/* Rank 0: input_dir must be a directory, and output_dir (when it exists)
+ * another one: publishing removes shard files from the output
+ * directory. */
+int hfdcp__cons_check_dirs(const char *in, const char *out);
+
+/* ------------------------------------------------------------------------
+ * consolidate_crc.c
+ * ---------------------------------------------------------------------- */
 
 /* The checksums of one consolidation.  Every rank feeds the runs it reads
  * (parts of shard chunks) and writes (parts of output tensors) into run
