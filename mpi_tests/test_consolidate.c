@@ -470,6 +470,9 @@ static int consolidate_should_match_a_direct_save_after_a_sharded_save(
     return T_OK;
 }
 
+static int check_crcs(MPI_Comm comm, const char *dir, bool want,
+                      size_t tensors, uint32_t *crcs);
+
 /* A checkpoint without tensors: one empty shard file in, one empty
  * model.safetensors and an empty index out, as a direct save writes. */
 static int consolidate_should_handle_an_empty_checkpoint(MPI_Comm comm,
@@ -479,6 +482,8 @@ static int consolidate_should_handle_an_empty_checkpoint(MPI_Comm comm,
     hfdcp_save_options so;
     hfdcp_consolidate_options o;
     hfdcp_writer *w;
+    hfdcp_reader *rd;
+    uint32_t crcs[NT];
 
     path_in(shards, sizeof shards, dir, "shards");
     path_in(direct, sizeof direct, dir, "direct");
@@ -496,6 +501,14 @@ static int consolidate_should_handle_an_empty_checkpoint(MPI_Comm comm,
     hfdcp_writer_free(w);
     T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
     T_CHECK(hfdcp_test_same_dirs(comm, out, direct));
+    /* With checksums: an empty hfdcp_crc32c, and still no tensor. */
+    o.no_checksums = 0;
+    path_in(out, sizeof out, dir, "out-crc");
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
+    T_CHECK(check_crcs(comm, out, true, 0, crcs) == 0);
+    T_OKCALL(hfdcp_reader_open(comm, out, NULL, &rd));
+    T_CHECK(hfdcp_reader_count(rd) == 0);
+    hfdcp_reader_free(rd);
     return T_OK;
 }
 
@@ -1030,10 +1043,11 @@ static int consolidate_should_refuse_bad_arguments(MPI_Comm comm,
 
 /* Rank 0: every *.safetensors file of `dir` carries hfdcp_crc32c (`want`)
  * with each tensor's CRC-32C of its bytes in the file, computed here in
- * one pass over them, or (!want) carries none; crcs[i] gets model tensor
- * i's value (broadcast).  Agreed. */
+ * one pass over them, for `tensors` tensors of the model in all, or
+ * (!want) carries none; crcs[i] gets model tensor i's value
+ * (broadcast).  Agreed. */
 static int check_crcs(MPI_Comm comm, const char *dir, bool want,
-                      uint32_t *crcs)
+                      size_t tensors, uint32_t *crcs)
 {
     int bad = 0;
     char *names[64];
@@ -1085,9 +1099,9 @@ static int check_crcs(MPI_Comm comm, const char *dir, bool want,
         hfdcp__header_free(&h);
         free(b);
     }
-    if (hfdcp_test_comm_rank(comm) == 0 && !bad && want && seen != NT)
+    if (hfdcp_test_comm_rank(comm) == 0 && !bad && want && seen != tensors)
         bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: %zu tensors with a "
-                              "CRC, the model has %zu", dir, seen, NT);
+                              "CRC, wanted %zu", dir, seen, tensors);
     hfdcp_test_free_names(names, count);
     MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
     MPI_Bcast(crcs, (int)NT, MPI_UINT32_T, 0, comm);
@@ -1121,14 +1135,14 @@ static int consolidate_should_write_each_tensors_crc32c(MPI_Comm comm,
     o.buffer_bytes = 64;
     path_in(out, sizeof out, dir, "plain");
     T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
-    T_CHECK(check_crcs(comm, out, true, plain) == 0);
+    T_CHECK(check_crcs(comm, out, true, NT, plain) == 0);
     o.buffer_bytes = 200;
     path_in(out, sizeof out, dir, "mapped");
     T_OKCALL(hfdcp_consolidate(comm, shards, out, map, &o));
-    T_CHECK(check_crcs(comm, out, true, mapped) == 0);
+    T_CHECK(check_crcs(comm, out, true, NT, mapped) == 0);
     path_in(out, sizeof out, dir, "bare-out");
     T_OKCALL(hfdcp_consolidate(comm, bare, out, map, &o));
-    T_CHECK(check_crcs(comm, out, true, other) == 0);
+    T_CHECK(check_crcs(comm, out, true, NT, other) == 0);
     for (size_t i = 0; i < NT; i++)
         T_CHECKF(plain[i] == mapped[i] && plain[i] == other[i],
                  "%s: %08x without a map, %08x with one, %08x from "
@@ -1140,7 +1154,7 @@ static int consolidate_should_write_each_tensors_crc32c(MPI_Comm comm,
     o.num_threads = 2;
     path_in(out, sizeof out, dir, "cast");
     T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
-    T_CHECK(check_crcs(comm, out, true, cast) == 0);
+    T_CHECK(check_crcs(comm, out, true, NT, cast) == 0);
     for (size_t i = 0; i < NT; i++)
         if (!hfdcp__can_convert(MODEL[i].dtype, HFDCP_F64) ||
             MODEL[i].dtype == HFDCP_BF16)
@@ -1150,7 +1164,7 @@ static int consolidate_should_write_each_tensors_crc32c(MPI_Comm comm,
     o.no_checksums = 1;
     path_in(out, sizeof out, dir, "none");
     T_OKCALL(hfdcp_consolidate(comm, shards, out, map, &o));
-    T_CHECK(check_crcs(comm, out, false, none) == 0);
+    T_CHECK(check_crcs(comm, out, false, 0, none) == 0);
     hfdcp_file_map_free(map);
     model_free(&m);
     return T_OK;
