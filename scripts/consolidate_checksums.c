@@ -5,11 +5,12 @@
  *
  * Saves a model of BF16 tensors of 2048 x 2048 (8 MiB each), MIB MiB in
  * all, split by rows or by columns over the ranks, as per-rank shard files
- * once (with their CRCs), then consolidates it REPS times with checksums
- * and without (no_checksums), alternating which goes first, and prints
- * the time of each (slowest rank), the CPU time of all ranks
- * (getrusage: user + system; on a shared machine a steadier measure of
- * the work than the time), and the medians.  Columns are the
+ * REPS times with checksums and without (no_checksums), alternating which
+ * goes first, the last save with them; then consolidates it REPS times
+ * with checksums and without, alternating likewise.  Prints the time of
+ * each (slowest rank), the CPU time of all ranks (getrusage: user +
+ * system; on a shared machine a steadier measure of the work than the
+ * time), and the medians.  Columns are the
  * costly case for the check: a run per row and rank.
  *
  * Build: mpicc -O2 -Iinclude -o consolidate_checksums \
@@ -52,35 +53,50 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The sharded save of `n` tensors, this rank's rows or columns of each
- * (pseudo-random bytes); the buffers are freed. */
-static void save_shards(const char *shards, int n, int cols, int rank,
-                        int size)
+/* This rank's rows or columns of `n` tensors (pseudo-random bytes). */
+static unsigned char **make_model(int n, int cols, int rank, int size,
+                                  int64_t *off, int64_t *count)
 {
-    int64_t shape[2] = {ROWS, COLS}, off[2] = {0, 0}, count[2] = {ROWS, COLS};
-    hfdcp_save_options so;
-    hfdcp_writer *w = NULL;
     unsigned char **bufs = calloc((size_t)n, sizeof *bufs);
     uint64_t s = 0x9E3779B97F4A7C15u * (uint64_t)(rank + 1);
     size_t bytes;
 
+    off[0] = off[1] = 0;
+    count[0] = ROWS;
+    count[1] = COLS;
     off[cols] = rank * (int64_t)(cols ? COLS : ROWS) / size;
     count[cols] = (rank + 1) * (int64_t)(cols ? COLS : ROWS) / size - off[cols];
     bytes = (size_t)count[0] * (size_t)count[1] * 2;
-    hfdcp_save_options_init(&so);
-    so.save_sharded = 1;
-    if (bufs == NULL ||
-        hfdcp_writer_open(MPI_COMM_WORLD, shards, &so, &w) != HFDCP_OK)
-        fail(rank, "opening the writer");
-    for (int t = 0; t < n; t++) {
-        char name[32];
-        snprintf(name, sizeof name, "t%03d", t);
+    for (int t = 0; bufs != NULL && t < n; t++) {
         if ((bufs[t] = malloc(bytes)) == NULL)
             fail(rank, "allocating the model");
         for (size_t b = 0; b < bytes; b++) {
             s = s * 6364136223846793005u + 1442695040888963407u;
             bufs[t][b] = (unsigned char)(s >> 56);
         }
+    }
+    if (bufs == NULL)
+        fail(rank, "allocating the model");
+    return bufs;
+}
+
+/* The sharded save of the model into `shards`. */
+static void save_shards(const char *shards, unsigned char **bufs, int n,
+                        const int64_t *off, const int64_t *count,
+                        int no_checksums, int rank)
+{
+    int64_t shape[2] = {ROWS, COLS};
+    hfdcp_save_options so;
+    hfdcp_writer *w = NULL;
+
+    hfdcp_save_options_init(&so);
+    so.save_sharded = 1;
+    so.no_checksums = no_checksums;
+    if (hfdcp_writer_open(MPI_COMM_WORLD, shards, &so, &w) != HFDCP_OK)
+        fail(rank, "opening the writer");
+    for (int t = 0; t < n; t++) {
+        char name[32];
+        snprintf(name, sizeof name, "t%03d", t);
         if (hfdcp_writer_add(w, name, HFDCP_BF16, 2, shape, off, count,
                              bufs[t]) != HFDCP_OK)
             fail(rank, "adding a tensor");
@@ -88,16 +104,31 @@ static void save_shards(const char *shards, int n, int cols, int rank,
     if (hfdcp_writer_commit(w) != HFDCP_OK)
         fail(rank, "the sharded save");
     hfdcp_writer_free(w);
-    for (int t = 0; t < n; t++)
-        free(bufs[t]);
-    free(bufs);
+}
+
+/* Rank 0: the medians of times[2][reps] and cpus[2][reps] (sorted). */
+static void medians(const char *what, double **times, double **cpus,
+                    int reps)
+{
+    for (int k = 0; k < 2; k++) {
+        qsort(times[k], (size_t)reps, sizeof *times[k], cmp_double);
+        qsort(cpus[k], (size_t)reps, sizeof *cpus[k], cmp_double);
+    }
+    printf("%s, medians of %d: checksums %.3f s, no_checksums %.3f s "
+           "(%+.1f%%); CPU %.3f s against %.3f s (%+.1f%%)\n",
+           what, reps, times[0][reps / 2], times[1][reps / 2],
+           100.0 * (times[0][reps / 2] / times[1][reps / 2] - 1.0),
+           cpus[0][reps / 2], cpus[1][reps / 2],
+           100.0 * (cpus[0][reps / 2] / cpus[1][reps / 2] - 1.0));
 }
 
 int main(int argc, char **argv)
 {
     int rank, size, n, reps, cols;
-    char shards[4096], out[4096];
+    int64_t off[2], count[2];
+    char shards[4096], out[4096], what[128];
     double *times[2], *cpus[2];
+    unsigned char **bufs;
 
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -115,55 +146,61 @@ int main(int argc, char **argv)
     n = atoi(argv[2]) / 8;
     reps = atoi(argv[3]);
     cols = strcmp(argv[4], "cols") == 0;
-    times[0] = calloc((size_t)reps, sizeof *times[0]);
-    times[1] = calloc((size_t)reps, sizeof *times[1]);
-    cpus[0] = calloc((size_t)reps, sizeof *cpus[0]);
-    cpus[1] = calloc((size_t)reps, sizeof *cpus[1]);
-    save_shards(shards, n, cols, rank, size);
+    for (int k = 0; k < 2; k++) {
+        times[k] = calloc((size_t)reps, sizeof *times[k]);
+        cpus[k] = calloc((size_t)reps, sizeof *cpus[k]);
+    }
+    bufs = make_model(n, cols, rank, size, off, count);
 
-    for (int r = 0; r < reps; r++) {
-        for (int k = 0; k < 2; k++) {
-            int off = (r + k) % 2; /* 1: no_checksums */
-            hfdcp_consolidate_options co;
-            double t, tmax, c, csum;
-            hfdcp_consolidate_options_init(&co);
-            co.no_checksums = off;
-            MPI_Barrier(MPI_COMM_WORLD);
-            c = cpu_seconds();
-            t = MPI_Wtime();
-            if (hfdcp_consolidate(MPI_COMM_WORLD, shards, out, NULL, &co) !=
-                HFDCP_OK)
-                fail(rank, "consolidating");
-            t = MPI_Wtime() - t;
-            c = cpu_seconds() - c;
-            MPI_Reduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
-            MPI_Reduce(&c, &csum, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
-            times[off][r] = tmax;
-            cpus[off][r] = csum;
-            if (rank == 0)
-                printf("%s: %.3f s, CPU %.3f s\n",
-                       off ? "no_checksums" : "checksums   ", tmax, csum);
-            fflush(stdout);
+    /* Step 0: sharded saves, the last with checksums; step 1:
+     * consolidations of it. */
+    for (int step = 0; step < 2; step++) {
+        for (int r = 0; r < reps; r++) {
+            for (int k = 0; k < 2; k++) {
+                int nosums = (r + k + (step == 0 ? reps % 2 : 0)) % 2;
+                hfdcp_consolidate_options co;
+                double t, tmax, c, csum;
+                MPI_Barrier(MPI_COMM_WORLD);
+                c = cpu_seconds();
+                t = MPI_Wtime();
+                if (step == 0) {
+                    save_shards(shards, bufs, n, off, count, nosums, rank);
+                } else {
+                    hfdcp_consolidate_options_init(&co);
+                    co.no_checksums = nosums;
+                    if (hfdcp_consolidate(MPI_COMM_WORLD, shards, out, NULL,
+                                          &co) != HFDCP_OK)
+                        fail(rank, "consolidating");
+                }
+                t = MPI_Wtime() - t;
+                c = cpu_seconds() - c;
+                MPI_Reduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, 0,
+                           MPI_COMM_WORLD);
+                MPI_Reduce(&c, &csum, 1, MPI_DOUBLE, MPI_SUM, 0,
+                           MPI_COMM_WORLD);
+                times[nosums][r] = tmax;
+                cpus[nosums][r] = csum;
+                if (rank == 0)
+                    printf("%s %s: %.3f s, CPU %.3f s\n",
+                           step ? "consolidation" : "sharded save ",
+                           nosums ? "no_checksums" : "checksums   ", tmax,
+                           csum);
+                fflush(stdout);
+            }
         }
+        snprintf(what, sizeof what, "%s of %d MiB by %s at %d ranks",
+                 step ? "consolidation" : "sharded save", n * 8, argv[4],
+                 size);
+        if (rank == 0)
+            medians(what, times, cpus, reps);
     }
-    if (rank == 0) {
-        qsort(times[0], (size_t)reps, sizeof *times[0], cmp_double);
-        qsort(times[1], (size_t)reps, sizeof *times[1], cmp_double);
-        qsort(cpus[0], (size_t)reps, sizeof *cpus[0], cmp_double);
-        qsort(cpus[1], (size_t)reps, sizeof *cpus[1], cmp_double);
-        printf("median of %d, %d MiB by %s at %d ranks: checksums %.3f s, "
-               "no_checksums %.3f s (%+.1f%%); CPU %.3f s against %.3f s "
-               "(%+.1f%%)\n",
-               reps, n * 8, argv[4], size, times[0][reps / 2],
-               times[1][reps / 2],
-               100.0 * (times[0][reps / 2] / times[1][reps / 2] - 1.0),
-               cpus[0][reps / 2], cpus[1][reps / 2],
-               100.0 * (cpus[0][reps / 2] / cpus[1][reps / 2] - 1.0));
+    for (int t = 0; t < n; t++)
+        free(bufs[t]);
+    free(bufs);
+    for (int k = 0; k < 2; k++) {
+        free(times[k]);
+        free(cpus[k]);
     }
-    free(times[0]);
-    free(times[1]);
-    free(cpus[0]);
-    free(cpus[1]);
     MPI_Finalize();
     return 0;
 }
