@@ -42,7 +42,7 @@ void hfdcp__ccrc_free(hfdcp__ccrc *c)
 
 /* The entry of file f's header that chunk ch of tensor t comes from: at
  * data offset ch->file_offset - data_start, with t's name (several empty
- * entries may share an offset); NULL when none (cannot happen for a
+ * entries may share an offset); SIZE_MAX when none (cannot happen for a
  * catalog made from these headers). */
 static size_t find_entry(const hfdcp__file *f, const hfdcp__tensor *t,
                          const hfdcp__chunk *ch)

@@ -306,7 +306,7 @@ int hfdcp__shards_make(const hfdcp__wjob *job, const char *dir,
  * cache, rather than in a second pass over the chunk. */
 #define CRC_PIECE ((uint64_t)1 << 20)
 
-/* Writes entry x of `sh` at `at` of the open file `fd` and, with
+/* Writes entry k of `sh` at `at` of the open file `fd` and, with
  * checksums, its CRC-32C into sh's header: the CRC of the bytes given to
  * pwrite (the chunk's memory, or the asynchronous commit's copy of it). */
 static int write_entry(const hfdcp__wjob *job, shard_t *sh, size_t k,
