@@ -1110,8 +1110,8 @@ static int check_crcs(MPI_Comm comm, const char *dir, bool want,
 
 /* A sharded save by the job (its shard files carry their chunks' CRCs,
  * checked as they are read) consolidated without a map in many rounds,
- * with a map, with a cast; and shard files without CRCs (k = 3, another
- * split) with the map.  Every output records each tensor's CRC-32C of
+ * with a map, by fewer ranks, with a cast; and shard files without CRCs
+ * (k = 3, another split) with the map.  Every output records each tensor's CRC-32C of
  * its bytes; the same tensors give the same values whatever the file map
  * or the split; no_checksums writes none. */
 static int consolidate_should_write_each_tensors_crc32c(MPI_Comm comm,
@@ -1148,6 +1148,27 @@ static int consolidate_should_write_each_tensors_crc32c(MPI_Comm comm,
                  "%s: %08x without a map, %08x with one, %08x from "
                  "another split", MODEL[i].name, plain[i], mapped[i],
                  other[i]);
+
+    /* The same shards consolidated by fewer ranks: other slices and
+     * rounds, the same checks passed and the same values. */
+    for (int k = 1; k < hfdcp_test_comm_size(comm); k++) {
+        int rank = hfdcp_test_comm_rank(comm), bad = 0;
+        MPI_Comm sub;
+        MPI_Comm_split(comm, rank < k ? 0 : MPI_UNDEFINED, rank, &sub);
+        snprintf(out, sizeof out, "%s/by-%d", dir, k);
+        if (sub != MPI_COMM_NULL) {
+            if (hfdcp_consolidate(sub, shards, out, NULL, &o) != HFDCP_OK)
+                bad = hfdcp_test_fail(__FILE__, __LINE__, "%s",
+                                      hfdcp_last_error());
+            MPI_Comm_free(&sub);
+        }
+        MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
+        T_CHECKF(!bad, "consolidated by %d ranks", k);
+        T_CHECK(check_crcs(comm, out, true, NT, other) == 0);
+        for (size_t i = 0; i < NT; i++)
+            T_CHECKF(other[i] == plain[i], "%s by %d ranks", MODEL[i].name,
+                     k);
+    }
 
     o.cast = 1;
     o.cast_dtype = HFDCP_BF16;
@@ -1266,6 +1287,89 @@ static int consolidate_should_refuse_a_corrupted_chunk(MPI_Comm comm,
     return T_OK;
 }
 
+/* Rank 0 rewrites the shard file at `path` without its hfdcp_crc32c (as
+ * an older hfdcp or another writer leaves it), data unchanged.
+ * Collective (a broadcast of the outcome). */
+static int strip_crcs(MPI_Comm comm, const char *path)
+{
+    int bad = 0;
+
+    if (hfdcp_test_comm_rank(comm) == 0) {
+        size_t len = 0, hlen = 0, m = 0;
+        unsigned char *b = hfdcp_test_read_file(path, &len), *file = NULL;
+        uint64_t n = 0;
+        char *hdr = NULL;
+        hfdcp__header h;
+        bad = 1;
+        for (int k = 7; b != NULL && len >= 8 && k >= 0; k--)
+            n = n << 8 | b[k];
+        if (b != NULL &&
+            hfdcp__header_parse((char *)b + 8, n, len, path, &h) == HFDCP_OK) {
+            for (size_t i = 0; i < h.n_meta; i++) {
+                if (strcmp(h.meta[i].key, "hfdcp_crc32c") != 0) {
+                    h.meta[m++] = h.meta[i];
+                    continue;
+                }
+                free(h.meta[i].key);
+                free(h.meta[i].value);
+            }
+            h.n_meta = m;
+            if (hfdcp__header_serialize(&h, &hdr, &hlen) == HFDCP_OK &&
+                (file = malloc(hlen + len - 8 - n)) != NULL) {
+                memcpy(file, hdr, hlen);
+                memcpy(file + hlen, b + 8 + n, len - 8 - n);
+                bad = hfdcp_test_write_file(path, file, hlen + len - 8 - n);
+            }
+            hfdcp__header_free(&h);
+        }
+        free(hdr);
+        free(file);
+        free(b);
+    }
+    MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
+    return bad;
+}
+
+/* Shards of which one (rank 1's) carries no CRCs: a byte flipped in it
+ * is not seen (its tensor's output value is that of the bytes written),
+ * a byte flipped in another one still is. */
+static int consolidate_should_check_only_the_shards_that_carry_crcs(
+    MPI_Comm comm, const char *dir)
+{
+    int P = hfdcp_test_comm_size(comm), rc;
+    char shards[512], out[512], plain[700], other[700];
+    uint32_t crcs[NT];
+    model m;
+
+    if (P < 2)
+        return T_OK;
+    T_CHECK(model_make(&m, 23) == T_OK);
+    path_in(shards, sizeof shards, dir, "shards");
+    snprintf(plain, sizeof plain,
+             "%s/shard-00001-model-00001-of-00001.safetensors", shards);
+    snprintf(other, sizeof other,
+             "%s/shard-%05d-model-00001-of-00001.safetensors", shards, P);
+    T_CHECK(sharded_save(comm, shards, &m) == T_OK);
+    T_CHECK(strip_crcs(comm, plain) == 0);
+    T_CHECK(corrupt(comm, plain, "dt.F32", false) == 0);
+    path_in(out, sizeof out, dir, "out");
+    rc = hfdcp_consolidate(comm, shards, out, NULL, NULL);
+    T_CHECK(hfdcp_test_agreed_ok(comm, rc, "a flipped byte in a file "
+                                           "without CRCs"));
+    T_CHECK(check_crcs(comm, out, true, NT, crcs) == 0);
+
+    T_CHECK(corrupt(comm, other, "dt.F32", false) == 0);
+    path_in(out, sizeof out, dir, "out2");
+    rc = hfdcp_consolidate(comm, shards, out, NULL, NULL);
+    T_CHECK(hfdcp_test_agreed_failure(comm, "a flipped byte in a file with "
+                                      "CRCs", rc, HFDCP_ERR_FORMAT,
+                                      "tensor 'dt.F32': the chunk ",
+                                      other) == T_OK);
+    T_CHECK(hfdcp_test_nothing_in(comm, out));
+    model_free(&m);
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"consolidate_should_match_a_direct_save",
      consolidate_should_match_a_direct_save, 1},
@@ -1297,6 +1401,8 @@ static const hfdcp_test_case cases[] = {
      consolidate_should_write_each_tensors_crc32c, 1},
     {"consolidate_should_refuse_a_corrupted_chunk",
      consolidate_should_refuse_a_corrupted_chunk, 1},
+    {"consolidate_should_check_only_the_shards_that_carry_crcs",
+     consolidate_should_check_only_the_shards_that_carry_crcs, 1},
 };
 
 int main(int argc, char **argv)
