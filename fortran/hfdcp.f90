@@ -126,6 +126,7 @@ module hfdcp
      integer :: cast_dtype = HFDCP_BF16
      integer :: num_threads = 0
      type(MPI_Info) :: info = MPI_INFO_NULL
+     logical :: no_checksums = .false.           ! .true.: no CRC-32C checked or written
      type(c_funptr) :: progress = c_null_funptr
      type(c_ptr) :: progress_arg = c_null_ptr
   end type hfdcp_consolidate_options
@@ -417,14 +418,15 @@ module hfdcp
        import :: c_ptr
        type(c_ptr), value :: w
      end subroutine c_writer_free
-     function c_consolidate(comm, idir, odir, map, buf, cast, cdtype, nthreads, info, progress, arg) &
+     function c_consolidate(comm, idir, odir, map, buf, cast, cdtype, nthreads, info, nosums, &
+          progress, arg) &
           bind(C, name="hfdcp_f__consolidate") result(st)
        import :: c_int, c_ptr, c_char, c_int64_t, c_funptr
        integer(c_int), value :: comm
        character(kind=c_char), intent(in) :: idir(*), odir(*)
        type(c_ptr), value :: map
        integer(c_int64_t), value :: buf
-       integer(c_int), value :: cast, cdtype, nthreads, info
+       integer(c_int), value :: cast, cdtype, nthreads, info, nosums
        type(c_funptr), value :: progress
        type(c_ptr), value :: arg
        integer(c_int) :: st
@@ -1240,7 +1242,8 @@ contains
     st = int(c_consolidate(int(comm, c_int), cstr(input_dir), cstr(output_dir), m, &
          int(o%buffer_bytes, c_int64_t), merge(1_c_int, 0_c_int, o%cast), &
          int(o%cast_dtype, c_int), int(o%num_threads, c_int), &
-         int(o%info%MPI_VAL, c_int), o%progress, o%progress_arg))
+         int(o%info%MPI_VAL, c_int), merge(1_c_int, 0_c_int, o%no_checksums), &
+         o%progress, o%progress_arg))
   end function consolidate_int
 
   function consolidate_f08(comm, input_dir, output_dir, map, opts) result(st)

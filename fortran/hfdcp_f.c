@@ -27,7 +27,7 @@ int hfdcp_f__writer_open(MPI_Fint comm, const char *path,
 int hfdcp_f__consolidate(MPI_Fint comm, const char *input_dir,
                          const char *output_dir, const hfdcp_file_map *map,
                          uint64_t buffer_bytes, int cast, int cast_dtype,
-                         int num_threads, MPI_Fint info,
+                         int num_threads, MPI_Fint info, int no_checksums,
                          void (*progress)(uint64_t, uint64_t, void *),
                          void *progress_arg);
 
@@ -66,7 +66,7 @@ int hfdcp_f__writer_open(MPI_Fint comm, const char *path,
 int hfdcp_f__consolidate(MPI_Fint comm, const char *input_dir,
                          const char *output_dir, const hfdcp_file_map *map,
                          uint64_t buffer_bytes, int cast, int cast_dtype,
-                         int num_threads, MPI_Fint info,
+                         int num_threads, MPI_Fint info, int no_checksums,
                          void (*progress)(uint64_t, uint64_t, void *),
                          void *progress_arg)
 {
@@ -78,6 +78,7 @@ int hfdcp_f__consolidate(MPI_Fint comm, const char *input_dir,
         o.cast_dtype = (hfdcp_dtype)cast_dtype;
     o.num_threads = num_threads;
     o.info = MPI_Info_f2c(info);
+    o.no_checksums = no_checksums;
     o.progress = progress;
     o.progress_arg = progress_arg;
     return hfdcp_consolidate(MPI_Comm_f2c(comm), input_dir, output_dir, map,

@@ -380,7 +380,7 @@ static int bench_should_refuse_bad_arguments(MPI_Comm comm, const char *dir)
                               "replicated, llama, llama-tp or all\n"},
         {"--dtype f64", "hfdcp bench: --dtype 'f64': expected bf16 or f32\n"},
         {"--peers plain,zfs", "hfdcp bench: --peers 'plain,zfs': expected a comma list of "
-                              "plain, hfdcp, plan, hdf5, sharded, naive, hfdcp-async, all\n"},
+                              "plain, hfdcp, plan, hdf5, sharded, naive, hfdcp-async, hfdcp-nocrc, all\n"},
         {"--peers hfdcp_async", "hfdcp bench: --peers 'hfdcp_async': expected a comma list"},
         {"--step-ms 3600001", "hfdcp bench: --step-ms '3600001': expected milliseconds from 0 "
                               "to 3600000\n"},

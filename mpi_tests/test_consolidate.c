@@ -14,6 +14,11 @@
  * blocks, a 3-D split along the middle dimension, replicated, scalars,
  * empty tensors.  Tiny buffers force many rounds and tensors cut across
  * rounds and ranks.
+ *
+ * The byte-for-byte comparisons with a direct save include the CRC-32C
+ * values (hfdcp_crc32c), which must be the direct save's; they are also
+ * checked against the output's bytes, across file maps, and the shards'
+ * against corrupted data, by the cases at the end.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -569,6 +574,9 @@ static int consolidate_should_match_a_direct_save_after_a_sharded_save(
     return T_OK;
 }
 
+static int check_crcs(MPI_Comm comm, const char *dir, bool want,
+                      size_t tensors, uint32_t *crcs);
+
 /* A checkpoint without tensors: one empty shard file in, one empty
  * model.safetensors and an empty index out, as a direct save writes. */
 static int consolidate_should_handle_an_empty_checkpoint(MPI_Comm comm,
@@ -576,12 +584,16 @@ static int consolidate_should_handle_an_empty_checkpoint(MPI_Comm comm,
 {
     char shards[512], direct[512], out[512];
     hfdcp_save_options so;
+    hfdcp_consolidate_options o;
     hfdcp_writer *w;
+    hfdcp_reader *rd;
+    uint32_t crcs[NT];
 
     path_in(shards, sizeof shards, dir, "shards");
     path_in(direct, sizeof direct, dir, "direct");
     path_in(out, sizeof out, dir, "out");
     hfdcp_save_options_init(&so);
+    hfdcp_consolidate_options_init(&o);
     T_OKCALL(hfdcp_writer_open(comm, direct, &so, &w));
     T_OKCALL(hfdcp_writer_commit(w));
     hfdcp_writer_free(w);
@@ -589,8 +601,15 @@ static int consolidate_should_handle_an_empty_checkpoint(MPI_Comm comm,
     T_OKCALL(hfdcp_writer_open(comm, shards, &so, &w));
     T_OKCALL(hfdcp_writer_commit(w));
     hfdcp_writer_free(w);
-    T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, NULL));
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
     T_CHECK(hfdcp_test_same_dirs(comm, out, direct));
+    /* Again, into another directory: an empty hfdcp_crc32c. */
+    path_in(out, sizeof out, dir, "out-crc");
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
+    T_CHECK(check_crcs(comm, out, true, 0, crcs) == 0);
+    T_OKCALL(hfdcp_reader_open(comm, out, NULL, &rd));
+    T_CHECK(hfdcp_reader_count(rd) == 0);
+    hfdcp_reader_free(rd);
     return T_OK;
 }
 
@@ -1119,6 +1138,337 @@ static int consolidate_should_refuse_bad_arguments(MPI_Comm comm,
     return T_OK;
 }
 
+/* ---- CRC-32C ---- */
+
+/* Rank 0: every *.safetensors file of `dir` carries hfdcp_crc32c (`want`)
+ * with each tensor's CRC-32C of its bytes in the file, computed here in
+ * one pass over them, for `tensors` tensors of the model in all, or
+ * (!want) carries none; crcs[i] gets model tensor i's value
+ * (broadcast).  Agreed. */
+static int check_crcs(MPI_Comm comm, const char *dir, bool want,
+                      size_t tensors, uint32_t *crcs)
+{
+    int bad = 0;
+    char *names[64];
+    size_t count = 0, seen = 0;
+
+    if (hfdcp_test_comm_rank(comm) == 0 &&
+        hfdcp_test_list_dir(dir, names, 64, &count) != 0)
+        bad = hfdcp_test_fail(__FILE__, __LINE__, "cannot list %s", dir);
+    for (size_t f = 0; !bad && f < count; f++) {
+        char path[1024];
+        size_t len = 0;
+        unsigned char *b;
+        uint64_t n = 0;
+        hfdcp__header h;
+        uint32_t *v = NULL;
+        if (strstr(names[f], ".safetensors") == NULL ||
+            strstr(names[f], ".json") != NULL)
+            continue;
+        path_in(path, sizeof path, dir, names[f]);
+        b = hfdcp_test_read_file(path, &len);
+        for (int k = 7; b != NULL && len >= 8 && k >= 0; k--)
+            n = n << 8 | b[k];
+        if (b == NULL || len < 8 + n ||
+            hfdcp__header_parse((char *)b + 8, n, len, path, &h) != HFDCP_OK ||
+            hfdcp__header_crc32c(&h, path, &v) != HFDCP_OK) {
+            free(b);
+            bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: %s", path,
+                                  hfdcp_last_error());
+            break;
+        }
+        if ((v != NULL) != want)
+            bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: hfdcp_crc32c %s",
+                                  path, want ? "missing" : "present");
+        for (size_t e = 0; v != NULL && !bad && e < h.n_entries; e++) {
+            const hfdcp__entry *x = &h.entries[e];
+            uint32_t c = hfdcp__crc32c(0, b + 8 + n + x->begin,
+                                       (size_t)(x->end - x->begin));
+            if (c != v[e])
+                bad = hfdcp_test_fail(__FILE__, __LINE__,
+                                      "%s: %s records %08x, its bytes give "
+                                      "%08x", path, x->name, v[e], c);
+            for (size_t i = 0; i < NT; i++)
+                if (strcmp(MODEL[i].name, x->name) == 0) {
+                    crcs[i] = c;
+                    seen++;
+                }
+        }
+        free(v);
+        hfdcp__header_free(&h);
+        free(b);
+    }
+    if (hfdcp_test_comm_rank(comm) == 0 && !bad && want && seen != tensors)
+        bad = hfdcp_test_fail(__FILE__, __LINE__, "%s: %zu tensors with a "
+                              "CRC, wanted %zu", dir, seen, tensors);
+    hfdcp_test_free_names(names, count);
+    MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
+    MPI_Bcast(crcs, (int)NT, MPI_UINT32_T, 0, comm);
+    return bad;
+}
+
+/* A sharded save by the job (its shard files carry their chunks' CRCs,
+ * checked as they are read) consolidated without a map in many rounds,
+ * with a map, by fewer ranks, with a cast; and shard files without CRCs
+ * (k = 3, another split) with the map.  Every output records each tensor's CRC-32C of
+ * its bytes; the same tensors give the same values whatever the file map
+ * or the split; no_checksums writes none. */
+static int consolidate_should_write_each_tensors_crc32c(MPI_Comm comm,
+                                                        const char *dir)
+{
+    hfdcp_file_map *map = NULL;
+    hfdcp_consolidate_options o;
+    uint32_t plain[NT], mapped[NT], cast[NT], other[NT], none[NT];
+    char shards[512], bare[512], out[512];
+    model m;
+
+    T_CHECK(make_map(&map) == T_OK);
+    T_CHECK(model_make(&m, 17) == T_OK);
+    path_in(shards, sizeof shards, dir, "shards");
+    path_in(bare, sizeof bare, dir, "bare");
+    T_CHECK(sharded_save(comm, shards, &m) == T_OK);
+    T_CHECK(shared_dir(comm, bare) == 0);
+    T_CHECK(write_shards(comm, bare, &m, 3) == T_OK);
+
+    hfdcp_consolidate_options_init(&o);
+    o.buffer_bytes = 64;
+    path_in(out, sizeof out, dir, "plain");
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
+    T_CHECK(check_crcs(comm, out, true, NT, plain) == 0);
+    o.buffer_bytes = 200;
+    path_in(out, sizeof out, dir, "mapped");
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, map, &o));
+    T_CHECK(check_crcs(comm, out, true, NT, mapped) == 0);
+    path_in(out, sizeof out, dir, "bare-out");
+    T_OKCALL(hfdcp_consolidate(comm, bare, out, map, &o));
+    T_CHECK(check_crcs(comm, out, true, NT, other) == 0);
+    for (size_t i = 0; i < NT; i++)
+        T_CHECKF(plain[i] == mapped[i] && plain[i] == other[i],
+                 "%s: %08x without a map, %08x with one, %08x from "
+                 "another split", MODEL[i].name, plain[i], mapped[i],
+                 other[i]);
+
+    /* The same shards consolidated by fewer ranks: other slices and
+     * rounds, the same checks passed and the same values. */
+    for (int k = 1; k < hfdcp_test_comm_size(comm); k++) {
+        int rank = hfdcp_test_comm_rank(comm), bad = 0;
+        MPI_Comm sub;
+        MPI_Comm_split(comm, rank < k ? 0 : MPI_UNDEFINED, rank, &sub);
+        snprintf(out, sizeof out, "%s/by-%d", dir, k);
+        if (sub != MPI_COMM_NULL) {
+            if (hfdcp_consolidate(sub, shards, out, NULL, &o) != HFDCP_OK)
+                bad = hfdcp_test_fail(__FILE__, __LINE__, "%s",
+                                      hfdcp_last_error());
+            MPI_Comm_free(&sub);
+        }
+        MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
+        T_CHECKF(!bad, "consolidated by %d ranks", k);
+        T_CHECK(check_crcs(comm, out, true, NT, other) == 0);
+        for (size_t i = 0; i < NT; i++)
+            T_CHECKF(other[i] == plain[i], "%s by %d ranks", MODEL[i].name,
+                     k);
+    }
+
+    o.cast = 1;
+    o.cast_dtype = HFDCP_BF16;
+    o.num_threads = 2;
+    path_in(out, sizeof out, dir, "cast");
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, NULL, &o));
+    T_CHECK(check_crcs(comm, out, true, NT, cast) == 0);
+    for (size_t i = 0; i < NT; i++)
+        if (!hfdcp__can_convert(MODEL[i].dtype, HFDCP_F64) ||
+            MODEL[i].dtype == HFDCP_BF16)
+            T_CHECKF(cast[i] == plain[i], "%s", MODEL[i].name);
+
+    o.cast = 0;
+    o.no_checksums = 1;
+    path_in(out, sizeof out, dir, "none");
+    T_OKCALL(hfdcp_consolidate(comm, shards, out, map, &o));
+    T_CHECK(check_crcs(comm, out, false, 0, none) == 0);
+    hfdcp_file_map_free(map);
+    model_free(&m);
+    return T_OK;
+}
+
+/* Rank 0 rewrites the file at `path`: `edit` flips a data byte of tensor
+ * `name` (at its middle) or, with `header`, breaks the first hex digit of
+ * its hfdcp_crc32c value.  Collective (a broadcast of the outcome). */
+static int corrupt(MPI_Comm comm, const char *path, const char *name,
+                   bool header)
+{
+    int bad = 0;
+
+    if (hfdcp_test_comm_rank(comm) == 0) {
+        size_t len = 0;
+        unsigned char *b = hfdcp_test_read_file(path, &len);
+        uint64_t n = 0;
+        hfdcp__header h;
+        char key[128];
+        bad = 1;
+        for (int k = 7; b != NULL && len >= 8 && k >= 0; k--)
+            n = n << 8 | b[k];
+        snprintf(key, sizeof key, "\\\"%s\\\":\\\"", name);
+        if (b != NULL && header) {
+            char *at = strstr((char *)b + 8, key);
+            if (at != NULL && at < (char *)b + 8 + n) {
+                at[strlen(key)] = 'x';
+                bad = 0;
+            }
+        } else if (b != NULL &&
+                   hfdcp__header_parse((char *)b + 8, n, len, path, &h) ==
+                       HFDCP_OK) {
+            for (size_t e = 0; e < h.n_entries; e++)
+                if (strcmp(h.entries[e].name, name) == 0) {
+                    b[8 + n + (h.entries[e].begin + h.entries[e].end) / 2] ^=
+                        0x40;
+                    bad = 0;
+                }
+            hfdcp__header_free(&h);
+        }
+        if (!bad)
+            bad = hfdcp_test_write_file(path, b, len);
+        free(b);
+    }
+    MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
+    return bad;
+}
+
+/* One byte flipped in the last rank's chunk of dt.F32 (rows): every rank
+ * fails with HFDCP_ERR_FORMAT and one message naming the tensor, the
+ * chunk's box and the shard file, and nothing is published; with
+ * no_checksums nothing is checked.  A malformed hfdcp_crc32c value is
+ * refused before anything is written. */
+static int consolidate_should_refuse_a_corrupted_chunk(MPI_Comm comm,
+                                                       const char *dir)
+{
+    int P = hfdcp_test_comm_size(comm), rc;
+    const tdef *t = NULL;
+    int64_t off[3], sz[3];
+    hfdcp_consolidate_options o;
+    char shards[512], out[512], file[700], box[128], want[256];
+    model m;
+
+    for (size_t i = 0; i < NT; i++)
+        if (strcmp(MODEL[i].name, "dt.F32") == 0)
+            t = &MODEL[i];
+    T_CHECK(t != NULL && chunk_of(t, P - 1, P, true, off, sz));
+    hfdcp__format_box(box, sizeof box, t->ndim, off, sz);
+    T_CHECK(model_make(&m, 19) == T_OK);
+    path_in(shards, sizeof shards, dir, "shards");
+    snprintf(file, sizeof file,
+             "%s/shard-%05d-model-00001-of-00001.safetensors", shards, P);
+    snprintf(want, sizeof want, "tensor 'dt.F32': the chunk %s in shard "
+             "file '%s'", box, file);
+    T_CHECK(sharded_save(comm, shards, &m) == T_OK);
+    T_CHECK(corrupt(comm, file, "dt.F32", false) == 0);
+
+    hfdcp_consolidate_options_init(&o);
+    o.buffer_bytes = 64;
+    path_in(out, sizeof out, dir, "out");
+    rc = hfdcp_consolidate(comm, shards, out, NULL, &o);
+    T_CHECK(hfdcp_test_agreed_failure(comm, "flipped byte", rc,
+                                      HFDCP_ERR_FORMAT, want,
+                                      "CRC-32C") == T_OK);
+    T_CHECK(hfdcp_test_nothing_in(comm, out));
+    o.no_checksums = 1;
+    rc = hfdcp_consolidate(comm, shards, out, NULL, &o);
+    T_CHECK(hfdcp_test_agreed_ok(comm, rc, "no_checksums"));
+
+    o.no_checksums = 0;
+    T_CHECK(corrupt(comm, file, "dt.I16", true) == 0);
+    path_in(out, sizeof out, dir, "out-bad-value");
+    rc = hfdcp_consolidate(comm, shards, out, NULL, &o);
+    T_CHECK(hfdcp_test_agreed_failure(comm, "malformed value", rc,
+                                      HFDCP_ERR_FORMAT, file,
+                                      "hfdcp_crc32c") == T_OK);
+    T_CHECK(hfdcp_test_nothing_in(comm, out));
+    model_free(&m);
+    return T_OK;
+}
+
+/* Rank 0 rewrites the shard file at `path` without its hfdcp_crc32c (as
+ * an older hfdcp or another writer leaves it), data unchanged.
+ * Collective (a broadcast of the outcome). */
+static int strip_crcs(MPI_Comm comm, const char *path)
+{
+    int bad = 0;
+
+    if (hfdcp_test_comm_rank(comm) == 0) {
+        size_t len = 0, hlen = 0, m = 0;
+        unsigned char *b = hfdcp_test_read_file(path, &len), *file = NULL;
+        uint64_t n = 0;
+        char *hdr = NULL;
+        hfdcp__header h;
+        bad = 1;
+        for (int k = 7; b != NULL && len >= 8 && k >= 0; k--)
+            n = n << 8 | b[k];
+        if (b != NULL &&
+            hfdcp__header_parse((char *)b + 8, n, len, path, &h) == HFDCP_OK) {
+            for (size_t i = 0; i < h.n_meta; i++) {
+                if (strcmp(h.meta[i].key, "hfdcp_crc32c") != 0) {
+                    h.meta[m++] = h.meta[i];
+                    continue;
+                }
+                free(h.meta[i].key);
+                free(h.meta[i].value);
+            }
+            h.n_meta = m;
+            if (hfdcp__header_serialize(&h, &hdr, &hlen) == HFDCP_OK &&
+                (file = malloc(hlen + len - 8 - n)) != NULL) {
+                memcpy(file, hdr, hlen);
+                memcpy(file + hlen, b + 8 + n, len - 8 - n);
+                bad = hfdcp_test_write_file(path, file, hlen + len - 8 - n);
+            }
+            hfdcp__header_free(&h);
+        }
+        free(hdr);
+        free(file);
+        free(b);
+    }
+    MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
+    return bad;
+}
+
+/* Shards of which one (rank 1's) carries no CRCs: a byte flipped in it
+ * is not seen (its tensor's output value is that of the bytes written),
+ * a byte flipped in another one still is. */
+static int consolidate_should_check_only_the_shards_that_carry_crcs(
+    MPI_Comm comm, const char *dir)
+{
+    int P = hfdcp_test_comm_size(comm), rc;
+    char shards[512], out[512], plain[700], other[700];
+    uint32_t crcs[NT];
+    model m;
+
+    if (P < 2)
+        return T_OK;
+    T_CHECK(model_make(&m, 23) == T_OK);
+    path_in(shards, sizeof shards, dir, "shards");
+    snprintf(plain, sizeof plain,
+             "%s/shard-00001-model-00001-of-00001.safetensors", shards);
+    snprintf(other, sizeof other,
+             "%s/shard-%05d-model-00001-of-00001.safetensors", shards, P);
+    T_CHECK(sharded_save(comm, shards, &m) == T_OK);
+    T_CHECK(strip_crcs(comm, plain) == 0);
+    T_CHECK(corrupt(comm, plain, "dt.F32", false) == 0);
+    path_in(out, sizeof out, dir, "out");
+    rc = hfdcp_consolidate(comm, shards, out, NULL, NULL);
+    T_CHECK(hfdcp_test_agreed_ok(comm, rc, "a flipped byte in a file "
+                                           "without CRCs"));
+    T_CHECK(check_crcs(comm, out, true, NT, crcs) == 0);
+
+    T_CHECK(corrupt(comm, other, "dt.F32", false) == 0);
+    path_in(out, sizeof out, dir, "out2");
+    rc = hfdcp_consolidate(comm, shards, out, NULL, NULL);
+    T_CHECK(hfdcp_test_agreed_failure(comm, "a flipped byte in a file with "
+                                      "CRCs", rc, HFDCP_ERR_FORMAT,
+                                      "tensor 'dt.F32': the chunk ",
+                                      other) == T_OK);
+    T_CHECK(hfdcp_test_nothing_in(comm, out));
+    model_free(&m);
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"consolidate_should_match_a_direct_save",
      consolidate_should_match_a_direct_save, 1},
@@ -1148,6 +1498,12 @@ static const hfdcp_test_case cases[] = {
      consolidate_should_refuse_files_without_sharding_info, 1},
     {"consolidate_should_refuse_bad_arguments",
      consolidate_should_refuse_bad_arguments, 1},
+    {"consolidate_should_write_each_tensors_crc32c",
+     consolidate_should_write_each_tensors_crc32c, 1},
+    {"consolidate_should_refuse_a_corrupted_chunk",
+     consolidate_should_refuse_a_corrupted_chunk, 1},
+    {"consolidate_should_check_only_the_shards_that_carry_crcs",
+     consolidate_should_check_only_the_shards_that_carry_crcs, 1},
 };
 
 int main(int argc, char **argv)

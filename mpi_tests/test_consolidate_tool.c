@@ -7,7 +7,9 @@
  * fixture's sharded copy of the same model must give the bytes of a direct
  * save with that map (and the fixture's own files), with plain progress
  * lines (the output is a pipe, not a terminal), and the byte count of the
- * summary with --progress none; a missing or malformed input gives exit 1
+ * summary with --progress none (those with --no-checksums, as the fixture
+ * and the direct save carry no CRC-32C; by default every output file
+ * records its tensors'); a missing or malformed input gives exit 1
  * and the library's message, a bad command line exit 2 and the reason.
  */
 #include <sys/stat.h>
@@ -167,6 +169,8 @@ static int direct_save(MPI_Comm comm, const char *model, const char *dir,
     T_CHECK(data != NULL);
     hfdcp_save_options_init(&so);
     so.file_map = map;
+    /* Compared with the fixture, which Python wrote: no CRC-32C. */
+    so.no_checksums = 1;
     T_OKCALL(hfdcp_writer_open(comm, dir, &so, &w));
     for (size_t i = 0; i < n; i++) {
         hfdcp_tensor_info t;
@@ -255,7 +259,7 @@ static int consolidate_aligned_and_quiet(MPI_Comm comm, const char *dir, const c
 
     snprintf(args, sizeof args, "%s %s/aligned --map-from %s --progress none "
              "--buffer-mb 0 --hint hfdcp_data_alignment=4096 "
-             "--hint cb_buffer_size=1048576", shards, dir, ref);
+             "--hint cb_buffer_size=1048576 --no-checksums", shards, dir, ref);
     T_CHECKF(consolidate(2, args, &text) == 0, "%s", text ? text : "");
     snprintf(a, sizeof a, "%s/aligned", dir);
     T_OKCALL(hfdcp__catalog_open(comm, a, NULL, &cat));
@@ -273,6 +277,26 @@ static int consolidate_aligned_and_quiet(MPI_Comm comm, const char *dir, const c
         snprintf(b, sizeof b, "%s/model-%05d-of-00006.safetensors", ref, i);
         T_CHECKF(same_but_aligned(a, b, 4096), "%s vs %s", a, b);
     }
+    return T_OK;
+}
+
+/* Every file of the checkpoint `dir` carries hfdcp_crc32c (`want`) or
+ * none; the values themselves are test_consolidate's. */
+static int crcs_in(MPI_Comm comm, const char *dir, bool want)
+{
+    hfdcp__catalog *cat = NULL;
+
+    T_OKCALL(hfdcp__catalog_open(comm, dir, NULL, &cat));
+    for (size_t f = 0; f < cat->n_files; f++) {
+        uint32_t *v = NULL;
+        T_OKCALL(hfdcp__header_crc32c(&cat->files[f].hdr, cat->files[f].path,
+                                      &v));
+        T_CHECKF((v != NULL) == want, "%s: hfdcp_crc32c %s",
+                 cat->files[f].path, want ? "missing" : "present");
+        free(v);
+    }
+    T_CHECK(cat->n_files > 0);
+    hfdcp__catalog_free(cat);
     return T_OK;
 }
 
@@ -298,8 +322,8 @@ static int consolidate_tool_should_copy_a_reference_layout(MPI_Comm comm,
     T_CHECK(direct_save(comm, model, direct, map) == T_OK);
     hfdcp_file_map_free(map);
 
-    snprintf(args, sizeof args, "%s %s --map-from %s --buffer-mb 1", shards,
-             out, ref);
+    snprintf(args, sizeof args, "%s %s --map-from %s --buffer-mb 1 "
+             "--no-checksums", shards, out, ref);
     T_CHECKF(consolidate(2, args, &text) == 0, "%s", text ? text : "");
     /* Plain lines: not a terminal.  The last says 100%. */
     T_CHECKF(text && strstr(text, "hfdcp consolidate: 100%") &&
@@ -320,6 +344,7 @@ static int consolidate_tool_should_copy_a_reference_layout(MPI_Comm comm,
     T_CHECK(same_file(a, b));
 
     T_CHECK(consolidate_aligned_and_quiet(comm, dir, shards, ref) == T_OK);
+    T_CHECK(crcs_in(comm, out, false) == T_OK);
 
     /* The bar, forced (a rank's stderr is a pipe under mpirun), and a cast:
      * every floating-point tensor becomes F32, the others stay. */
@@ -348,6 +373,7 @@ static int consolidate_tool_should_copy_a_reference_layout(MPI_Comm comm,
         hfdcp_reader_free(rd);
         T_CHECK(floats > 0 && others > 0);
     }
+    T_CHECK(crcs_in(comm, a, true) == T_OK);
     return T_OK;
 }
 

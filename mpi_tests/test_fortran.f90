@@ -581,6 +581,14 @@ contains
     call expect(len(slurp(path("direct/model.safetensors"))) > 0, "direct file")
     call expect(slurp(path("direct/model.safetensors")) == slurp(path("merged/model.safetensors")), &
          "consolidated bytes == direct bytes")
+    ! no_checksums: no hfdcp_crc32c (the default writes it).
+    copts%no_checksums = .true.
+    st = hfdcp_consolidate(MPI_COMM_WORLD, path("shards"), path("nosums"), opts=copts)
+    call expect_status(st, HFDCP_OK, "hfdcp_consolidate with no_checksums")
+    call expect(index(slurp(path("merged/model.safetensors")), "hfdcp_crc32c") > 0, &
+         "CRC-32C recorded by default")
+    call expect(index(slurp(path("nosums/model.safetensors")), "hfdcp_crc32c") == 0, &
+         "no CRC-32C with no_checksums")
     ! Cast to F64, laid out by a file map, with the integer-handle variant.
     block
       type(hfdcp_consolidate_options) :: cast

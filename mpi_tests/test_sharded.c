@@ -294,9 +294,10 @@ static int write_spec(const char *path, const tspec *ts, size_t nt)
     return fclose(f) == 0 ? 0 : -1;
 }
 
-/* Rank 0 runs sharded_check.py on `path`; agreed. */
-static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
-                      const tspec *ts, size_t nt)
+/* Rank 0 runs sharded_check.py on `path` (`mode`: "crc", "nocrc", or
+ * "any": whether hfdcp_crc32c must be there); agreed. */
+static bool python_check(MPI_Comm comm, const char *dir, const char *path,
+                         const tspec *ts, size_t nt, const char *mode)
 {
     int bad = 0;
 
@@ -304,8 +305,9 @@ static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
         char specp[700], cmd[2400], *out = NULL;
         snprintf(specp, sizeof specp, "%s/spec.json", dir);
         bad = write_spec(specp, ts, nt) != 0;
-        snprintf(cmd, sizeof cmd, "%s %s/sharded_check.py %s %s 2>&1",
-                 hfdcp_test_python(), hfdcp_test_scripts(), path, specp);
+        snprintf(cmd, sizeof cmd, "%s %s/sharded_check.py %s %s %s 2>&1",
+                 hfdcp_test_python(), hfdcp_test_scripts(), path, specp,
+                 mode);
         int ex = bad ? -1 : hfdcp_test_run(cmd, &out);
         if (ex != 0 || out == NULL || strncmp(out, "ok ", 3) != 0) {
             fprintf(stderr, "sharded_check.py (exit %d): %s\n", ex,
@@ -315,6 +317,12 @@ static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
         free(out);
     }
     return hfdcp_test_all_ok(comm, bad == 0);
+}
+
+static bool python_ok(MPI_Comm comm, const char *dir, const char *path,
+                      const tspec *ts, size_t nt)
+{
+    return python_check(comm, dir, path, ts, nt, "crc");
 }
 
 static hfdcp_save_options sharded_opts(uint64_t max_shard_bytes,
@@ -694,7 +702,7 @@ static int sharded_should_consolidate_into_a_direct_save(MPI_Comm comm,
         T_OKCALL(save_specs(comm, shards, ts, nt, &o, &st));
         T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s",
                  hfdcp_last_error());
-        T_CHECK(python_ok(comm, dir, shards, ts, nt));
+        T_CHECK(python_check(comm, dir, shards, ts, nt, "crc"));
         o.save_sharded = 0;
         o.consolidated_output_path = NULL;
         o.num_threads_consolidation = 0;
@@ -817,6 +825,135 @@ static int sharded_should_detect_a_missing_last_shard(MPI_Comm comm,
     return T_OK;
 }
 
+/* Like save_specs, with hfdcp_writer_commit_async: each rank's chunk
+ * buffers are overwritten as soon as it returns, so the files (written
+ * from the snapshot) and their CRCs must be of the bytes at the commit. */
+static int save_specs_async(MPI_Comm comm, const char *path,
+                            const tspec *ts, size_t nt,
+                            const hfdcp_save_options *o, int *status)
+{
+    int rank = hfdcp_test_comm_rank(comm), P = hfdcp_test_comm_size(comm);
+    uint8_t **bufs = calloc(nt + 1, sizeof *bufs);
+    uint64_t *lens = calloc(nt + 1, sizeof *lens);
+    hfdcp_writer *w = NULL;
+
+    T_CHECK(bufs != NULL && lens != NULL);
+    T_OKCALL(hfdcp_writer_open(comm, path, o, &w));
+    for (size_t i = 0; i < nt; i++) {
+        const tspec *t = &ts[i];
+        int64_t off[MAXD], size[MAXD];
+        if (!box_of(t, t->save, rank, P, off, size))
+            continue;
+        lens[i] = box_bytes(t->dtype, t->ndim, size);
+        bufs[i] = malloc(lens[i] + 1);
+        fill_box(bufs[i], t->name, hfdcp_dtype_bits(t->dtype), t->ndim,
+                 t->shape, off, size);
+        T_OKCALL(hfdcp_writer_add(w, t->name, t->dtype, t->ndim, t->shape,
+                                  off, size, bufs[i]));
+    }
+    *status = hfdcp_writer_commit_async(w);
+    for (size_t i = 0; i < nt; i++)
+        if (bufs[i] != NULL)
+            memset(bufs[i], 0xA5, lens[i]);
+    if (*status == HFDCP_OK)
+        *status = hfdcp_writer_wait(w);
+    hfdcp_writer_free(w);
+    for (size_t i = 0; i < nt; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(lens);
+    return T_OK;
+}
+
+/* Rank 0: every model file of `dir` records in hfdcp_crc32c the CRC-32C
+ * of each tensor's bytes in the file.  Agreed. */
+static bool output_crcs_ok(MPI_Comm comm, const char *dir)
+{
+    char names[16][256], path[600];
+    int n = hfdcp_test_comm_rank(comm) == 0 ? list_dir(dir, names, 16) : 0;
+    bool ok = n >= 0;
+
+    for (int f = 0; ok && f < n; f++) {
+        size_t len = 0;
+        unsigned char *b;
+        uint64_t hn = 0;
+        hfdcp__header h;
+        uint32_t *v = NULL;
+        if (strstr(names[f], ".json") != NULL)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, names[f]);
+        b = hfdcp_test_read_file(path, &len);
+        for (int k = 7; b != NULL && len >= 8 && k >= 0; k--)
+            hn = hn << 8 | b[k];
+        ok = b != NULL && len >= 8 + hn &&
+             hfdcp__header_parse((char *)b + 8, hn, len, path, &h) ==
+                 HFDCP_OK;
+        if (ok && (hfdcp__header_crc32c(&h, path, &v) != HFDCP_OK ||
+                   v == NULL))
+            ok = false;
+        for (size_t e = 0; ok && e < h.n_entries; e++) {
+            const hfdcp__entry *x = &h.entries[e];
+            ok = v[e] == hfdcp__crc32c(0, b + 8 + hn + x->begin,
+                                       (size_t)(x->end - x->begin));
+            if (!ok)
+                fprintf(stderr, "%s: %s: wrong CRC-32C %08x\n", path,
+                        x->name, v[e]);
+        }
+        if (b != NULL && len >= 8 + hn && v == NULL)
+            fprintf(stderr, "%s: no hfdcp_crc32c\n", path);
+        free(v);
+        if (b != NULL && len >= 8 + hn)
+            hfdcp__header_free(&h);
+        free(b);
+    }
+    return hfdcp_test_all_ok(comm, ok);
+}
+
+/* Every shard file's hfdcp_crc32c names its chunks in header order with
+ * the CRC-32C of each chunk's bytes in the file (sharded_check.py
+ * computes them from the files): a synchronous commit, an asynchronous one
+ * whose snapshot bound leaves some files written before it returns and
+ * some from the copy, and with no_checksums no key at all.  The
+ * consolidation that follows checks every chunk's (4- and 6-bit column
+ * splits, replicated, empty) and writes the tensors'. */
+static int sharded_should_write_each_chunks_crc32c(MPI_Comm comm,
+                                                   const char *dir)
+{
+    int P = hfdcp_test_comm_size(comm), st = -1;
+    tspec ts[HFDCP_DTYPE_COUNT + 8];
+    size_t nt = model(ts, P);
+    char path[600], out[600];
+    hfdcp_save_options o = sharded_opts(600, 2);
+
+    snprintf(path, sizeof path, "%s/sync", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    o.consolidated_output_path = out;
+    T_OKCALL(save_specs(comm, path, ts, nt, &o, &st));
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s",
+             hfdcp_last_error());
+    T_CHECK(python_check(comm, dir, path, ts, nt, "crc"));
+    T_CHECK(output_crcs_ok(comm, out));
+    T_CHECK(load_check(comm, out, ts, nt) == T_OK);
+    o.consolidated_output_path = NULL;
+
+    snprintf(path, sizeof path, "%s/async", dir);
+    o.snapshot_max_bytes = 1000;
+    T_OKCALL(save_specs_async(comm, path, ts, nt, &o, &st));
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "async commit: %s",
+             hfdcp_last_error());
+    T_CHECK(python_check(comm, dir, path, ts, nt, "crc"));
+    T_CHECK(load_check(comm, path, ts, nt) == T_OK);
+
+    snprintf(path, sizeof path, "%s/none", dir);
+    o.snapshot_max_bytes = 0;
+    o.no_checksums = 1;
+    T_OKCALL(save_specs(comm, path, ts, nt, &o, &st));
+    T_CHECKF(hfdcp_test_all_ok(comm, st == HFDCP_OK), "commit: %s",
+             hfdcp_last_error());
+    T_CHECK(python_check(comm, dir, path, ts, nt, "nocrc"));
+    return T_OK;
+}
+
 static const hfdcp_test_case cases[] = {
     {"sharded_should_write_shard_files_as_the_reference",
      sharded_should_write_shard_files_as_the_reference, 1},
@@ -836,6 +973,8 @@ static const hfdcp_test_case cases[] = {
      sharded_should_detect_a_missing_last_shard, 1},
     {"sharded_should_consolidate_into_a_direct_save",
      sharded_should_consolidate_into_a_direct_save, 1},
+    {"sharded_should_write_each_chunks_crc32c",
+     sharded_should_write_each_chunks_crc32c, 1},
 };
 
 int main(int argc, char **argv)

@@ -6,12 +6,14 @@
  * hfdcp_consolidate(), every step ending with an agreement (same status on
  * every rank, the first failing rank's message):
  *   1. arguments: checked locally, then against rank 0's (paths, options
- *      but the progress callback, the file map's entries);
+ *      but the progress callback, the file map's entries;
+ *      consolidate_args.c);
  *   2. input: rank 0 checks that input_dir is a directory and not
  *      output_dir; the catalog of the shard files
  *      (hfdcp__catalog_open_shards) refuses a file without
  *      DCP_SHARDING_INFO, and a tensor whose shards disagree on dtype,
- *      leave a hole or overlap, before anything is written;
+ *      leave a hole or overlap, before anything is written; so is a
+ *      malformed hfdcp_crc32c (consolidate_crc.c);
  *   3. plan: every rank computes the writer's global plan (plan.c) for one
  *      pseudo-rank holding every tensor whole, in its output dtype (the
  *      cast dtype for cast floating-point tensors), with the map's file
@@ -25,10 +27,16 @@
  *      public reader as boxes (an element range of a row-major tensor is
  *      at most 2*ndim - 1 boxes), in the stored dtype, straight into its
  *      staging buffer; hfdcp_reader_load() reads them with collective
- *      reads of just those bytes; cast segments are converted (split over
- *      num_threads threads) into the output buffer; then one collective
- *      write of every rank's slice (rank 0 adds the header in round 0).
- *      Then set size, sync, close;
+ *      reads of just those bytes; the bytes read go into the CRC runs of
+ *      the shard chunks they come from; cast segments are converted
+ *      (split over num_threads threads) into the output buffer, whose
+ *      bytes go into the CRC runs of their output tensors; then one
+ *      collective write of every rank's slice.  In a file's last round,
+ *      an XOR reduction gives rank 0 the file's CRCs, and rank 0 adds the
+ *      header, complete, to its write.  Then set size, sync, close.
+ *      After the last file, an XOR reduction gives rank 0 every chunk's
+ *      CRC, checked against the shard files' (a mismatch fails the
+ *      consolidation, nothing published);
  *   5. publication as the writer's (publish.c, hfdcp__publish: index
  *      last).
  *
@@ -38,25 +46,21 @@
  * (F4, F6) are cut only between whole-byte groups of rows, which may
  * exceed S for a tensor whose rows are never whole bytes.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include "hfdcp_internal.h"
+#include "consolidate_internal.h"
 
-/* buffer_bytes when 0.  The output staging buffer comes from the buffer
- * kept between transfers (hfdcp_release_buffers) when that is large
- * enough, and is kept after the consolidation when it is no larger than
- * this default. */
-#define DEFAULT_BUFFER ((uint64_t)32 << 20)
-#define MIN_BUFFER 64
-#define MAX_THREADS 1024
+/* The output staging buffer comes from the buffer kept between
+ * transfers (hfdcp_release_buffers) when that is large enough, and is
+ * kept after the consolidation when it is no larger than the default. */
+#define DEFAULT_BUFFER HFDCP_CONS_DEFAULT_BUFFER
+#define MAX_THREADS HFDCP_CONS_MAX_THREADS
 
 /* Below this many elements to convert in a round, threads cost more than
  * they save. */
@@ -76,182 +80,6 @@ void hfdcp_consolidate_options_init(hfdcp_consolidate_options *o)
 static bool is_float(hfdcp_dtype d)
 {
     return hfdcp__can_convert(d, HFDCP_F64);
-}
-
-/* ---- 1. arguments ---- */
-
-static int check_args(const char *in, const char *out,
-                      const hfdcp_consolidate_options *o)
-{
-    if (in == NULL || in[0] == '\0' || out == NULL || out[0] == '\0')
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: the %s directory is %s",
-                            in == NULL || in[0] == '\0' ? "input" : "output",
-                            (in == NULL || in[0] == '\0' ? in : out) == NULL
-                                ? "NULL"
-                                : "empty");
-    if (o->cast && !is_float(o->cast_dtype))
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: cast_dtype %s (%d) is not a "
-                            "floating-point dtype (F64, F32, F16 or BF16)",
-                            hfdcp_dtype_name(o->cast_dtype)
-                                ? hfdcp_dtype_name(o->cast_dtype)
-                                : "invalid",
-                            (int)o->cast_dtype);
-    if (o->num_threads < 0 || o->num_threads > MAX_THREADS)
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: num_threads %d is not in "
-                            "[0, %d]",
-                            o->num_threads, MAX_THREADS);
-    if (o->buffer_bytes != 0 && o->buffer_bytes < MIN_BUFFER)
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: buffer_bytes %" PRIu64
-                            " is below the minimum of %d bytes (0: the default, %d MiB)",
-                            o->buffer_bytes, MIN_BUFFER, (int)(DEFAULT_BUFFER >> 20));
-    return HFDCP_OK;
-}
-
-static int cmp_entry_name(const void *a, const void *b)
-{
-    return strcmp(**(const char *const *const *)a,
-                  **(const char *const *const *)b);
-}
-
-/* What must match across ranks, in a canonical form: the paths, the
- * options, and the map's entries sorted by name (so that maps built in
- * another order compare equal). */
-static int pack_args(const char *in, const char *out, const hfdcp_file_map *map,
-                     const hfdcp_consolidate_options *o, uint64_t align,
-                     hfdcp__buf *b, size_t *opts_end)
-{
-    size_t n = map ? hfdcp_file_map_size(map) : 0;
-    const char **names = NULL, ***order = NULL;
-    int *idx = NULL, rc = HFDCP_OK;
-
-    hfdcp__buf_put_str(b, in);
-    hfdcp__buf_put_str(b, out);
-    hfdcp__buf_put_u64(b, o->buffer_bytes ? o->buffer_bytes : DEFAULT_BUFFER);
-    hfdcp__buf_put_i64(b, o->cast);
-    hfdcp__buf_put_i64(b, o->cast ? (int64_t)o->cast_dtype : -1);
-    hfdcp__buf_put_i64(b, o->num_threads > 1 ? o->num_threads : 1);
-    hfdcp__buf_put_i64(b, map != NULL);
-    hfdcp__buf_put_u64(b, align);
-    *opts_end = b->len;
-    hfdcp__buf_put_u64(b, n);
-    if (n == 0)
-        return hfdcp__buf_status(b);
-    names = malloc(n * sizeof *names);
-    order = malloc(n * sizeof *order);
-    idx = malloc(n * sizeof *idx);
-    if (names == NULL || order == NULL || idx == NULL)
-        HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory comparing the file maps");
-    for (size_t i = 0; i < n; i++) {
-        HFDCP_CHECK(hfdcp_file_map_entry(map, i, &names[i], &idx[i]));
-        order[i] = &names[i];
-    }
-    qsort(order, n, sizeof *order, cmp_entry_name);
-    for (size_t i = 0; i < n; i++) {
-        hfdcp__buf_put_str(b, *order[i]);
-        hfdcp__buf_put_i64(b, idx[order[i] - names]);
-    }
-    rc = hfdcp__buf_status(b);
-cleanup:
-    free(names);
-    free(order);
-    free(idx);
-    return rc;
-}
-
-/* Every rank against rank 0: HFDCP_ERR_MISMATCH naming what differs.
- * Agreed status. */
-static int compare_args(MPI_Comm comm, int rank, const char *in,
-                        const char *out, const hfdcp_file_map *map,
-                        const hfdcp_consolidate_options *o, uint64_t align)
-{
-    hfdcp__buf mine;
-    void *root = NULL;
-    size_t len = 0, opts_end = 0;
-    int rc;
-
-    hfdcp__buf_init(&mine);
-    rc = pack_args(in, out, map, o, align, &mine, &opts_end);
-    HFDCP_CHECK(hfdcp__agree(comm, rc));
-    if (rank == 0) {
-        root = mine.data;
-        len = mine.len;
-    }
-    HFDCP_CHECK(hfdcp__bcast_bytes(comm, 0, &root, &len));
-    if (rank != 0) {
-        hfdcp__rbuf r;
-        char *in0 = NULL, *out0 = NULL;
-        hfdcp__rbuf_init(&r, root, len);
-        if (!hfdcp__rbuf_get_str(&r, &in0) || !hfdcp__rbuf_get_str(&r, &out0))
-            rc = hfdcp__nomem("rank 0's arguments");
-        else if (strcmp(in0, in) != 0 || strcmp(out0, out) != 0)
-            rc = hfdcp__error(HFDCP_ERR_MISMATCH,
-                              "hfdcp_consolidate: the %s directory '%s' of "
-                              "rank %d differs from rank 0's '%s'",
-                              strcmp(in0, in) ? "input" : "output",
-                              strcmp(in0, in) ? in : out, rank,
-                              strcmp(in0, in) ? in0 : out0);
-        else if (len < opts_end || memcmp(root, mine.data, opts_end) != 0)
-            rc = hfdcp__error(HFDCP_ERR_MISMATCH,
-                              "hfdcp_consolidate: the options of rank %d "
-                              "(buffer_bytes, cast, cast_dtype, num_threads, "
-                              "whether a file map is given, or the hint "
-                              "hfdcp_data_alignment) differ from rank 0's",
-                              rank);
-        else if (len != mine.len || memcmp(root, mine.data, len) != 0)
-            rc = hfdcp__error(HFDCP_ERR_MISMATCH,
-                              "hfdcp_consolidate: the file map of rank %d "
-                              "differs from rank 0's",
-                              rank);
-        free(in0);
-        free(out0);
-        free(root);
-    }
-    rc = hfdcp__agree(comm, rc);
-cleanup:
-    hfdcp__buf_free(&mine);
-    return rc;
-}
-
-/* ---- 2. input ---- */
-
-/* Rank 0: input_dir must be a directory, and output_dir (when it exists)
- * another one: publishing removes shard files from the output directory. */
-static int check_dirs(const char *in, const char *out)
-{
-    struct stat si, so;
-
-    if (stat(in, &si) != 0)
-        return errno == ENOENT
-                   ? hfdcp__error(HFDCP_ERR_NOT_FOUND,
-                                  "hfdcp_consolidate: the input directory "
-                                  "'%s' does not exist",
-                                  in)
-                   : hfdcp__os_error(HFDCP_ERR_IO, errno,
-                                     "hfdcp_consolidate: stat of the input "
-                                     "directory '%s'",
-                                     in);
-    if (!S_ISDIR(si.st_mode))
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: the input '%s' is not a "
-                            "directory of shard files",
-                            in);
-    if (stat(out, &so) != 0)
-        return errno == ENOENT ? HFDCP_OK
-                               : hfdcp__os_error(HFDCP_ERR_IO, errno,
-                                                 "hfdcp_consolidate: stat of "
-                                                 "the output directory '%s'",
-                                                 out);
-    if (so.st_dev == si.st_dev && so.st_ino == si.st_ino)
-        return hfdcp__error(HFDCP_ERR_ARG,
-                            "hfdcp_consolidate: the output directory '%s' is "
-                            "the input directory '%s' (publishing the output "
-                            "would remove the shard files)",
-                            out, in);
-    return HFDCP_OK;
 }
 
 /* ---- 3. plan ---- */
@@ -298,7 +126,8 @@ static int make_plan(const hfdcp__catalog *cat, const hfdcp_file_map *map,
     HFDCP_CHECK(hfdcp__wplan_pack(ch, n, hfdcp__file_map_files(map),
                                   &packed));
     part = packed.data;
-    rc = hfdcp__wplan_global(1, &part, &packed.len, 0, align, false, plan);
+    rc = hfdcp__wplan_global(1, &part, &packed.len, 0, align,
+                             !o->no_checksums, plan);
 cleanup:
     hfdcp__buf_free(&packed);
     free(ch);
@@ -560,52 +389,91 @@ typedef struct {
     size_t n_jobs, cap_jobs;
 } stage;
 
+/* stride[d] = prod(shape[d..]) of an ndim tensor (stride[ndim] = 1):
+ * stride[d + 1] is the size of one step along dimension d. */
+static void strides(const hfdcp__tensor *t, uint64_t *stride)
+{
+    stride[t->ndim] = 1;
+    for (int d = t->ndim - 1; d >= 0; d--)
+        stride[d] = stride[d + 1] * (uint64_t)t->shape[d];
+}
+
+/* The first box of the elements [e0, e1) of tensor t (row-major, ndim >
+ * 0, e0 < e1): the largest block of whole trailing dimensions that starts
+ * at e0 and fits, repeated along its dimension as far as possible, into
+ * off and size.  Returns its elements. */
+static uint64_t range_box(const hfdcp__tensor *t, const uint64_t *stride,
+                          uint64_t e0, uint64_t e1, int64_t *off,
+                          int64_t *size)
+{
+    int k = 0, n = t->ndim;
+    uint64_t count, pos;
+
+    while (e0 % stride[k + 1] != 0 || e0 + stride[k + 1] > e1)
+        k++;
+    pos = e0 / stride[k + 1] % (uint64_t)t->shape[k];
+    count = (e1 - e0) / stride[k + 1];
+    if (count > (uint64_t)t->shape[k] - pos)
+        count = (uint64_t)t->shape[k] - pos;
+    for (int d = 0; d < n; d++) {
+        if (d < k) {
+            off[d] = (int64_t)(e0 / stride[d + 1] % (uint64_t)t->shape[d]);
+            size[d] = 1;
+        } else if (d == k) {
+            off[d] = (int64_t)pos;
+            size[d] = (int64_t)count;
+        } else {
+            off[d] = 0;
+            size[d] = t->shape[d];
+        }
+    }
+    return count * stride[k + 1];
+}
+
 /* Requests the elements [e0, e1) of tensor t (row-major) into `dest`
- * (elements of `bits` bits, contiguous), as boxes: at each step the
- * largest block of whole trailing dimensions that starts at e0 and fits,
- * repeated along its dimension as far as possible.  At most 2*ndim - 1
- * boxes. */
+ * (elements of `bits` bits, contiguous), as boxes (range_box): at most
+ * 2*ndim - 1 of them. */
 static int request_range(hfdcp_reader *rd, const hfdcp__tensor *t,
                          uint64_t e0, uint64_t e1, unsigned char *dest,
                          int bits)
 {
     int64_t off[HFDCP_MAX_NDIM], size[HFDCP_MAX_NDIM];
     uint64_t stride[HFDCP_MAX_NDIM + 1];
-    int n = t->ndim;
 
-    if (n == 0)
+    if (t->ndim == 0)
         return hfdcp_reader_add(rd, t->name, t->dtype, 0, NULL, NULL, dest);
-    stride[n] = 1;
-    for (int d = n - 1; d >= 0; d--)
-        stride[d] = stride[d + 1] * (uint64_t)t->shape[d];
-    /* stride[d + 1] is the size of one step along dimension d. */
+    strides(t, stride);
     while (e0 < e1) {
-        int k = 0;
-        uint64_t count, pos;
-        while (e0 % stride[k + 1] != 0 || e0 + stride[k + 1] > e1)
-            k++;
-        pos = e0 / stride[k + 1] % (uint64_t)t->shape[k];
-        count = (e1 - e0) / stride[k + 1];
-        if (count > (uint64_t)t->shape[k] - pos)
-            count = (uint64_t)t->shape[k] - pos;
-        for (int d = 0; d < n; d++) {
-            if (d < k) {
-                off[d] = (int64_t)(e0 / stride[d + 1] % (uint64_t)t->shape[d]);
-                size[d] = 1;
-            } else if (d == k) {
-                off[d] = (int64_t)pos;
-                size[d] = (int64_t)count;
-            } else {
-                off[d] = 0;
-                size[d] = t->shape[d];
-            }
-        }
-        HFDCP_TRY(hfdcp_reader_add(rd, t->name, t->dtype, n, off, size,
+        uint64_t n = range_box(t, stride, e0, e1, off, size);
+        HFDCP_TRY(hfdcp_reader_add(rd, t->name, t->dtype, t->ndim, off, size,
                                    dest));
-        dest += count * stride[k + 1] * (uint64_t)bits / 8;
-        e0 += count * stride[k + 1];
+        dest += n * (uint64_t)bits / 8;
+        e0 += n;
     }
     return HFDCP_OK;
+}
+
+/* The same boxes as request_range, once read into `src`: fed into the
+ * CRC runs of the chunks they meet. */
+static void check_range(hfdcp__ccrc *crc, const hfdcp__catalog *cat,
+                        const hfdcp__tensor *t, uint64_t e0, uint64_t e1,
+                        const unsigned char *src, int bits)
+{
+    int64_t off[HFDCP_MAX_NDIM], size[HFDCP_MAX_NDIM];
+    uint64_t stride[HFDCP_MAX_NDIM + 1];
+    size_t i = (size_t)(t - cat->tensors);
+
+    if (t->ndim == 0) {
+        hfdcp__ccrc_read(crc, cat, i, NULL, NULL, src);
+        return;
+    }
+    strides(t, stride);
+    while (e0 < e1) {
+        uint64_t n = range_box(t, stride, e0, e1, off, size);
+        hfdcp__ccrc_read(crc, cat, i, off, size, src);
+        src += n * (uint64_t)bits / 8;
+        e0 += n;
+    }
 }
 
 /* Bytes [a, b) of a file's data region: requests into st->out_buf (and
@@ -653,6 +521,54 @@ static int plan_slice(stage *st, const file_layout *fl, uint64_t a,
     }
     *in_bytes = in_at;
     return HFDCP_OK;
+}
+
+/* After the load of bytes [a, b) of a file (plan_slice): the bytes read,
+ * in st->out_buf and, for cast segments, st->in_buf, fed into the CRC
+ * runs of the shard chunks they come from.  Before the conversions, which
+ * leave them as they are anyway. */
+static void check_slice(const stage *st, hfdcp__ccrc *crc,
+                        const hfdcp__catalog *cat, const file_layout *fl,
+                        uint64_t a, uint64_t b)
+{
+    uint64_t in_at = 0;
+
+    for (size_t k = a < b ? find_seg(fl, a) : fl->n; k < fl->n; k++) {
+        const segment *g = &fl->segs[k];
+        uint64_t lo = a > g->begin ? a : g->begin;
+        uint64_t hi = b < g->begin + g->bytes ? b : g->begin + g->bytes;
+        uint64_t e0, e1;
+        int ib = hfdcp_dtype_bits(g->in);
+
+        if (g->begin >= b)
+            break;
+        e0 = (lo - g->begin) / g->gran * g->unit;
+        e1 = (hi - g->begin) / g->gran * g->unit;
+        if (g->in == g->out) {
+            check_range(crc, cat, g->t, e0, e1, st->out_buf + (lo - a), ib);
+            continue;
+        }
+        check_range(crc, cat, g->t, e0, e1, st->in_buf + in_at, ib);
+        in_at += (e1 - e0) * (uint64_t)ib / 8;
+    }
+}
+
+/* The output bytes [a, b) of a file, in st->out_buf and about to be
+ * written, fed into the CRC runs of their tensors. */
+static void sum_slice(const stage *st, hfdcp__ccrc *crc,
+                      const hfdcp__catalog *cat, const file_layout *fl,
+                      uint64_t a, uint64_t b)
+{
+    for (size_t k = a < b ? find_seg(fl, a) : fl->n; k < fl->n; k++) {
+        const segment *g = &fl->segs[k];
+        uint64_t lo = a > g->begin ? a : g->begin;
+        uint64_t hi = b < g->begin + g->bytes ? b : g->begin + g->bytes;
+
+        if (g->begin >= b)
+            break;
+        hfdcp__ccrc_wrote(crc, (size_t)(g->t - cat->tensors), lo - g->begin,
+                          st->out_buf + (lo - a), (size_t)(hi - lo));
+    }
 }
 
 /* This rank's slice of round k: [*a, *b). */
@@ -703,15 +619,20 @@ typedef struct {
     int rank, size;
     const hfdcp_consolidate_options *o;
     const hfdcp__wplan *plan;
+    const hfdcp__catalog *cat;
     const hfdcp__paths *paths;
     const file_layout *fl;
+    hfdcp__ccrc *crc;
     uint64_t s;           /* slice bytes */
     uint64_t done, total; /* progress */
     stage *st;
 } job;
 
-/* Collective: one round of file f.  Agreed status. */
-static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k)
+/* Collective: one round of file f: read, check, convert, sum, write.
+ * In the last round rank 0 adds the header, whose CRCs are then known.
+ * Agreed status. */
+static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k,
+                       bool last)
 {
     const file_layout *fl = &J->fl[f];
     const hfdcp__wplan *plan = J->plan;
@@ -726,9 +647,14 @@ static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k)
     rc = plan_slice(st, fl, a, b, false, &in);
     HFDCP_TRY(hfdcp__agree(J->comm, rc));
     HFDCP_TRY(hfdcp_reader_load(st->rd));
+    check_slice(st, J->crc, J->cat, fl, a, b);
     convert_all(st->jobs, st->n_jobs, J->o->num_threads);
+    sum_slice(st, J->crc, J->cat, fl, a, b);
+    if (last)
+        HFDCP_TRY(hfdcp__ccrc_fill(J->crc, J->comm, J->rank, f,
+                                   plan->headers[f]));
 
-    if (J->rank == 0 && k == 0) {
+    if (J->rank == 0 && last) {
         dims[0] = (int64_t)hl;
         hfdcp__piece_bytes(&pieces[np++], 0, plan->headers[f], &dims[0]);
     }
@@ -764,7 +690,7 @@ static int write_file(job *J, size_t f)
     HFDCP_TRY(hfdcp__mfile_open(J->comm, J->paths->tmp[f], true, J->o->info,
                                 &mf));
     for (uint64_t k = 0; k < rounds && rc == HFDCP_OK; k++)
-        rc = write_round(J, mf, f, k);
+        rc = write_round(J, mf, f, k, k + 1 == rounds);
     if (rc == HFDCP_OK)
         rc = hfdcp__mfile_set_size(mf, plan->file_sizes[f]);
     if (rc == HFDCP_OK)
@@ -805,20 +731,21 @@ static int check_all_args(job *J, int rc, const char *input_dir,
          (mpi_rc = MPI_Comm_size(J->comm, &J->size)) != MPI_SUCCESS))
         rc = hfdcp__mpi_error(mpi_rc, "hfdcp_consolidate");
     if (rc == HFDCP_OK)
-        rc = check_args(input_dir, output_dir, opts);
+        rc = hfdcp__cons_check_args(input_dir, output_dir, opts);
     if (rc == HFDCP_OK)
         rc = hfdcp__align_hint(opts->info, "hfdcp_consolidate", align);
     if (rc == HFDCP_OK)
         rc = hfdcp__mpiio_check_hints(opts->info, "hfdcp_consolidate",
                                       output_dir);
     HFDCP_TRY(hfdcp__agree(J->comm, rc));
-    return compare_args(J->comm, J->rank, input_dir, output_dir, map, opts,
-                        *align);
+    return hfdcp__cons_compare_args(J->comm, J->rank, input_dir, output_dir,
+                                    map, opts, *align);
 }
 
 /* 3. Collective: the writer's plan for the shard files' catalog `cat`
- * into *plan and the output files' layouts into *fl (the caller frees
- * both, also on failure), then the job's plan, slice bytes and total.
+ * into *plan (its headers with CRC placeholders, unless no_checksums)
+ * and the output files' layouts into *fl (the caller frees both, also on
+ * failure), then the job's plan, slice bytes and total.
  * The same on every rank.  Agreed status. */
 static int plan_job(job *J, const hfdcp__catalog *cat,
                     const hfdcp_file_map *map, uint64_t align,
@@ -829,9 +756,12 @@ static int plan_job(job *J, const hfdcp__catalog *cat,
 
     rc = make_plan(cat, map, opts, align, plan);
     if (rc == HFDCP_OK)
+        rc = hfdcp__ccrc_headers(J->crc, cat, plan);
+    if (rc == HFDCP_OK)
         rc = make_layouts(cat, plan, opts, fl);
     HFDCP_TRY(hfdcp__agree(J->comm, rc));
     J->plan = plan;
+    J->cat = cat;
     J->fl = *fl;
     J->s = slice_bytes(cat, opts,
                        opts->buffer_bytes ? opts->buffer_bytes
@@ -901,6 +831,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     hfdcp__wplan plan;
     hfdcp__paths paths;
     file_layout *fl = NULL;
+    hfdcp__ccrc crc;
     stage st;
     job J;
     MPI_Comm dup = MPI_COMM_NULL;
@@ -912,6 +843,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     memset(&paths, 0, sizeof paths);
     memset(&st, 0, sizeof st);
     memset(&J, 0, sizeof J);
+    memset(&crc, 0, sizeof crc);
     if (comm == MPI_COMM_NULL)
         return hfdcp__error(HFDCP_ERR_ARG,
                             "hfdcp_consolidate: comm is MPI_COMM_NULL");
@@ -925,23 +857,29 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     J.comm = dup;
     J.o = opts;
     J.st = &st;
+    J.crc = &crc;
     st.o = opts;
     HFDCP_CHECK(check_all_args(&J, rc, input_dir, output_dir, map, &align));
 
     /* 2. The input, checked whole before anything is written. */
-    rc = J.rank == 0 ? check_dirs(input_dir, output_dir) : HFDCP_OK;
+    rc = J.rank == 0 ? hfdcp__cons_check_dirs(input_dir, output_dir)
+                    : HFDCP_OK;
     HFDCP_CHECK(hfdcp__agree(dup, rc));
     named = true; /* from here on, messages say what was consolidated */
     HFDCP_CHECK(hfdcp__catalog_open_shards(dup, input_dir, &cat));
+    HFDCP_CHECK(hfdcp__agree(dup, hfdcp__ccrc_init(&crc, cat,
+                                                   !opts->no_checksums)));
 
     /* 3. The plan, the same on every rank; then the reader, buffers,
      * names and output directory of step 4. */
     HFDCP_CHECK(plan_job(&J, cat, map, align, &plan, &fl));
     HFDCP_CHECK(prepare_data(&J, input_dir, output_dir, &paths));
 
-    /* 4. Every output file, by every rank. */
+    /* 4. Every output file, by every rank; then every chunk read
+     * against the CRC its shard file records. */
     wrote = true;
     HFDCP_CHECK(write_files(&J));
+    HFDCP_CHECK(hfdcp__ccrc_verify(&crc, dup, J.rank, cat));
 
     /* 5. Publish. */
     rc = J.rank == 0 ? hfdcp__publish(output_dir, &plan, &paths) : HFDCP_OK;
@@ -951,6 +889,7 @@ cleanup:
     if (rc != HFDCP_OK && wrote)
         remove_temporaries(&J, &paths);
     stage_free(&st);
+    hfdcp__ccrc_free(&crc);
     layouts_free(fl, plan.n_files);
     hfdcp__paths_free(&paths);
     hfdcp__wplan_free(&plan);

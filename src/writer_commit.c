@@ -72,6 +72,7 @@ static int name_files(const hfdcp_writer *w, hfdcp__commit *c)
     c->job.thread_count = w->thread_count;
     c->job.fault_file = hfdcp__writer_fault_file;
     c->job.fault_step = 2;
+    c->job.checksums = w->checksums;
     if (w->rank == 0)
         tag = hfdcp__random_tag();
     mpi_rc = MPI_Bcast(&tag, 1, MPI_UINT64_T, 0, w->comm);

@@ -109,6 +109,8 @@ typedef struct {
     int fault_step;              /* where fault_file fails: 1 its write,
                                     2 its sync */
     bool no_sync;                /* sharded: leave the files unsynced */
+    bool checksums;              /* sharded: the shard files carry their
+                                    chunks' CRC-32C (!no_checksums) */
 } hfdcp__wjob;
 
 /* The outcome of one job run by a helper thread.  hfdcp_last_error() is

@@ -9,7 +9,9 @@
  *          (a chunk a shard file cannot hold is refused there);
  * write    POSIX writes straight from the chunks' memory and fsync, under
  *          temporary names, up to thread_count files at once (the calling
- *          thread and helper threads, which make no MPI call);
+ *          thread and helper threads, which make no MPI call); each
+ *          chunk's CRC-32C is taken from the bytes as they are written and
+ *          filled into the header, written last (unless no_checksums);
  * publish  rank 0 removes the old index and stale files, then every rank
  *          renames its own files and syncs the directory.  A failure
  *          removes every file of this commit, temporary or renamed;
@@ -55,10 +57,14 @@ static int shard_entry_cmp(const void *a, const void *b)
 /* One shard file of this rank. */
 typedef struct hfdcp__shard {
     char *tmp, *final;      /* paths */
-    char *header;           /* 8-byte length + JSON */
+    char *header;           /* 8-byte length + JSON; with checksums, its
+                               CRC-32C values are filled in as the data
+                               is written */
     size_t header_len;
     shard_entry_t *entries; /* in layout order */
     size_t n_entries;
+    uint64_t *crc_at;       /* with checksums, per entry: where its CRC's
+                               hex digits are in `header`; else NULL */
 } shard_t;
 
 void hfdcp__shards_free(hfdcp__shards *s)
@@ -68,6 +74,7 @@ void hfdcp__shards_free(hfdcp__shards *s)
         free(s->files[i].final);
         free(s->files[i].header);
         free(s->files[i].entries);
+        free(s->files[i].crc_at);
     }
     free(s->files);
     memset(s, 0, sizeof *s);
@@ -240,6 +247,13 @@ static int make_shard(const hfdcp__wjob *job, const char *dir,
     h.n_entries = sh->n_entries;
     h.sharded = true;
     h.align = align;
+    if (job->checksums) {
+        if ((sh->crc_at = malloc((sh->n_entries + 1) *
+                                 sizeof *sh->crc_at)) == NULL)
+            HFDCP_FAIL(HFDCP_ERR_NOMEM, "out of memory for the shard files");
+        h.crc32c = true;
+        h.crc_at = sh->crc_at;
+    }
     HFDCP_CHECK(global_shapes_text(job, sh, ent, &shapes));
     kv.value = (char *)shapes.data;
     h.meta = &kv;
@@ -288,33 +302,62 @@ int hfdcp__shards_make(const hfdcp__wjob *job, const char *dir,
 
 /* ---- writing them: POSIX calls, helper threads ---- */
 
-/* One shard file, by one thread: create, write the header and every
- * chunk straight from its memory (or the copy of it), fsync, close.
- * `fault` (test hook): fail as if a data write (1) or fsync (2) had
- * returned EIO. */
-static int write_shard(const hfdcp__wjob *job, const shard_t *sh,
-                       int fault)
+/* Pieces of a chunk written at once: its CRC-32C is computed on each
+ * piece just before the piece is written, while the piece is in the
+ * cache, rather than in a second pass over the chunk. */
+#define CRC_PIECE ((uint64_t)1 << 20)
+
+/* Writes entry k of `sh` at `at` of the open file `fd` and, with
+ * checksums, its CRC-32C into sh's header: the CRC of the bytes given to
+ * pwrite (the chunk's memory, or the asynchronous commit's copy of it). */
+static int write_entry(const hfdcp__wjob *job, shard_t *sh, size_t k,
+                       int fd, uint64_t at)
+{
+    const shard_entry_t *x = &sh->entries[k];
+    const unsigned char *p = x->data;
+    uint64_t n = x->e.end - x->e.begin;
+    uint32_t crc = 0;
+
+    if (sh->crc_at == NULL)
+        return n > 0 ? hfdcp__pwrite_all(fd, p, n, at, sh->tmp, job->rank)
+                     : HFDCP_OK;
+    for (uint64_t done = 0; done < n;) {
+        uint64_t len = n - done < CRC_PIECE ? n - done : CRC_PIECE;
+        crc = hfdcp__crc32c(crc, p + done, (size_t)len);
+        HFDCP_TRY(hfdcp__pwrite_all(fd, p + done, len, at + done, sh->tmp,
+                                    job->rank));
+        done += len;
+    }
+    hfdcp__header_put_crc(sh->header, sh->crc_at[k], crc);
+    return HFDCP_OK;
+}
+
+/* One shard file, by one thread: create, write every chunk straight from
+ * its memory (or the copy of it), then the header (which holds their
+ * CRCs), fsync, close.  `fault` (test hook): fail as if a data write (1)
+ * or fsync (2) had returned EIO. */
+static int write_shard(const hfdcp__wjob *job, shard_t *sh, int fault)
 {
     int fd = open(sh->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    int rc, rank = job->rank;
-    uint64_t at;
+    int rc = HFDCP_OK, rank = job->rank;
+    uint64_t at = sh->header_len;
 
     if (fd < 0)
         return hfdcp__os_error(HFDCP_ERR_IO, errno,
                                "creating '%s' on rank %d", sh->tmp, rank);
-    rc = hfdcp__pwrite_all(fd, sh->header, sh->header_len, 0, sh->tmp, rank);
-    at = sh->header_len;
     for (size_t k = 0; rc == HFDCP_OK && k < sh->n_entries; k++) {
-        const shard_entry_t *x = &sh->entries[k];
-        uint64_t n = x->e.end - x->e.begin;
+        uint64_t n = sh->entries[k].e.end - sh->entries[k].e.begin;
         if (n > 0 && fault == 1)
             rc = hfdcp__os_error(HFDCP_ERR_IO, EIO,
                                  "writing '%s' on rank %d (test fault)",
                                  sh->tmp, rank);
-        else if (n > 0)
-            rc = hfdcp__pwrite_all(fd, x->data, n, at, sh->tmp, rank);
+        else
+            rc = write_entry(job, sh, k, fd, at);
         at += n;
     }
+    if (rc == HFDCP_OK)
+        rc = hfdcp__pwrite_all(fd, sh->header, sh->header_len, 0, sh->tmp,
+                               rank);
     if (rc == HFDCP_OK && fault == 2 && !job->no_sync)
         rc = hfdcp__os_error(HFDCP_ERR_IO, EIO,
                              "syncing '%s' on rank %d (test fault)", sh->tmp,
@@ -540,6 +583,7 @@ int hfdcp__consolidate_shards(const hfdcp_writer *w,
     hfdcp_consolidate_options_init(&co);
     co.num_threads = w->consolidation_threads;
     co.info = w->info;
+    co.no_checksums = !w->checksums;
     rc = hfdcp_consolidate(w->comm, w->path, w->consolidated,
                            w->file_map != NULL ? w->file_map : map, &co);
     hfdcp_file_map_free(map);

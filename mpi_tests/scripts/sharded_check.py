@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""sharded_check.py SHARD_DIR SPEC_JSON
+"""sharded_check.py SHARD_DIR SPEC_JSON [crc|nocrc]
 
 An independent check of the per-rank shard files written by
 hfdcp_writer_commit() with save_sharded = 1 (mpi_tests/test_sharded.c),
@@ -21,7 +21,11 @@ exactly the keys format, DCP_SHARDING_INFO and DCP_VERSION, with "pt",
 ensure_ascii) of {name: {"saved_offsets": [...]}} naming the file's tensors
 in header order, and hfdcp's own key hfdcp_global_shapes (which PyTorch
 ignores): the compact JSON of {name: [global shape]} of the same tensors
-in the same order, the shapes of SPEC_JSON; data offsets contiguous from 0, sizes matching dtype x
+in the same order, the shapes of SPEC_JSON; hfdcp's key hfdcp_crc32c
+(required with `crc`, refused with `nocrc`, else optional): the compact
+JSON of {name: "8 lowercase hex digits"} of the same tensors in the same
+order, each the CRC-32C (Castagnoli, computed here bit by bit) of the
+chunk's bytes in the file; data offsets contiguous from 0, sizes matching dtype x
 shape, 8 + N + last end == the file size; every chunk inside its tensor
 and every byte of it right; the chunks of a tensor add up to the tensor
 exactly (a replicated chunk written twice would not).  Prints "ok N
@@ -97,8 +101,54 @@ def expected(name, bits, gshape, offs, shape):
             return bytes(out)
 
 
+def crc32c(data):
+    """CRC-32C of `data`, table-driven, independent of hfdcp's."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def crc_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        table.append(c)
+    return table
+
+
+CRC_TABLE = crc_table()
+
+
+def check_crcs(fn, meta, names, buf, start, hdr, mode):
+    """hfdcp_crc32c of one shard file against its chunks' bytes."""
+    text = meta.pop("hfdcp_crc32c", None)
+    if text is None:
+        if mode == "crc":
+            fail("%s: no hfdcp_crc32c" % fn)
+        return
+    if mode == "nocrc":
+        fail("%s: hfdcp_crc32c written with no_checksums" % fn)
+    crcs = json.loads(text)
+    if json.dumps(crcs, separators=(",", ":"), ensure_ascii=False) != text \
+            or list(crcs) != names:
+        fail("%s: hfdcp_crc32c %r is not compact JSON of the tensors in "
+             "header order" % (fn, text))
+    for name in names:
+        b, end = hdr[name]["data_offsets"]
+        want = "%08x" % crc32c(buf[start + b:start + end])
+        if crcs[name] != want:
+            fail("%s: %s hfdcp_crc32c %r, the bytes give %r"
+                 % (fn, name, crcs[name], want))
+
+
 def main():
     ckpt, spec_path = sys.argv[1], sys.argv[2]
+    mode = sys.argv[3] if len(sys.argv) > 3 else "any"
+    if crc32c(b"123456789") != 0xE3069283:
+        fail("crc32c() of the check string")
     with open(spec_path) as f:
         spec = json.load(f)
     covered = {name: 0 for name in spec}
@@ -125,6 +175,8 @@ def main():
         if json.dumps(hdr, separators=(",", ":"), ensure_ascii=False) != body:
             fail("%s: the header is not compact JSON" % fn)
         meta = hdr.pop("__metadata__", None)
+        if meta is not None:
+            check_crcs(fn, meta, list(hdr), buf, 8 + n, hdr, mode)
         if meta is None or sorted(meta) != ["DCP_SHARDING_INFO",
                                             "DCP_VERSION", "format",
                                             "hfdcp_global_shapes"]:

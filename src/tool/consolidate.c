@@ -127,7 +127,7 @@ static int usage(void)
                 "[--dtype bf16|f16|f32|f64]\n"
                 "                         [--buffer-mb N] [--threads N] "
                 "[--progress auto|bar|lines|none]\n"
-                "                         [--hint KEY=VALUE]...\n"
+                "                         [--hint KEY=VALUE]... [--no-checksums]\n"
                 "(see hfdcp help consolidate)\n");
     return TOOL_EXIT_USAGE;
 }
@@ -244,6 +244,9 @@ static int parse_args(int argc, char **argv, hfdcp_consolidate_options *o, const
             if (!parse_count(val, 0, 1024, &v))
                 return bad_value(o->info, a, val, "a thread count from 0 to 1024");
             o->num_threads = (int)v;
+        } else if (strcmp(a, "--no-checksums") == 0) {
+            o->no_checksums = 1;
+            continue; /* takes no value */
         } else if (strcmp(a, "--hint") == 0) {
             if (!tool_add_hint(&o->info, val))
                 return bad_value(o->info, a, val, "KEY=VALUE, an MPI-IO hint");
