@@ -18,8 +18,8 @@
  *
  * Every file checked comes from the library's own writers, which must
  * have written hfdcp_crc32c (require_crcs).  The damage is done by rank 0
- * on a copy of the saved checkpoint.  The
- * tool runs on rank 0 under its own launcher while the others wait.
+ * on a copy of the saved checkpoint.  The tool runs on rank 0 under its
+ * own launcher while the others wait.
  */
 #include <sys/stat.h>
 #include <unistd.h>
