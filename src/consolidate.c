@@ -626,6 +626,7 @@ typedef struct {
     uint64_t s;           /* slice bytes */
     uint64_t done, total; /* progress */
     stage *st;
+    hfdcp__ctimes *ct;    /* phase timers */
 } job;
 
 /* Collective: one round of file f: read, check, convert, sum, write.
@@ -641,18 +642,24 @@ static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k,
     int64_t dims[4];
     hfdcp__piece pieces[2];
     size_t np = 0;
+    double t = MPI_Wtime();
     int rc;
 
     my_slice(fl, J->s, J->rank, J->size, k, &a, &b);
     rc = plan_slice(st, fl, a, b, false, &in);
     HFDCP_TRY(hfdcp__agree(J->comm, rc));
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_REQUESTS, t);
     HFDCP_TRY(hfdcp_reader_load(st->rd));
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_READS, t);
     check_slice(st, J->crc, J->cat, fl, a, b);
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_CRC_IN, t);
     convert_all(st->jobs, st->n_jobs, J->o->num_threads);
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_CONVERT, t);
     sum_slice(st, J->crc, J->cat, fl, a, b);
     if (last)
         HFDCP_TRY(hfdcp__ccrc_fill(J->crc, J->comm, J->rank, f,
                                    plan->headers[f]));
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_CRC_OUT, t);
 
     if (J->rank == 0 && last) {
         dims[0] = (int64_t)hl;
@@ -669,6 +676,7 @@ static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k,
         p->fstart = p->mstart = zeros;
     }
     HFDCP_TRY(hfdcp__mfile_transfer(mf, true, pieces, np));
+    (void)hfdcp__ctimes_add(J->ct, HFDCP__CT_WRITES, t);
     if (J->rank == 0 && J->o->progress != NULL) {
         uint64_t end = cut(fl, J->s, (k + 1) * (uint64_t)J->size);
         J->o->progress(J->done + end, J->total, J->o->progress_arg);
@@ -683,19 +691,23 @@ static int write_file(job *J, size_t f)
     const hfdcp__wplan *plan = J->plan;
     hfdcp__mfile *mf = NULL;
     uint64_t rounds = file_rounds(&J->fl[f], J->s, J->size);
+    double t = MPI_Wtime();
     int rc = HFDCP_OK, rc2;
 
     HFDCP_TRY(hfdcp__create_shared(J->comm, J->paths->tmp[f],
                                    plan->file_sizes[f]));
     HFDCP_TRY(hfdcp__mfile_open(J->comm, J->paths->tmp[f], true, J->o->info,
                                 &mf));
+    (void)hfdcp__ctimes_add(J->ct, HFDCP__CT_CREATE, t);
     for (uint64_t k = 0; k < rounds && rc == HFDCP_OK; k++)
         rc = write_round(J, mf, f, k, k + 1 == rounds);
+    t = MPI_Wtime();
     if (rc == HFDCP_OK)
         rc = hfdcp__mfile_set_size(mf, plan->file_sizes[f]);
     if (rc == HFDCP_OK)
         rc = hfdcp__mfile_sync(mf);
     rc2 = hfdcp__mfile_close(mf);
+    (void)hfdcp__ctimes_add(J->ct, HFDCP__CT_SYNCS, t);
     if (rc == HFDCP_OK)
         rc = rc2;
     if (rc == HFDCP_OK)
@@ -832,10 +844,12 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     hfdcp__paths paths;
     file_layout *fl = NULL;
     hfdcp__ccrc crc;
+    hfdcp__ctimes ct;
     stage st;
     job J;
     MPI_Comm dup = MPI_COMM_NULL;
     uint64_t align = 0; /* the hint hfdcp_data_alignment */
+    double t;
     bool wrote = false, named = false;
     int rc = HFDCP_OK;
 
@@ -844,6 +858,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     memset(&st, 0, sizeof st);
     memset(&J, 0, sizeof J);
     memset(&crc, 0, sizeof crc);
+    hfdcp__ctimes_init(&ct);
     if (comm == MPI_COMM_NULL)
         return hfdcp__error(HFDCP_ERR_ARG,
                             "hfdcp_consolidate: comm is MPI_COMM_NULL");
@@ -858,8 +873,10 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     J.o = opts;
     J.st = &st;
     J.crc = &crc;
+    J.ct = &ct;
     st.o = opts;
     HFDCP_CHECK(check_all_args(&J, rc, input_dir, output_dir, map, &align));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_ARGS, ct.start);
 
     /* 2. The input, checked whole before anything is written. */
     rc = J.rank == 0 ? hfdcp__cons_check_dirs(input_dir, output_dir)
@@ -867,23 +884,32 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     HFDCP_CHECK(hfdcp__agree(dup, rc));
     named = true; /* from here on, messages say what was consolidated */
     HFDCP_CHECK(hfdcp__catalog_open_shards(dup, input_dir, &cat));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_CATALOG, t);
     HFDCP_CHECK(hfdcp__agree(dup, hfdcp__ccrc_init(&crc, cat,
                                                    !opts->no_checksums)));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_CHECKS, t);
 
     /* 3. The plan, the same on every rank; then the reader, buffers,
      * names and output directory of step 4. */
     HFDCP_CHECK(plan_job(&J, cat, map, align, &plan, &fl));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_PLAN, t);
     HFDCP_CHECK(prepare_data(&J, input_dir, output_dir, &paths));
+    (void)hfdcp__ctimes_add(&ct, HFDCP__CT_PREPARE, t);
 
     /* 4. Every output file, by every rank; then every chunk read
      * against the CRC its shard file records. */
     wrote = true;
     HFDCP_CHECK(write_files(&J));
+    t = MPI_Wtime();
     HFDCP_CHECK(hfdcp__ccrc_verify(&crc, dup, J.rank, cat));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_VERIFY, t);
 
     /* 5. Publish. */
     rc = J.rank == 0 ? hfdcp__publish(output_dir, &plan, &paths) : HFDCP_OK;
     rc = hfdcp__agree(dup, rc);
+    (void)hfdcp__ctimes_add(&ct, HFDCP__CT_PUBLISH, t);
+    if (rc == HFDCP_OK)
+        hfdcp__ctimes_print(&ct, J.rank, J.total);
 
 cleanup:
     if (rc != HFDCP_OK && wrote)
