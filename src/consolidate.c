@@ -782,20 +782,19 @@ static int plan_job(job *J, const hfdcp__catalog *cat,
     return HFDCP_OK;
 }
 
-/* Collective: what step 4 needs.  The public reader of the shard files
- * in `input_dir`, the staging buffers of J->st, the temporary names (one
- * random tag, rank 0's) into *paths and J->paths, the output directory.
- * Agreed status. */
-static int prepare_data(job *J, const char *input_dir,
-                        const char *output_dir, hfdcp__paths *paths)
+/* Collective: what step 4 needs.  A reader of the shard files' catalog
+ * `cat` (borrowed: no second reading of the headers; it keeps the shard
+ * files open from their first round to the last), the staging buffers of
+ * J->st, the temporary names (one random tag, rank 0's) into *paths and
+ * J->paths, the output directory.  Agreed status. */
+static int prepare_data(job *J, hfdcp__catalog *cat, const char *output_dir,
+                        hfdcp__paths *paths)
 {
-    hfdcp_load_options lo;
     uint64_t tag = 0;
     int rc, mpi_rc;
 
-    hfdcp_load_options_init(&lo);
-    lo.info = J->o->info;
-    HFDCP_TRY(hfdcp_reader_open(J->comm, input_dir, &lo, &J->st->rd));
+    HFDCP_TRY(hfdcp__reader_open_catalog(J->comm, cat, J->o->info,
+                                         &J->st->rd));
     rc = size_buffers(J->st, J->fl, J->plan->n_files, J->s, J->rank,
                       J->size);
     if (J->rank == 0)
@@ -822,8 +821,8 @@ static void remove_temporaries(const job *J, const hfdcp__paths *paths)
     (void)MPI_Barrier(J->comm);
 }
 
-/* Frees the reader and the buffers of st (the output buffer kept for the
- * next transfer when no larger than the default). */
+/* Frees the reader (its files closed) and the buffers of st (the output
+ * buffer kept for the next transfer when no larger than the default). */
 static void stage_free(stage *st)
 {
     if (st->rd != NULL)
@@ -893,7 +892,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
      * names and output directory of step 4. */
     HFDCP_CHECK(plan_job(&J, cat, map, align, &plan, &fl));
     t = hfdcp__ctimes_add(&ct, HFDCP__CT_PLAN, t);
-    HFDCP_CHECK(prepare_data(&J, input_dir, output_dir, &paths));
+    HFDCP_CHECK(prepare_data(&J, cat, output_dir, &paths));
     (void)hfdcp__ctimes_add(&ct, HFDCP__CT_PREPARE, t);
 
     /* 4. Every output file, by every rank; then every chunk read
@@ -901,6 +900,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     wrote = true;
     HFDCP_CHECK(write_files(&J));
     t = MPI_Wtime();
+    HFDCP_CHECK(hfdcp__reader_close_files(st.rd));
     HFDCP_CHECK(hfdcp__ccrc_verify(&crc, dup, J.rank, cat));
     t = hfdcp__ctimes_add(&ct, HFDCP__CT_VERIFY, t);
 
@@ -914,6 +914,8 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
 cleanup:
     if (rc != HFDCP_OK && wrote)
         remove_temporaries(&J, &paths);
+    if (st.rd != NULL)
+        (void)hfdcp__reader_close_files(st.rd);
     stage_free(&st);
     hfdcp__ccrc_free(&crc);
     layouts_free(fl, plan.n_files);
