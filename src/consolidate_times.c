@@ -38,13 +38,21 @@ double hfdcp__ctimes_add(hfdcp__ctimes *ct, int phase, double since)
 void hfdcp__ctimes_print(const hfdcp__ctimes *ct, int rank, uint64_t bytes)
 {
     double total = MPI_Wtime() - ct->start;
+    char line[1024];
+    int n;
 
     if (!ct->on)
         return;
-    fprintf(stderr, "hfdcp consolidate times rank %d: total %.3f s", rank,
-            total);
-    for (int i = 0; i < HFDCP__CT_COUNT; i++)
-        fprintf(stderr, " %s %.3f", names[i], ct->sec[i]);
-    fprintf(stderr, " (%.1f MB/s)\n",
-            total > 0 ? (double)bytes / total / 1e6 : 0.0);
+    /* One write, so that the ranks' lines do not interleave. */
+    n = snprintf(line, sizeof line,
+                 "hfdcp consolidate times rank %d: total %.3f s", rank,
+                 total);
+    for (int i = 0; i < HFDCP__CT_COUNT && n > 0 && (size_t)n < sizeof line;
+         i++)
+        n += snprintf(line + n, sizeof line - (size_t)n, " %s %.3f",
+                      names[i], ct->sec[i]);
+    if (n > 0 && (size_t)n < sizeof line)
+        snprintf(line + n, sizeof line - (size_t)n, " (%.1f MB/s)\n",
+                 total > 0 ? (double)bytes / total / 1e6 : 0.0);
+    fputs(line, stderr);
 }
