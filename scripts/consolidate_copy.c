@@ -7,9 +7,9 @@
  * all, split by rows or by columns over the ranks, as per-rank shard
  * files; then REPS times, alternating which goes first: a consolidation
  * (default options), and a plain copy, rank 0 alone reading every shard
- * file in turn into one output file through a 32 MiB buffer and syncing
- * it (what `cat shard-* > out; sync` does).  Cold: before each, every
- * shard file is synced and evicted from the page cache
+ * file in turn into one output file through a 128 KiB buffer (cat's)
+ * and syncing it (what `cat shard-* > out; sync` does).  Cold: before
+ * each, every shard file is synced and evicted from the page cache
  * (POSIX_FADV_DONTNEED); warm: not.  The previous outputs are removed
  * before each run, untimed.  Prints each time (slowest rank) and
  * the medians, and their ratio.  Run with HFDCP_CONSOLIDATE_TIMES=1 for
@@ -33,7 +33,7 @@
 
 #define ROWS 2048
 #define COLS 2048
-#define COPY_BUF ((size_t)32 << 20)
+#define COPY_BUF ((size_t)128 << 10)
 
 static void fail(int rank, const char *what)
 {
