@@ -629,9 +629,10 @@ typedef struct {
     hfdcp__ctimes *ct;    /* phase timers */
 } job;
 
-/* Collective: one round of file f: read, check, convert, sum, write.
- * In the last round rank 0 adds the header, whose CRCs are then known.
- * Agreed status. */
+/* Collective: one round of file f: read, check, convert, sum, write;
+ * then rank 0 reports progress, but after the file's last round
+ * (write_file() does, once the file is synced).  In the last round rank
+ * 0 adds the header, whose CRCs are then known.  Agreed status. */
 static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k,
                        bool last)
 {
@@ -677,7 +678,7 @@ static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k,
     }
     HFDCP_TRY(hfdcp__mfile_transfer(mf, true, pieces, np));
     (void)hfdcp__ctimes_add(J->ct, HFDCP__CT_WRITES, t);
-    if (J->rank == 0 && J->o->progress != NULL) {
+    if (J->rank == 0 && J->o->progress != NULL && !last) {
         uint64_t end = cut(fl, J->s, (k + 1) * (uint64_t)J->size);
         J->o->progress(J->done + end, J->total, J->o->progress_arg);
     }
@@ -712,6 +713,10 @@ static int write_file(job *J, size_t f)
         rc = rc2;
     if (rc == HFDCP_OK)
         J->done += J->fl[f].data;
+    /* Note: a file's last bytes count once it is synced, so that 100%
+     * (and the rate) never runs ahead of the data being durable. */
+    if (rc == HFDCP_OK && J->rank == 0 && J->o->progress != NULL)
+        J->o->progress(J->done, J->total, J->o->progress_arg);
     return rc;
 }
 
