@@ -571,6 +571,23 @@ static void sum_slice(const stage *st, hfdcp__ccrc *crc,
     }
 }
 
+/* Read-ahead of the shard bytes of output bytes [a, b) of a file (the
+ * rank's next slice), each segment's element range at its tensor. */
+static void ahead_slice(hfdcp__ahead *ah, const hfdcp__catalog *cat,
+                        const file_layout *fl, uint64_t a, uint64_t b)
+{
+    for (size_t k = a < b ? find_seg(fl, a) : fl->n; k < fl->n; k++) {
+        const segment *g = &fl->segs[k];
+        uint64_t lo = a > g->begin ? a : g->begin;
+        uint64_t hi = b < g->begin + g->bytes ? b : g->begin + g->bytes;
+
+        if (g->begin >= b)
+            break;
+        hfdcp__ahead_range(ah, cat, g->t, (lo - g->begin) / g->gran * g->unit,
+                           (hi - g->begin) / g->gran * g->unit);
+    }
+}
+
 /* This rank's slice of round k: [*a, *b). */
 static void my_slice(const file_layout *fl, uint64_t s, int rank, int nranks,
                      uint64_t k, uint64_t *a, uint64_t *b)
@@ -627,6 +644,7 @@ typedef struct {
     uint64_t done, total; /* progress */
     stage *st;
     hfdcp__ctimes *ct;    /* phase timers */
+    hfdcp__ahead *ahead;  /* read-ahead of the next slice */
 } job;
 
 /* Collective: one round of file f: read, check, convert, sum, write;
@@ -665,6 +683,11 @@ static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k,
     if (J->rank == 0 && last) {
         dims[0] = (int64_t)hl;
         hfdcp__piece_bytes(&pieces[np++], 0, plan->headers[f], &dims[0]);
+    }
+    if (!last) {
+        uint64_t na, nb;
+        my_slice(fl, J->s, J->rank, J->size, k + 1, &na, &nb);
+        ahead_slice(J->ahead, J->cat, fl, na, nb);
     }
     if (b > a) {
         hfdcp__piece *p = &pieces[np++];
@@ -849,6 +872,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     file_layout *fl = NULL;
     hfdcp__ccrc crc;
     hfdcp__ctimes ct;
+    hfdcp__ahead ahead = {NULL, 0};
     stage st;
     job J;
     MPI_Comm dup = MPI_COMM_NULL;
@@ -878,6 +902,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     J.st = &st;
     J.crc = &crc;
     J.ct = &ct;
+    J.ahead = &ahead;
     st.o = opts;
     HFDCP_CHECK(check_all_args(&J, rc, input_dir, output_dir, map, &align));
     t = hfdcp__ctimes_add(&ct, HFDCP__CT_ARGS, ct.start);
@@ -898,6 +923,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     HFDCP_CHECK(plan_job(&J, cat, map, align, &plan, &fl));
     t = hfdcp__ctimes_add(&ct, HFDCP__CT_PLAN, t);
     HFDCP_CHECK(prepare_data(&J, cat, output_dir, &paths));
+    HFDCP_CHECK(hfdcp__agree(dup, hfdcp__ahead_open(&ahead, cat->n_files)));
     (void)hfdcp__ctimes_add(&ct, HFDCP__CT_PREPARE, t);
 
     /* 4. Every output file, by every rank; then every chunk read
@@ -922,6 +948,7 @@ cleanup:
     if (st.rd != NULL)
         (void)hfdcp__reader_close_files(st.rd);
     stage_free(&st);
+    hfdcp__ahead_close(&ahead);
     hfdcp__ccrc_free(&crc);
     layouts_free(fl, plan.n_files);
     hfdcp__paths_free(&paths);

@@ -13,6 +13,7 @@
  *                      their bytes are read, the output tensors' values
  *                      computed as their bytes are written
  *   consolidate_times.c  its phase timers (HFDCP_CONSOLIDATE_TIMES)
+ *   consolidate_ahead.c  its read-ahead of the next slice's shard bytes
  */
 #ifndef HFDCP_CONSOLIDATE_INTERNAL_H
 #define HFDCP_CONSOLIDATE_INTERNAL_H
@@ -156,5 +157,27 @@ double hfdcp__ctimes_add(hfdcp__ctimes *ct, int phase, double since);
 /* Local: when on, one line on stderr: this rank's total, its phases and
  * the rate of `bytes`. */
 void hfdcp__ctimes_print(const hfdcp__ctimes *ct, int rank, uint64_t bytes);
+
+/* ------------------------------------------------------------------------
+ * consolidate_ahead.c
+ * ---------------------------------------------------------------------- */
+
+/* One rank's descriptors of the shard files, for advice only. */
+typedef struct {
+    int *fds;   /* per catalog file: -2 not opened yet, -1 failed */
+    size_t n;
+} hfdcp__ahead;
+
+/* Local: no file opened yet.  HFDCP_ERR_NOMEM or HFDCP_OK. */
+int hfdcp__ahead_open(hfdcp__ahead *a, size_t n_files);
+
+/* Local: asks the kernel to read ahead the shard bytes of elements
+ * [e0, e1) of tensor t: in each chunk, the whole rows (of dimension 0)
+ * the range meets, a superset of what the reader will read. */
+void hfdcp__ahead_range(hfdcp__ahead *a, const hfdcp__catalog *cat,
+                        const hfdcp__tensor *t, uint64_t e0, uint64_t e1);
+
+/* Local: closes the descriptors; a zeroed or closed one is left alone. */
+void hfdcp__ahead_close(hfdcp__ahead *a);
 
 #endif /* HFDCP_CONSOLIDATE_INTERNAL_H */
