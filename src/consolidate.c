@@ -23,17 +23,20 @@
  *      name.  A file's data region [0, D) is cut into slices of S bytes
  *      (S from buffer_bytes, see slice_bytes()), cut points moved down to
  *      element boundaries; round k gives slice k*P + r to rank r of P.  In
- *      a round every rank requests its slice's tensor pieces from the
- *      public reader as boxes (an element range of a row-major tensor is
- *      at most 2*ndim - 1 boxes), in the stored dtype, straight into its
- *      staging buffer; hfdcp_reader_load() reads them with collective
+ *      a round every rank requests its slice's tensor pieces from a
+ *      reader of step 2's catalog (shard files opened once) as boxes (an
+ *      element range of a row-major tensor is at most 2*ndim - 1 boxes),
+ *      in the stored dtype, straight into its staging buffer; hfdcp_reader_load() reads them with collective
  *      reads of just those bytes; the bytes read go into the CRC runs of
  *      the shard chunks they come from; cast segments are converted
  *      (split over num_threads threads) into the output buffer, whose
- *      bytes go into the CRC runs of their output tensors; then one
- *      collective write of every rank's slice.  In a file's last round,
- *      an XOR reduction gives rank 0 the file's CRCs, and rank 0 adds the
- *      header, complete, to its write.  Then set size, sync, close.
+ *      bytes go into the CRC runs of their output tensors; the shard
+ *      bytes of the rank's next slice are asked of the kernel
+ *      (consolidate_ahead.c) so that they are read during the write;
+ *      then one collective write of every rank's slice.  In a file's
+ *      last round, an XOR reduction gives rank 0 the file's CRCs, and
+ *      rank 0 adds the header, complete, to its write.  Then set size,
+ *      sync, close.
  *      After the last file, an XOR reduction gives rank 0 every chunk's
  *      CRC, checked against the shard files' (a mismatch fails the
  *      consolidation, nothing published);
