@@ -26,8 +26,9 @@
  *      a round every rank requests its slice's tensor pieces from a
  *      reader of step 2's catalog (shard files opened once) as boxes (an
  *      element range of a row-major tensor is at most 2*ndim - 1 boxes),
- *      in the stored dtype, straight into its staging buffer; hfdcp_reader_load() reads them with collective
- *      reads of just those bytes; the bytes read go into the CRC runs of
+ *      in the stored dtype, straight into its staging buffer;
+ *      hfdcp_reader_load() reads them with collective reads of just
+ *      those bytes; the bytes read go into the CRC runs of
  *      the shard chunks they come from; cast segments are converted
  *      (split over num_threads threads) into the output buffer, whose
  *      bytes go into the CRC runs of their output tensors; the shard

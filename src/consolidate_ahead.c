@@ -50,6 +50,7 @@ void hfdcp__ahead_range(hfdcp__ahead *a, const hfdcp__catalog *cat,
         uint64_t c0 = t->ndim > 0 ? (uint64_t)ch->offsets[0] : 0;
         uint64_t c1 = t->ndim > 0 ? c0 + (uint64_t)ch->sizes[0] : 1;
         uint64_t lo = r0 > c0 ? r0 : c0, hi = r1 < c1 ? r1 : c1, crow = 1;
+        uint64_t off, len;
         int fd;
 
         if (lo >= hi || (fd = fd_of(a, cat, ch->file)) < 0)
@@ -57,10 +58,9 @@ void hfdcp__ahead_range(hfdcp__ahead *a, const hfdcp__catalog *cat,
         for (int d = 1; d < t->ndim; d++)
             crow *= (uint64_t)ch->sizes[d];
         /* Whole bytes around the rows (sub-byte dtypes round out). */
-        (void)posix_fadvise(fd, (off_t)(ch->file_offset +
-                                        (lo - c0) * crow * (uint64_t)bits / 8),
-                            (off_t)(((hi - lo) * crow * (uint64_t)bits + 7) / 8 + 1),
-                            POSIX_FADV_WILLNEED);
+        off = ch->file_offset + (lo - c0) * crow * (uint64_t)bits / 8;
+        len = ((hi - lo) * crow * (uint64_t)bits + 7) / 8 + 1;
+        (void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
     }
 }
 
