@@ -497,7 +497,9 @@ typedef struct {
                               shards' where present, write the tensors':
                               hfdcp_crc32c, docs/format.md) */
     /* Called on rank 0 only, from the calling thread, after each round of
-     * writes: bytes of the output's tensor data done and in all. */
+     * writes: bytes of the output's tensor data done and in all; a
+     * file's last round counts once the file is synced, so `done`
+     * reaches the total only when every file is durable. */
     void (*progress)(uint64_t done, uint64_t total, void *arg);
     void *progress_arg;
 } hfdcp_consolidate_options;

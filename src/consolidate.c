@@ -23,17 +23,21 @@
  *      name.  A file's data region [0, D) is cut into slices of S bytes
  *      (S from buffer_bytes, see slice_bytes()), cut points moved down to
  *      element boundaries; round k gives slice k*P + r to rank r of P.  In
- *      a round every rank requests its slice's tensor pieces from the
- *      public reader as boxes (an element range of a row-major tensor is
- *      at most 2*ndim - 1 boxes), in the stored dtype, straight into its
- *      staging buffer; hfdcp_reader_load() reads them with collective
- *      reads of just those bytes; the bytes read go into the CRC runs of
+ *      a round every rank requests its slice's tensor pieces from a
+ *      reader of step 2's catalog (shard files opened once) as boxes (an
+ *      element range of a row-major tensor is at most 2*ndim - 1 boxes),
+ *      in the stored dtype, straight into its staging buffer;
+ *      hfdcp_reader_load() reads them with collective reads of just
+ *      those bytes; the bytes read go into the CRC runs of
  *      the shard chunks they come from; cast segments are converted
  *      (split over num_threads threads) into the output buffer, whose
- *      bytes go into the CRC runs of their output tensors; then one
- *      collective write of every rank's slice.  In a file's last round,
- *      an XOR reduction gives rank 0 the file's CRCs, and rank 0 adds the
- *      header, complete, to its write.  Then set size, sync, close.
+ *      bytes go into the CRC runs of their output tensors; the shard
+ *      bytes of the rank's next slice are asked of the kernel
+ *      (consolidate_ahead.c) so that they are read during the write;
+ *      then one collective write of every rank's slice.  In a file's
+ *      last round, an XOR reduction gives rank 0 the file's CRCs, and
+ *      rank 0 adds the header, complete, to its write.  Then set size,
+ *      sync, close.
  *      After the last file, an XOR reduction gives rank 0 every chunk's
  *      CRC, checked against the shard files' (a mismatch fails the
  *      consolidation, nothing published);
@@ -571,6 +575,23 @@ static void sum_slice(const stage *st, hfdcp__ccrc *crc,
     }
 }
 
+/* Read-ahead of the shard bytes of output bytes [a, b) of a file (the
+ * rank's next slice), each segment's element range at its tensor. */
+static void ahead_slice(hfdcp__ahead *ah, const hfdcp__catalog *cat,
+                        const file_layout *fl, uint64_t a, uint64_t b)
+{
+    for (size_t k = a < b ? find_seg(fl, a) : fl->n; k < fl->n; k++) {
+        const segment *g = &fl->segs[k];
+        uint64_t lo = a > g->begin ? a : g->begin;
+        uint64_t hi = b < g->begin + g->bytes ? b : g->begin + g->bytes;
+
+        if (g->begin >= b)
+            break;
+        hfdcp__ahead_range(ah, cat, g->t, (lo - g->begin) / g->gran * g->unit,
+                           (hi - g->begin) / g->gran * g->unit);
+    }
+}
+
 /* This rank's slice of round k: [*a, *b). */
 static void my_slice(const file_layout *fl, uint64_t s, int rank, int nranks,
                      uint64_t k, uint64_t *a, uint64_t *b)
@@ -626,11 +647,14 @@ typedef struct {
     uint64_t s;           /* slice bytes */
     uint64_t done, total; /* progress */
     stage *st;
+    hfdcp__ctimes *ct;    /* phase timers */
+    hfdcp__ahead *ahead;  /* read-ahead of the next slice */
 } job;
 
-/* Collective: one round of file f: read, check, convert, sum, write.
- * In the last round rank 0 adds the header, whose CRCs are then known.
- * Agreed status. */
+/* Collective: one round of file f: read, check, convert, sum, write;
+ * then rank 0 reports progress, but after the file's last round
+ * (write_file() does, once the file is synced).  In the last round rank
+ * 0 adds the header, whose CRCs are then known.  Agreed status. */
 static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k,
                        bool last)
 {
@@ -641,22 +665,33 @@ static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k,
     int64_t dims[4];
     hfdcp__piece pieces[2];
     size_t np = 0;
+    double t = MPI_Wtime();
     int rc;
 
     my_slice(fl, J->s, J->rank, J->size, k, &a, &b);
     rc = plan_slice(st, fl, a, b, false, &in);
     HFDCP_TRY(hfdcp__agree(J->comm, rc));
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_REQUESTS, t);
     HFDCP_TRY(hfdcp_reader_load(st->rd));
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_READS, t);
     check_slice(st, J->crc, J->cat, fl, a, b);
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_CRC_IN, t);
     convert_all(st->jobs, st->n_jobs, J->o->num_threads);
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_CONVERT, t);
     sum_slice(st, J->crc, J->cat, fl, a, b);
     if (last)
         HFDCP_TRY(hfdcp__ccrc_fill(J->crc, J->comm, J->rank, f,
                                    plan->headers[f]));
+    t = hfdcp__ctimes_add(J->ct, HFDCP__CT_CRC_OUT, t);
 
     if (J->rank == 0 && last) {
         dims[0] = (int64_t)hl;
         hfdcp__piece_bytes(&pieces[np++], 0, plan->headers[f], &dims[0]);
+    }
+    if (!last) {
+        uint64_t na, nb;
+        my_slice(fl, J->s, J->rank, J->size, k + 1, &na, &nb);
+        ahead_slice(J->ahead, J->cat, fl, na, nb);
     }
     if (b > a) {
         hfdcp__piece *p = &pieces[np++];
@@ -669,7 +704,8 @@ static int write_round(job *J, hfdcp__mfile *mf, size_t f, uint64_t k,
         p->fstart = p->mstart = zeros;
     }
     HFDCP_TRY(hfdcp__mfile_transfer(mf, true, pieces, np));
-    if (J->rank == 0 && J->o->progress != NULL) {
+    (void)hfdcp__ctimes_add(J->ct, HFDCP__CT_WRITES, t);
+    if (J->rank == 0 && J->o->progress != NULL && !last) {
         uint64_t end = cut(fl, J->s, (k + 1) * (uint64_t)J->size);
         J->o->progress(J->done + end, J->total, J->o->progress_arg);
     }
@@ -683,23 +719,31 @@ static int write_file(job *J, size_t f)
     const hfdcp__wplan *plan = J->plan;
     hfdcp__mfile *mf = NULL;
     uint64_t rounds = file_rounds(&J->fl[f], J->s, J->size);
+    double t = MPI_Wtime();
     int rc = HFDCP_OK, rc2;
 
     HFDCP_TRY(hfdcp__create_shared(J->comm, J->paths->tmp[f],
                                    plan->file_sizes[f]));
     HFDCP_TRY(hfdcp__mfile_open(J->comm, J->paths->tmp[f], true, J->o->info,
                                 &mf));
+    (void)hfdcp__ctimes_add(J->ct, HFDCP__CT_CREATE, t);
     for (uint64_t k = 0; k < rounds && rc == HFDCP_OK; k++)
         rc = write_round(J, mf, f, k, k + 1 == rounds);
+    t = MPI_Wtime();
     if (rc == HFDCP_OK)
         rc = hfdcp__mfile_set_size(mf, plan->file_sizes[f]);
     if (rc == HFDCP_OK)
         rc = hfdcp__mfile_sync(mf);
     rc2 = hfdcp__mfile_close(mf);
+    (void)hfdcp__ctimes_add(J->ct, HFDCP__CT_SYNCS, t);
     if (rc == HFDCP_OK)
         rc = rc2;
     if (rc == HFDCP_OK)
         J->done += J->fl[f].data;
+    /* Note: a file's last bytes count once it is synced, so that 100%
+     * (and the rate) never runs ahead of the data being durable. */
+    if (rc == HFDCP_OK && J->rank == 0 && J->o->progress != NULL)
+        J->o->progress(J->done, J->total, J->o->progress_arg);
     return rc;
 }
 
@@ -770,20 +814,19 @@ static int plan_job(job *J, const hfdcp__catalog *cat,
     return HFDCP_OK;
 }
 
-/* Collective: what step 4 needs.  The public reader of the shard files
- * in `input_dir`, the staging buffers of J->st, the temporary names (one
- * random tag, rank 0's) into *paths and J->paths, the output directory.
- * Agreed status. */
-static int prepare_data(job *J, const char *input_dir,
-                        const char *output_dir, hfdcp__paths *paths)
+/* Collective: what step 4 needs.  A reader of the shard files' catalog
+ * `cat` (borrowed: no second reading of the headers; it keeps the shard
+ * files open from their first round to the last), the staging buffers of
+ * J->st, the temporary names (one random tag, rank 0's) into *paths and
+ * J->paths, the output directory.  Agreed status. */
+static int prepare_data(job *J, hfdcp__catalog *cat, const char *output_dir,
+                        hfdcp__paths *paths)
 {
-    hfdcp_load_options lo;
     uint64_t tag = 0;
     int rc, mpi_rc;
 
-    hfdcp_load_options_init(&lo);
-    lo.info = J->o->info;
-    HFDCP_TRY(hfdcp_reader_open(J->comm, input_dir, &lo, &J->st->rd));
+    HFDCP_TRY(hfdcp__reader_open_catalog(J->comm, cat, J->o->info,
+                                         &J->st->rd));
     rc = size_buffers(J->st, J->fl, J->plan->n_files, J->s, J->rank,
                       J->size);
     if (J->rank == 0)
@@ -810,8 +853,8 @@ static void remove_temporaries(const job *J, const hfdcp__paths *paths)
     (void)MPI_Barrier(J->comm);
 }
 
-/* Frees the reader and the buffers of st (the output buffer kept for the
- * next transfer when no larger than the default). */
+/* Frees the reader (its files closed) and the buffers of st (the output
+ * buffer kept for the next transfer when no larger than the default). */
 static void stage_free(stage *st)
 {
     if (st->rd != NULL)
@@ -832,10 +875,13 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     hfdcp__paths paths;
     file_layout *fl = NULL;
     hfdcp__ccrc crc;
+    hfdcp__ctimes ct;
+    hfdcp__ahead ahead = {NULL, 0};
     stage st;
     job J;
     MPI_Comm dup = MPI_COMM_NULL;
     uint64_t align = 0; /* the hint hfdcp_data_alignment */
+    double t;
     bool wrote = false, named = false;
     int rc = HFDCP_OK;
 
@@ -844,6 +890,7 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     memset(&st, 0, sizeof st);
     memset(&J, 0, sizeof J);
     memset(&crc, 0, sizeof crc);
+    hfdcp__ctimes_init(&ct);
     if (comm == MPI_COMM_NULL)
         return hfdcp__error(HFDCP_ERR_ARG,
                             "hfdcp_consolidate: comm is MPI_COMM_NULL");
@@ -858,8 +905,11 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     J.o = opts;
     J.st = &st;
     J.crc = &crc;
+    J.ct = &ct;
+    J.ahead = &ahead;
     st.o = opts;
     HFDCP_CHECK(check_all_args(&J, rc, input_dir, output_dir, map, &align));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_ARGS, ct.start);
 
     /* 2. The input, checked whole before anything is written. */
     rc = J.rank == 0 ? hfdcp__cons_check_dirs(input_dir, output_dir)
@@ -867,28 +917,42 @@ int hfdcp_consolidate(MPI_Comm comm, const char *input_dir,
     HFDCP_CHECK(hfdcp__agree(dup, rc));
     named = true; /* from here on, messages say what was consolidated */
     HFDCP_CHECK(hfdcp__catalog_open_shards(dup, input_dir, &cat));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_CATALOG, t);
     HFDCP_CHECK(hfdcp__agree(dup, hfdcp__ccrc_init(&crc, cat,
                                                    !opts->no_checksums)));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_CHECKS, t);
 
     /* 3. The plan, the same on every rank; then the reader, buffers,
      * names and output directory of step 4. */
     HFDCP_CHECK(plan_job(&J, cat, map, align, &plan, &fl));
-    HFDCP_CHECK(prepare_data(&J, input_dir, output_dir, &paths));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_PLAN, t);
+    HFDCP_CHECK(prepare_data(&J, cat, output_dir, &paths));
+    HFDCP_CHECK(hfdcp__agree(dup, hfdcp__ahead_open(&ahead, cat->n_files)));
+    (void)hfdcp__ctimes_add(&ct, HFDCP__CT_PREPARE, t);
 
     /* 4. Every output file, by every rank; then every chunk read
      * against the CRC its shard file records. */
     wrote = true;
     HFDCP_CHECK(write_files(&J));
+    t = MPI_Wtime();
+    HFDCP_CHECK(hfdcp__reader_close_files(st.rd));
     HFDCP_CHECK(hfdcp__ccrc_verify(&crc, dup, J.rank, cat));
+    t = hfdcp__ctimes_add(&ct, HFDCP__CT_VERIFY, t);
 
     /* 5. Publish. */
     rc = J.rank == 0 ? hfdcp__publish(output_dir, &plan, &paths) : HFDCP_OK;
     rc = hfdcp__agree(dup, rc);
+    (void)hfdcp__ctimes_add(&ct, HFDCP__CT_PUBLISH, t);
+    if (rc == HFDCP_OK)
+        hfdcp__ctimes_print(&ct, J.rank, J.total);
 
 cleanup:
     if (rc != HFDCP_OK && wrote)
         remove_temporaries(&J, &paths);
+    if (st.rd != NULL)
+        (void)hfdcp__reader_close_files(st.rd);
     stage_free(&st);
+    hfdcp__ahead_close(&ahead);
     hfdcp__ccrc_free(&crc);
     layouts_free(fl, plan.n_files);
     hfdcp__paths_free(&paths);

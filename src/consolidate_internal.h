@@ -12,6 +12,8 @@
  *   consolidate_crc.c  its CRC-32C: the shard chunks' values checked as
  *                      their bytes are read, the output tensors' values
  *                      computed as their bytes are written
+ *   consolidate_times.c  its phase timers (HFDCP_CONSOLIDATE_TIMES)
+ *   consolidate_ahead.c  its read-ahead of the next slice's shard bytes
  */
 #ifndef HFDCP_CONSOLIDATE_INTERNAL_H
 #define HFDCP_CONSOLIDATE_INTERNAL_H
@@ -124,5 +126,58 @@ int hfdcp__ccrc_verify(hfdcp__ccrc *c, MPI_Comm comm, int rank,
                        const hfdcp__catalog *cat);
 
 void hfdcp__ccrc_free(hfdcp__ccrc *c);
+
+/* ------------------------------------------------------------------------
+ * consolidate_times.c
+ * ---------------------------------------------------------------------- */
+
+/* The phases timed, in the order of hfdcp_consolidate()'s steps. */
+enum {
+    HFDCP__CT_ARGS, HFDCP__CT_CATALOG, HFDCP__CT_CHECKS, HFDCP__CT_PLAN,
+    HFDCP__CT_PREPARE, HFDCP__CT_CREATE, HFDCP__CT_REQUESTS,
+    HFDCP__CT_READS, HFDCP__CT_CRC_IN, HFDCP__CT_CONVERT, HFDCP__CT_CRC_OUT,
+    HFDCP__CT_WRITES, HFDCP__CT_SYNCS, HFDCP__CT_VERIFY, HFDCP__CT_PUBLISH,
+    HFDCP__CT_COUNT
+};
+
+/* One rank's seconds per phase. */
+typedef struct {
+    bool on;                       /* HFDCP_CONSOLIDATE_TIMES set */
+    double start;                  /* MPI_Wtime() at init */
+    double sec[HFDCP__CT_COUNT];
+} hfdcp__ctimes;
+
+/* Local: zeroed, started, `on` from the environment. */
+void hfdcp__ctimes_init(hfdcp__ctimes *ct);
+
+/* Local: adds the time since `since` (an MPI_Wtime()) to `phase`;
+ * returns the time now, the start of the next phase. */
+double hfdcp__ctimes_add(hfdcp__ctimes *ct, int phase, double since);
+
+/* Local: when on, one line on stderr: this rank's total, its phases and
+ * the rate of `bytes`. */
+void hfdcp__ctimes_print(const hfdcp__ctimes *ct, int rank, uint64_t bytes);
+
+/* ------------------------------------------------------------------------
+ * consolidate_ahead.c
+ * ---------------------------------------------------------------------- */
+
+/* One rank's descriptors of the shard files, for advice only. */
+typedef struct {
+    int *fds;   /* per catalog file: -2 not opened yet, -1 failed */
+    size_t n;
+} hfdcp__ahead;
+
+/* Local: no file opened yet.  HFDCP_ERR_NOMEM or HFDCP_OK. */
+int hfdcp__ahead_open(hfdcp__ahead *a, size_t n_files);
+
+/* Local: asks the kernel to read ahead the shard bytes of elements
+ * [e0, e1) of tensor t: in each chunk, the whole rows (of dimension 0)
+ * the range meets, a superset of what the reader will read. */
+void hfdcp__ahead_range(hfdcp__ahead *a, const hfdcp__catalog *cat,
+                        const hfdcp__tensor *t, uint64_t e0, uint64_t e1);
+
+/* Local: closes the descriptors; a zeroed or closed one is left alone. */
+void hfdcp__ahead_close(hfdcp__ahead *a);
 
 #endif /* HFDCP_CONSOLIDATE_INTERNAL_H */

@@ -838,6 +838,21 @@ int hfdcp__load_check(MPI_Comm comm, const hfdcp__file *file,
 HFDCP_API int hfdcp__reader_add_failed(hfdcp_reader *r, int status,
                                        const char *name, const char *why);
 
+/* Collective on `comm`: a reader of the catalog `cat`, already open on
+ * the same ranks (consolidation's, opened in shard mode), with the hints
+ * `info` (checked by the caller; copied).  The reader borrows `cat`: the
+ * caller frees it after the reader.  Unlike a public reader, it opens
+ * each file at the first load that needs it and keeps it open until
+ * hfdcp__reader_close_files(), so that loads in rounds open every file
+ * once.  Agreed status. */
+int hfdcp__reader_open_catalog(MPI_Comm comm, hfdcp__catalog *cat,
+                               MPI_Info info, hfdcp_reader **out);
+
+/* Collective on the reader's communicator: closes the files a reader of
+ * hfdcp__reader_open_catalog() keeps open (none for a public reader).
+ * Every rank must call it before hfdcp_reader_free().  Agreed status. */
+int hfdcp__reader_close_files(hfdcp_reader *r);
+
 /* ------------------------------------------------------------------------
  * filemap.c, plan.c, writer*.c: the writer
  * ---------------------------------------------------------------------- */

@@ -14,8 +14,10 @@
  *   3. for each such file, in catalog order: opens it collectively, moves
  *      this rank's pieces with one hfdcp__mfile_transfer() (a piece is the
  *      intersection of a request with a chunk: file array = the chunk,
- *      memory array = the request's destination), closes it.  A rank with
- *      nothing to read in a file still joins;
+ *      memory array = the request's destination), closes it (a reader
+ *      of hfdcp__reader_open_catalog(), consolidation's, keeps it open
+ *      for the next loads instead).  A rank with nothing to read in a
+ *      file still joins;
  *   4. converts the requests that asked for another dtype.
  * With the hint hfdcp_verify_checksums=enable, step 3 also checks the
  * CRC-32C of the chunks of each file read in full (load_check.c), before
@@ -54,6 +56,9 @@ struct hfdcp_reader_s {
     bool check;         /* hint hfdcp_verify_checksums=enable */
     int req_status;     /* first error of hfdcp_reader_add() since load */
     char *req_message;  /* its message */
+    bool borrowed;      /* cat is the caller's (hfdcp__reader_open_catalog) */
+    hfdcp__mfile **kept; /* per file, open between loads; NULL: a public
+                            reader, which opens a file per load */
 };
 
 void hfdcp_load_options_init(hfdcp_load_options *o)
@@ -129,6 +134,61 @@ fail:
     return rc;
 }
 
+int hfdcp__reader_open_catalog(MPI_Comm comm, hfdcp__catalog *cat,
+                               MPI_Info info, hfdcp_reader **out)
+{
+    hfdcp_reader *r = NULL;
+    MPI_Comm dup = MPI_COMM_NULL;
+    int rc, mpi_rc;
+
+    rc = hfdcp__comm_dup(comm, "opening the shard files", &dup);
+    if (dup == MPI_COMM_NULL)
+        return rc;
+    if (rc == HFDCP_OK && ((r = calloc(1, sizeof *r)) == NULL ||
+                           (r->kept = calloc(cat->n_files ? cat->n_files : 1,
+                                             sizeof *r->kept)) == NULL))
+        rc = hfdcp__nomem("a reader");
+    if (rc == HFDCP_OK) {
+        r->comm = dup;
+        r->info = MPI_INFO_NULL;
+        r->cat = cat;
+        r->borrowed = true;
+        if (info != MPI_INFO_NULL &&
+            (mpi_rc = MPI_Info_dup(info, &r->info)) != MPI_SUCCESS) {
+            r->info = MPI_INFO_NULL;
+            rc = hfdcp__mpi_error(mpi_rc, "opening the shard files: "
+                                          "MPI_Info_dup");
+        }
+    }
+    if ((rc = hfdcp__agree(dup, rc)) == HFDCP_OK) {
+        *out = r;
+        return HFDCP_OK;
+    }
+    if (r != NULL) {
+        if (r->info != MPI_INFO_NULL)
+            MPI_Info_free(&r->info);
+        free(r->kept);
+        free(r);
+    }
+    MPI_Comm_free(&dup);
+    return rc;
+}
+
+int hfdcp__reader_close_files(hfdcp_reader *r)
+{
+    int rc = HFDCP_OK, rc2;
+
+    for (size_t f = 0; r->kept != NULL && f < r->cat->n_files; f++) {
+        if (r->kept[f] == NULL)
+            continue;
+        rc2 = hfdcp__mfile_close(r->kept[f]);
+        r->kept[f] = NULL;
+        if (rc == HFDCP_OK)
+            rc = rc2;
+    }
+    return hfdcp__agree(r->comm, rc);
+}
+
 static void clear_requests(hfdcp_reader *r)
 {
     for (size_t i = 0; i < r->n_reqs; i++) {
@@ -148,7 +208,9 @@ void hfdcp_reader_free(hfdcp_reader *r)
         return;
     clear_requests(r);
     free(r->reqs);
-    hfdcp__catalog_free(r->cat);
+    free(r->kept);
+    if (!r->borrowed)
+        hfdcp__catalog_free(r->cat);
     if (r->info != MPI_INFO_NULL)
         MPI_Info_free(&r->info);
     MPI_Comm_free(&r->comm);
@@ -492,21 +554,25 @@ static int make_pieces(const hfdcp_reader *r, int file, hfdcp__piece **pieces,
     return HFDCP_OK;
 }
 
-/* One file: open, one transfer of this rank's pieces, close; then, in a
- * checked load, the checksums of what was read (load_check.c). */
+/* One file: open (unless kept open), one transfer of this rank's
+ * pieces, close (unless kept open); then, in a checked load, the
+ * checksums of what was read (load_check.c). */
 static int load_file(hfdcp_reader *r, int file)
 {
     hfdcp__piece *pieces = NULL;
     int64_t *pool = NULL;
-    hfdcp__mfile *f = NULL;
+    hfdcp__mfile *f = r->kept != NULL ? r->kept[file] : NULL;
     size_t n = 0;
     int rc, rc2;
 
     rc = hfdcp__agree(r->comm, make_pieces(r, file, &pieces, &n, &pool));
-    if (rc == HFDCP_OK)
+    if (rc == HFDCP_OK && f == NULL)
         rc = hfdcp__mfile_open(r->comm, r->cat->files[file].path, false,
                                r->info, &f);
-    if (rc == HFDCP_OK) {
+    if (rc == HFDCP_OK && r->kept != NULL) {
+        r->kept[file] = f;
+        rc = hfdcp__mfile_transfer(f, false, pieces, n);
+    } else if (rc == HFDCP_OK) {
         rc = hfdcp__mfile_transfer(f, false, pieces, n);
         rc2 = hfdcp__mfile_close(f);
         if (rc == HFDCP_OK)

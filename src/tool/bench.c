@@ -526,6 +526,11 @@ static void print_table(const bench_ctx *c, int reps)
     target("direct save / plain write", pw > 0 ? save / pw : 0, 0.9, "x");
     double sh = bw("sharded_consolidate_total");
     target("direct save / (sharded save + consolidation)", sh > 0 ? save / sh : 0, 2.0, "x");
+    double cw = bw("shard_copy_warm"), cc = bw("shard_copy_cold");
+    target("consolidation / plain copy of the shards, warm",
+           cw > 0 ? bw("consolidate_warm") / cw : 0, 0.9, "x");
+    target("consolidation / plain copy of the shards, cold",
+           cc > 0 ? bw("consolidate_cold") / cc : 0, 0.9, "x");
     double h5 = bw("hdf5_write");
     target("direct save / parallel HDF5 write", h5 > 0 ? save / h5 : 0, 1.0, "x");
     double h5r = bw("hdf5_read_cold");

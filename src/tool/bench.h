@@ -168,6 +168,13 @@ int bench_hfdcp_alt(const bench_ctx *c);
  * of the CRC-32C, side by side. */
 int bench_hfdcp_nocrc(const bench_ctx *c);
 int bench_sharded(const bench_ctx *c, int *available);
+/* The plain copy of the shard-* files of `shards` into the one file
+ * `copy` (bench_copy.c): each rank its turn of the files, read() and
+ * pwrite() at their offsets in the concatenation, fsync; timed into *r
+ * (the model's bytes), `copy` removed before and after.  0, or -1 (the
+ * same on every rank) when a call failed. */
+int bench_shard_copy(const bench_ctx *c, const char *shards, const char *copy,
+                     bench_result *r);
 int bench_naive(const bench_ctx *c);
 /* hfdcp_writer_commit_async + hfdcp_writer_wait: waited for at once,
  * after a simulated training step, and with a bounded snapshot; and the

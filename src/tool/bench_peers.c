@@ -6,7 +6,9 @@
  *            then one shared file (pwrite at each rank's offset);
  *   hfdcp    direct save (one collective commit), loads cold and warm in
  *            the saved decomposition, and cold in another one; planning;
- *   sharded  per-rank shard files (save_sharded), then hfdcp_consolidate;
+ *   sharded  per-rank shard files (save_sharded), then hfdcp_consolidate,
+ *            and again warm and cold against a plain copy of the shard
+ *            bytes (bench_copy.c);
  *   naive    every tensor gathered to rank 0 (derived datatypes), one
  *            safetensors file written there with write() + fsync.
  * (The asynchronous commit is bench_async.c's.)
@@ -803,6 +805,62 @@ int bench_threads(const bench_ctx *c, int threads)
  * Sharded save + consolidation
  * ---------------------------------------------------------------------- */
 
+/* A consolidation of `shards` into `out` (removed first), timed into *r;
+ * cold: the shard files evicted from the page cache first.  Its status. */
+static int timed_consolidation(const bench_ctx *c, const char *shards, const char *out,
+                               int cold, bench_result *r)
+{
+    hfdcp_consolidate_options co;
+    bench_timer t;
+    int rc;
+
+    bench_rmtree(c, out);
+    if (cold)
+        bench_evict(c, shards);
+    bench_settle(c);
+    hfdcp_consolidate_options_init(&co);
+    co.info = c->info;
+    bench_start(c, &t);
+    rc = hfdcp_consolidate(c->comm, shards, out, NULL, &co);
+    bench_stop(c, &t, c->m->total, r);
+    return rc;
+}
+
+/* Consolidation against a plain copy of the same shard bytes (issue #22),
+ * warm then cold, the two alternating which goes first from one
+ * repetition to the next: consolidate_warm, shard_copy_warm,
+ * consolidate_cold, shard_copy_cold. */
+static int against_copy(const bench_ctx *c, const char *shards, const char *out)
+{
+    char copy[4300];
+    bench_result r;
+    int rc;
+
+    snprintf(copy, sizeof copy, "%s/shard_copy", c->dir);
+    for (int cold = 0; cold < 2; cold++) {
+        for (int k = 0; k < 2; k++) {
+            if ((k + c->rep) % 2 == 0) {
+                if ((rc = timed_consolidation(c, shards, out, cold, &r)) != HFDCP_OK) {
+                    tool_report_error("bench", rc);
+                    return TOOL_EXIT_ERROR;
+                }
+                bench_record(c, cold ? "consolidate_cold" : "consolidate_warm", &r);
+                continue;
+            }
+            if (cold)
+                bench_evict(c, shards);
+            bench_settle(c);
+            if (bench_shard_copy(c, shards, copy, &r) != 0) {
+                if (c->rank == 0)
+                    fprintf(stderr, "hfdcp bench: the plain copy of '%s' failed\n", shards);
+                return TOOL_EXIT_ERROR;
+            }
+            bench_record(c, cold ? "shard_copy_cold" : "shard_copy_warm", &r);
+        }
+    }
+    return TOOL_EXIT_OK;
+}
+
 int bench_sharded(const bench_ctx *c, int *available)
 {
     char shards[4200], out[4200], a[4300], b[4300];
@@ -869,6 +927,8 @@ int bench_sharded(const bench_ctx *c, int *available)
             }
         }
     }
+    if (rc == HFDCP_OK && code != TOOL_EXIT_ERROR && (v = against_copy(c, shards, out)) != TOOL_EXIT_OK)
+        code = v;
     bench_rmtree(c, shards);
     bench_rmtree(c, out);
     return code;
