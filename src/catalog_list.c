@@ -225,7 +225,8 @@ static int list_from_index(const char *dir, listing *ls, problems *p)
         return hfdcp__nomem("the index's file names");
     for (size_t i = 0; i < ls->ix.n; i++)
         files[i] = ls->ix.files[i];
-    qsort(files, ls->ix.n, sizeof *files, cmp_str);
+    if (ls->ix.n > 1)
+        qsort(files, ls->ix.n, sizeof *files, cmp_str);
     for (size_t i = 0; i < ls->ix.n; i++) {
         struct stat st;
         char *path;
